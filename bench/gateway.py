@@ -1,0 +1,209 @@
+"""Gateway throughput and latency against a bare pass-through proxy, in one run.
+
+Starts the fake Graph API, sendgate (default policies, a populated SQLite store)
+and a bare aiohttp proxy as separate processes, drives the same load at each
+(N concurrent connections for D seconds, allowed messages only: texts inside an
+open window and utility templates to opted-in recipients, each recipient once so
+the pair-rate rule does not defer), and prints messages/s, p50/p99 latency, the
+sendgate/bare ratio and the policy evaluation time per message from the
+decision log.
+
+    python bench/gateway.py [--concurrency 32] [--duration 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+PHONE_NUMBER_ID = "106540352242922"
+WABA_ID = "102290129340398"
+RECIPIENTS = 200_000
+TEMPLATES = {
+    "data": [
+        {
+            "name": "order_update",
+            "language": "en_US",
+            "status": "APPROVED",
+            "category": "UTILITY",
+            "id": "1",
+            "components": [{"type": "BODY", "text": "Hi {{1}}, order {{2}} has shipped."}],
+        }
+    ]
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(cmd: list[str], ready: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    assert proc.stdout is not None
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        line = proc.stdout.readline().decode()
+        if ready in line:
+            return proc
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError(f"{cmd[:3]} did not start")
+
+
+def _recipient(i: int) -> str:
+    return f"1650{5550000 + i:07d}"  # US numbers, distinct per message
+
+
+def _message(i: int) -> bytes:
+    to = _recipient(i)
+    if i % 2:
+        body = {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": f"Your code is {i}"}}
+    else:
+        body = {
+            "messaging_product": "whatsapp",
+            "to": to,
+            "type": "template",
+            "template": {
+                "name": "order_update",
+                "language": {"code": "en_US"},
+                "components": [
+                    {"type": "body", "parameters": [{"type": "text", "text": "Ana"}, {"type": "text", "text": str(i)}]}
+                ],
+            },
+        }
+    return orjson.dumps(body)
+
+
+async def _populate(db: Path, count: int) -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    from sendgate.state import ConsentRecord
+    from sendgate.state.sqlite import SQLiteStore
+
+    store = SQLiteStore(db)
+    now = time.time()
+    await store.put_templates(WABA_ID, TEMPLATES)
+    await store.import_consent(
+        [ConsentRecord(_recipient(i), "opted_in", ("utility",), "bench", None, now) for i in range(count)]
+    )
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.executemany(
+            "INSERT OR REPLACE INTO inbound VALUES (?, ?, ?)",
+            [(PHONE_NUMBER_ID, _recipient(i), now) for i in range(1, count, 2)],
+        )
+    conn.close()
+    await store.close()
+
+
+async def _drive(url: str, start: int, concurrency: int, duration: float) -> tuple[list[float], dict[int, int], int]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    counter = iter(range(start, start + RECIPIENTS))
+    headers = {"Authorization": "Bearer bench-token", "Content-Type": "application/json"}
+    stop_at = time.perf_counter() + duration
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while time.perf_counter() < stop_at:
+            body = _message(next(counter))
+            t0 = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+            latencies.append(time.perf_counter() - t0)
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return latencies, statuses, next(counter)
+
+
+def _summary(name: str, latencies: list[float], statuses: dict[int, int], duration: float) -> dict[str, float]:
+    latencies.sort()
+    rate = len(latencies) / duration
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    print(f"{name:9} {rate:9.0f} msg/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   statuses {statuses}")
+    return {"rate": rate, "p50": p50, "p99": p99}
+
+
+async def _run(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="sendgate-bench-"))
+    db = work / "sendgate.db"
+    await _populate(db, RECIPIENTS)
+    fake_port, gate_port, bare_port = _free_port(), _free_port(), _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    upstream = f"http://127.0.0.1:{fake_port}"
+    procs = [_start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], "listening", env)]
+    gate_env = {
+        **env,
+        "SENDGATE_LISTEN": f"127.0.0.1:{gate_port}",
+        "SENDGATE_UPSTREAM_URL": upstream,
+        "SENDGATE_STATE": f"sqlite:///{db}",
+        "SENDGATE_POLICY_DIR": str(ROOT / "policies"),
+        "SENDGATE_ACCOUNTS": orjson.dumps(
+            [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "name": "Bench", "markets": ["US"]}]
+        ).decode(),
+        "SENDGATE_LOG": "{level: WARNING}",
+    }
+    try:
+        procs.append(_start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env))
+        procs.append(
+            _start(
+                [sys.executable, str(ROOT / "bench" / "bare_proxy.py"), "--port", str(bare_port), "--upstream", upstream],
+                "listening",
+                env,
+            )
+        )
+        path = f"/v23.0/{PHONE_NUMBER_ID}/messages"
+        print(f"load: {args.concurrency} concurrent connections, {args.duration:g} s per target, after a 1 s warm-up\n")
+        results = {}
+        next_recipient = 0
+        for name, port in (("bare", bare_port), ("sendgate", gate_port)):
+            url = f"http://127.0.0.1:{port}{path}"
+            _, _, next_recipient = await _drive(url, next_recipient, args.concurrency, 1.0)  # warm-up
+            latencies, statuses, next_recipient = await _drive(url, next_recipient, args.concurrency, args.duration)
+            results[name] = _summary(name, latencies, statuses, args.duration)
+        ratio = results["sendgate"]["rate"] / results["bare"]["rate"]
+        print(f"\nthroughput ratio sendgate/bare: {ratio:.2f}x (target >= 0.5x)")
+        print(f"p50 latency added by sendgate: {results['sendgate']['p50'] - results['bare']['p50']:.2f} ms")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+    conn = sqlite3.connect(db)
+    evals = sorted(row[0] for row in conn.execute("SELECT eval_us FROM decisions WHERE eval_us IS NOT NULL"))
+    decisions = dict(conn.execute("SELECT decision, count(*) FROM decisions GROUP BY decision").fetchall())
+    conn.close()
+    print(
+        f"policy evaluation per message: median {statistics.median(evals):.1f} us,"
+        f" p99 {evals[int(len(evals) * 0.99)]:.1f} us over {len(evals)} decisions (target median < 100 us)"
+    )
+    print(f"decisions logged: {decisions}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=10.0)
+    asyncio.run(_run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

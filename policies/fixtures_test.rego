@@ -1,0 +1,140 @@
+# Input documents the policy tests start from (docs/input.md), and helpers.
+# Each base input passes every rule; a test changes only what it is about:
+#   fx.tmpl({"recipient": {"consent": null}})
+# object.union merges objects recursively and replaces arrays and scalars.
+package sendgate.fixtures_test
+
+now := 1764000000
+
+base := {
+	"now": now,
+	"endpoint": "messages",
+	"api_version": "v23.0",
+	"gateway": {"mode": "enforce", "allow_unknown_accounts": false},
+	"account": {
+		"phone_number_id": "106540352242922",
+		"known": true,
+		"waba_id": "102290129340398",
+		"name": "Acme",
+		"markets": null,
+	},
+	"recipient": {
+		"id": "16505551234",
+		"country": "US",
+		"timezone": "America/New_York",
+		"local_time": {"hour": 12, "minute": 0, "weekday": 1},
+		"consent": {
+			"status": "opted_in",
+			"categories": ["marketing", "utility"],
+			"source": "web-form",
+			"updated_at": 1763900000,
+		},
+		"last_inbound_at": null,
+		"history": {"last_sent_at": null, "marketing_sent_at": []},
+	},
+	"template": null,
+}
+
+# An approved MARKETING template with a one-parameter header and a two-parameter body.
+template_input := object.union(base, {
+	"message": {
+		"type": "template",
+		"recipient": "16505551234",
+		"recipient_type": "individual",
+		"is_status": false,
+		"context_message_id": null,
+		"texts": ["Hello Jessica", "Your offer is ready"],
+		"urls": ["https://example.com/offer"],
+		"limited_texts": [],
+		"media": null,
+		"interactive_type": null,
+		"template": {
+			"name": "spring_sale",
+			"language": "en_US",
+			"components": [
+				{"key": "header", "type": "header", "sub_type": null, "index": null, "parameter_count": 1, "parameter_names": [], "parameters": [{"type": "text", "text": "Jessica"}]},
+				{"key": "body", "type": "body", "sub_type": null, "index": null, "parameter_count": 2, "parameter_names": [], "parameters": [{"type": "text", "text": "Jessica"}, {"type": "text", "text": "20%"}]},
+			],
+		},
+	},
+	"template": {
+		"found": true,
+		"language_found": true,
+		"languages": ["en_US", "pt_BR"],
+		"status": "APPROVED",
+		"category": "MARKETING",
+		"placeholders": {"header": 1, "body": 2},
+	},
+})
+
+# A free-form text inside the customer service window (the user wrote an hour ago).
+text_input := object.union(base, {
+	"message": {
+		"type": "text",
+		"recipient": "16505551234",
+		"recipient_type": "individual",
+		"is_status": false,
+		"context_message_id": null,
+		"texts": ["Your order has shipped"],
+		"urls": [],
+		"limited_texts": [{"field": "text.body", "kind": "body", "length": 22}],
+		"media": null,
+		"interactive_type": null,
+		"template": null,
+	},
+	"recipient": {"last_inbound_at": now - 3600},
+})
+
+# A read receipt: no recipient facts are gathered for it.
+status_input := object.union(base, {
+	"message": {
+		"type": "status",
+		"recipient": null,
+		"recipient_type": "individual",
+		"is_status": true,
+		"context_message_id": "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTdEQ0YxRjM2NkQ3OEY0QjhBMAA=",
+		"texts": [],
+		"urls": [],
+		"limited_texts": [],
+		"media": null,
+		"interactive_type": null,
+		"template": null,
+	},
+	"recipient": null,
+})
+
+# An end-to-end encrypted send: only the envelope is visible.
+encrypted_input := object.union(base, {
+	"endpoint": "messages_encrypted",
+	"message": {
+		"type": "encrypted",
+		"recipient": "16505551234",
+		"recipient_type": "individual",
+		"is_status": false,
+		"context_message_id": null,
+		"texts": [],
+		"urls": [],
+		"limited_texts": [],
+		"media": null,
+		"interactive_type": null,
+		"template": null,
+	},
+})
+
+tmpl(patch) := object.union(template_input, patch)
+
+text(patch) := object.union(text_input, patch)
+
+status(patch) := object.union(status_input, patch)
+
+encrypted(patch) := object.union(encrypted_input, patch)
+
+# The rule ids among a set of reasons.
+ids(reasons) := {r.rule | some r in reasons}
+
+# The one reason with this rule id (a test using it expects exactly one).
+only(reasons, id) := r if {
+	matching := [x | some x in reasons; x.rule == id]
+	count(matching) == 1
+	r := matching[0]
+}

@@ -1,0 +1,118 @@
+package sendgate_test
+
+import data.sendgate
+import data.sendgate.fixtures_test as fx
+
+rules(reasons) := [r.rule | some r in reasons]
+
+test_clean_template_allowed if {
+	d := sendgate.decision with input as fx.template_input
+	d == {"allow": true, "deny": [], "defer": [], "warn": [], "retry_after": null}
+}
+
+test_clean_text_allowed if {
+	d := sendgate.decision with input as fx.text_input
+	d.allow == true
+	d.retry_after == null
+}
+
+test_empty_input_has_a_decision if {
+	d := sendgate.decision with input as {}
+	d.allow == true
+}
+
+test_deny_wins_over_defer if {
+	inp := fx.tmpl({"recipient": {
+		"consent": null,
+		"local_time": {"hour": 22, "minute": 0, "weekday": 0},
+		"history": {"last_sent_at": fx.now - 1},
+	}})
+	d := sendgate.decision with input as inp
+	d.allow == false
+	rules(d.deny) == ["consent.missing"]
+	rules(d.defer) == ["frequency.pair_rate", "quiet_hours"]
+	d.retry_after == 36000
+}
+
+test_defer_only_not_allowed_retry_after_is_max if {
+	inp := fx.tmpl({"recipient": {"history": {"last_sent_at": fx.now - 2.5}, "local_time": {"hour": 7, "minute": 59, "weekday": 0}}})
+	d := sendgate.decision with input as inp
+	d.allow == false
+	d.deny == []
+	rules(d.defer) == ["frequency.pair_rate", "quiet_hours"]
+	d.retry_after == 60
+}
+
+test_retry_after_single_defer if {
+	d := sendgate.decision with input as fx.text({"recipient": {"history": {"last_sent_at": fx.now - 0.5}}})
+	d.allow == false
+	d.retry_after == 6
+}
+
+test_warn_does_not_block if {
+	d := sendgate.decision with input as fx.tmpl({"recipient": {"timezone": null, "local_time": null}})
+	d.allow == true
+	rules(d.warn) == ["quiet_hours.unknown_timezone"]
+}
+
+test_deny_sorted_by_rule_then_message if {
+	inp := fx.text({
+		"account": {"markets": ["BR"]},
+		"message": {"texts": ["casino and firearms"], "urls": ["https://bit.ly/a", "https://tinyurl.com/b"]},
+		"recipient": {"last_inbound_at": null},
+	})
+	d := sendgate.decision with input as inp
+	rules(d.deny) == [
+		"account.market",
+		"content.banned_term", "content.banned_term",
+		"content.url_domain", "content.url_domain",
+		"window.closed",
+	]
+	[r.term | some r in d.deny; r.rule == "content.banned_term"] == ["casino", "firearms"]
+	[r.host | some r in d.deny; r.rule == "content.url_domain"] == ["bit.ly", "tinyurl.com"]
+}
+
+test_status_skips_message_rules if {
+	inp := fx.status({"message": {"texts": ["casino"], "urls": ["https://bit.ly/x"]}})
+	d := sendgate.decision with input as inp
+	d == {"allow": true, "deny": [], "defer": [], "warn": [], "retry_after": null}
+}
+
+test_status_still_gets_account_rules if {
+	d := sendgate.decision with input as fx.status({"account": {"known": false}})
+	rules(d.deny) == ["account.unknown"]
+	d.allow == false
+}
+
+test_encrypted_only_content_encrypted if {
+	inp := fx.encrypted({
+		"message": {"texts": ["casino"], "urls": ["https://bit.ly/x"]},
+		"recipient": {"consent": null, "last_inbound_at": null, "history": {"last_sent_at": fx.now - 1}, "local_time": null},
+	})
+	d := sendgate.decision with input as inp
+	rules(d.deny) == ["content.encrypted"]
+	d.defer == []
+	d.warn == []
+	d.retry_after == null
+	d.allow == false
+}
+
+test_encrypted_with_account_rules if {
+	d := sendgate.decision with input as fx.encrypted({"account": {"known": false, "markets": ["BR"]}})
+	rules(d.deny) == ["account.market", "account.unknown", "content.encrypted"]
+}
+
+test_encrypted_type_on_messages_endpoint if {
+	inp := fx.text({"message": {"type": "encrypted"}, "recipient": {"last_inbound_at": null}})
+	d := sendgate.decision with input as inp
+	rules(d.deny) == ["content.encrypted"]
+}
+
+test_template_checks_through_decision if {
+	inp := fx.tmpl({
+		"template": {"status": "PAUSED"},
+		"recipient": {"history": {"marketing_sent_at": [fx.now - 60]}},
+	})
+	d := sendgate.decision with input as inp
+	rules(d.deny) == ["frequency.marketing", "template.paused"]
+}

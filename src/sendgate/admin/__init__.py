@@ -1,0 +1,1 @@
+"""The admin API: consent, templates, inbound window, decision log and policy reload."""

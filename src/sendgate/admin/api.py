@@ -1,0 +1,148 @@
+"""`/admin/v1`: JSON, bearer-token only. No token configured means no admin API."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from sendgate.admin.records import consent_from_json, decision_query, parse_consent_import, parse_time
+from sendgate.messages import normalize_recipient
+from sendgate.policy import PolicyEngine, PolicyLoadError
+from sendgate.state import InvalidRecord, Store
+
+__all__ = ["admin_routes"]
+
+log = logging.getLogger("sendgate.admin")
+_MAX_IMPORT_BYTES = 64 * 1024 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(value), content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": {"message": message, "type": "SendgateAdminError", "code": status}}, status)
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord(f"body is not valid JSON: {exc}") from exc
+
+
+def admin_routes(
+    token: str | None, store_of: Callable[[], Store], engine: Callable[[], PolicyEngine]
+) -> list[web.RouteDef]:
+    """The admin routes, each wrapped in the token check. The callables return the live store and engine."""
+
+    def guarded(handler: Handler) -> Handler:
+        async def check(request: web.Request) -> web.StreamResponse:
+            if token is None:
+                return _error(404, "the admin API is off: set admin_token to enable it")
+            given = request.headers.get("Authorization", "")
+            if not given.startswith("Bearer ") or not hmac.compare_digest(
+                given.removeprefix("Bearer ").encode(), token.encode()
+            ):
+                return _error(401, "admin API needs Authorization: Bearer <admin_token>")
+            try:
+                return await handler(request)
+            except InvalidRecord as exc:
+                return _error(400, str(exc))
+
+        return check
+
+    async def put_consent(request: web.Request) -> web.Response:
+        record = consent_from_json(request.match_info["recipient"], await _body(request))
+        await store_of().record_consent(record)
+        return await get_consent(request)
+
+    async def get_consent(request: web.Request) -> web.Response:
+        recipient = normalize_recipient(request.match_info["recipient"])
+        history = await store_of().consent_history(recipient)
+        if not history:
+            return _error(404, f"no consent records for {recipient}")
+        return _json({"recipient": recipient, "current": history[-1].as_json(), "history": [r.as_json() for r in history]})
+
+    async def import_consent(request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > _MAX_IMPORT_BYTES:
+            return _error(413, f"import is larger than {_MAX_IMPORT_BYTES} bytes; split it")
+        try:
+            text = (await request.read()).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InvalidRecord("import must be UTF-8") from exc
+        records = parse_consent_import(text)
+        count = await store_of().import_consent(records)
+        return _json({"imported": count})
+
+    async def put_templates(request: web.Request) -> web.Response:
+        count = await store_of().put_templates(request.match_info["waba_id"], await _body(request))
+        return _json({"waba_id": request.match_info["waba_id"], "templates": count})
+
+    async def get_templates(request: web.Request) -> web.Response:
+        catalog = await store_of().templates(request.match_info["waba_id"])
+        if catalog is None:
+            return _error(404, f"no templates loaded for WABA {request.match_info['waba_id']}")
+        return _json(catalog)
+
+    async def post_inbound(request: web.Request) -> web.Response:
+        body = await _body(request)
+        if not isinstance(body, dict):
+            raise InvalidRecord("body must be a JSON object")
+        for key in ("phone_number_id", "from"):
+            if not isinstance(body.get(key), str) or not body[key]:
+                raise InvalidRecord(f"{key} is required")
+        at = parse_time(body["timestamp"]) if body.get("timestamp") is not None else time.time()
+        recipient = normalize_recipient(body["from"])
+        await store_of().record_inbound(body["phone_number_id"], recipient, at)
+        return _json({"phone_number_id": body["phone_number_id"], "from": recipient, "timestamp": at})
+
+    async def list_decisions(request: web.Request) -> web.Response:
+        query = decision_query(request.query)
+        records = await store_of().decisions(query)
+        paging: dict[str, Any] = {}
+        if records:
+            paging["cursors"] = {"before": records[0].id, "after": records[-1].id}
+            if len(records) == query.limit:
+                paging["next"] = str(request.url.update_query(before=records[-1].id))
+        return _json({"data": [r.as_json() for r in records], "paging": paging})
+
+    async def get_decision(request: web.Request) -> web.Response:
+        record = await store_of().decision(request.match_info["decision_id"])
+        if record is None:
+            return _error(404, f"no decision {request.match_info['decision_id']}")
+        return _json(record.as_json())
+
+    async def reload_policy(request: web.Request) -> web.Response:
+        current = engine()
+        try:
+            revision = await current.reload()
+        except PolicyLoadError as exc:
+            log.error("policy reload refused, still serving %s: %s", current.revision, exc)
+            return _json({"reloaded": False, "revision": current.revision, "error": str(exc)}, 422)
+        return _json({"reloaded": True, "revision": revision})
+
+    async def get_policy(request: web.Request) -> web.Response:
+        return _json({"revision": engine().revision})
+
+    base = "/admin/v1"
+    return [
+        web.put(f"{base}/consent/{{recipient}}", guarded(put_consent)),
+        web.post(f"{base}/consent/import", guarded(import_consent)),
+        web.get(f"{base}/consent/{{recipient}}", guarded(get_consent)),
+        web.put(f"{base}/templates/{{waba_id}}", guarded(put_templates)),
+        web.get(f"{base}/templates/{{waba_id}}", guarded(get_templates)),
+        web.post(f"{base}/inbound", guarded(post_inbound)),
+        web.get(f"{base}/decisions", guarded(list_decisions)),
+        web.get(f"{base}/decisions/{{decision_id}}", guarded(get_decision)),
+        web.post(f"{base}/policy/reload", guarded(reload_policy)),
+        web.get(f"{base}/policy", guarded(get_policy)),
+    ]

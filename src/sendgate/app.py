@@ -1,0 +1,92 @@
+"""Wiring: the aiohttp application, its resources and its routes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from sendgate.admin.api import admin_routes
+from sendgate.config import Config
+from sendgate.gateway.passthrough import Passthrough
+from sendgate.gateway.recorder import DecisionRecorder
+from sendgate.gateway.send import SendPath
+from sendgate.gateway.upstream import Upstream
+from sendgate.policy import PolicyEngine
+from sendgate.policy.embedded import EmbeddedEngine
+from sendgate.state import Store, open_store
+
+__all__ = ["CONFIG", "ENGINE", "STORE", "AccessLogger", "create_app"]
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+ENGINE = web.AppKey("engine", PolicyEngine)
+SEND_PATH = web.AppKey("send_path", SendPath)
+PASSTHROUGH = web.AppKey("passthrough", Passthrough)
+
+_SEND_ENDPOINTS = "messages|marketing_messages|messages_encrypted"
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Method, path and status only: query strings can carry `access_token`, and tokens are never logged."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %.1fms", request.method, request.path, response.status, time * 1000)
+
+
+def create_app(
+    config: Config, engine: PolicyEngine | None = None, clock: Callable[[], float] = time.time
+) -> web.Application:
+    """The gateway. `engine` defaults to the embedded engine on `config.policy_dir`; `clock` is for tests."""
+    # Send bodies are size-checked by the send path itself; passthrough media uploads may be large.
+    app = web.Application(client_max_size=1024**3)
+    app[CONFIG] = config
+    policy = engine or EmbeddedEngine(config.policy_dir)  # fails fast on broken policies
+    app[ENGINE] = policy
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        store = open_store(config.state)
+        app[STORE] = store
+        session = Upstream.open_session()
+        upstream = Upstream(config.upstream_url, config.upstream_timeout, session)
+        recorder = DecisionRecorder(store, config.log, config.mode, lambda: policy.revision)
+        app[SEND_PATH] = SendPath(config, policy, upstream, recorder, clock)
+        app[PASSTHROUGH] = Passthrough(config.passthrough, upstream)
+        try:
+            yield
+        finally:
+            await session.close()
+            await policy.close()
+            await store.close()
+
+    app.cleanup_ctx.append(resources)
+    app.router.add_post(rf"/{{version:v\d+\.\d+}}/{{phone_number_id:\d+}}/{{endpoint:{_SEND_ENDPOINTS}}}", _send)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_routes(admin_routes(config.admin_token, lambda: app[STORE], lambda: policy))
+    app.router.add_route("*", "/{tail:.*}", _passthrough)
+    return app
+
+
+async def _send(request: web.Request) -> web.StreamResponse:
+    return await request.app[SEND_PATH].handle(request)
+
+
+async def _passthrough(request: web.Request) -> web.StreamResponse:
+    return await request.app[PASSTHROUGH].handle(request)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def configure_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=getattr(logging, config.log.level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    # Every send already has a decision record; per-request access lines only at DEBUG.
+    if config.log.level != "DEBUG":
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,312 @@
+"""`sendgate`: serve the gateway, and work on its store and policies with or without a server running."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sendgate.config import Config, ConfigError, load_config
+from sendgate.policy import Decision, EngineError, PolicyLoadError
+from sendgate.state import InvalidRecord, Store, open_store
+
+__all__ = ["main"]
+
+
+def _dump(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _with_store(config: Config, work: Callable[[Store], Awaitable[int]]) -> int:
+    async def run() -> int:
+        store = open_store(config.state)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+# -- serve ---------------------------------------------------------------------------
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    from sendgate.app import configure_logging
+
+    configure_logging(config)
+    asyncio.run(_run_server(config))
+    return 0
+
+
+async def _run_server(config: Config) -> None:
+    import signal
+
+    from aiohttp import web
+
+    from sendgate.app import AccessLogger, create_app
+
+    runner = web.AppRunner(create_app(config), access_log_class=AccessLogger, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, config.host, config.port).start()
+    # Printed once the socket accepts connections: scripts wait for this line.
+    print(f"sendgate listening on http://{config.listen} -> {config.upstream_url} ({config.mode} mode)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()  # drains in-flight requests, then closes the store
+
+
+# -- consent ---------------------------------------------------------------------------
+
+
+def _consent_set(config: Config, args: argparse.Namespace) -> int:
+    from sendgate.admin.records import consent_from_json
+
+    record = consent_from_json(
+        args.recipient,
+        {"status": args.status, "categories": args.categories, "source": args.source, "evidence": args.evidence},
+    )
+
+    async def work(store: Store) -> int:
+        await store.record_consent(record)
+        _dump(record.as_json())
+        return 0
+
+    return _with_store(config, work)
+
+
+def _consent_show(config: Config, args: argparse.Namespace) -> int:
+    from sendgate.messages import normalize_recipient
+
+    recipient = normalize_recipient(args.recipient)
+
+    async def work(store: Store) -> int:
+        history = await store.consent_history(recipient)
+        if not history:
+            print(f"no consent records for {recipient}", file=sys.stderr)
+            return 1
+        _dump({"recipient": recipient, "current": history[-1].as_json(), "history": [r.as_json() for r in history]})
+        return 0
+
+    return _with_store(config, work)
+
+
+def _consent_import(config: Config, args: argparse.Namespace) -> int:
+    from sendgate.admin.records import parse_consent_import
+
+    records = parse_consent_import(Path(args.file).read_text(encoding="utf-8-sig"))
+
+    async def work(store: Store) -> int:
+        print(f"imported {await store.import_consent(records)} consent records")
+        return 0
+
+    return _with_store(config, work)
+
+
+# -- templates, inbound --------------------------------------------------------------
+
+
+def _templates_load(config: Config, args: argparse.Namespace) -> int:
+    body = orjson.loads(Path(args.file).read_bytes())
+
+    async def work(store: Store) -> int:
+        print(f"loaded {await store.put_templates(args.waba, body)} templates for WABA {args.waba}")
+        return 0
+
+    return _with_store(config, work)
+
+
+def _templates_show(config: Config, args: argparse.Namespace) -> int:
+    async def work(store: Store) -> int:
+        catalog = await store.templates(args.waba)
+        if catalog is None:
+            print(f"no templates loaded for WABA {args.waba}", file=sys.stderr)
+            return 1
+        _dump(catalog)
+        return 0
+
+    return _with_store(config, work)
+
+
+def _inbound(config: Config, args: argparse.Namespace) -> int:
+    import time
+
+    from sendgate.admin.records import parse_time
+    from sendgate.messages import normalize_recipient
+
+    at = parse_time(args.timestamp) if args.timestamp else time.time()
+    recipient = normalize_recipient(args.sender)
+
+    async def work(store: Store) -> int:
+        await store.record_inbound(args.phone_number_id, recipient, at)
+        print(f"window open for {recipient} on {args.phone_number_id} from {at:.0f}")
+        return 0
+
+    return _with_store(config, work)
+
+
+# -- log -------------------------------------------------------------------------------
+
+
+def _log_list(config: Config, args: argparse.Namespace) -> int:
+    from sendgate.admin.records import decision_query
+
+    params = {
+        key: str(value)
+        for key, value in vars(args).items()
+        if key in ("decision", "rule", "recipient", "account", "since", "until", "limit") and value is not None
+    }
+    query = decision_query(params)
+
+    async def work(store: Store) -> int:
+        records = await store.decisions(query)
+        if args.json:
+            for record in records:
+                sys.stdout.write(orjson.dumps(record.as_json()).decode() + "\n")
+            return 0
+        import datetime as dt
+
+        print(f"{'ID':26}  {'TIME (UTC)':19}  {'DECISION':8}  {'ACCOUNT':16}  {'RECIPIENT':16}  {'TYPE':11}  RULES")
+        for r in records:
+            when = dt.datetime.fromtimestamp(r.timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            rules = ",".join(reason.get("rule", "?") for reason in r.reasons) or "-"
+            decision = r.decision if r.mode == "enforce" else f"{r.decision}*"
+            print(
+                f"{r.id:26}  {when:19}  {decision:8}  {r.account[:16]:16}  {(r.recipient or '-')[:16]:16}"
+                f"  {(r.type or '-')[:11]:11}  {rules}"
+            )
+        return 0
+
+    return _with_store(config, work)
+
+
+def _log_show(config: Config, args: argparse.Namespace) -> int:
+    async def work(store: Store) -> int:
+        record = await store.decision(args.id)
+        if record is None:
+            print(f"no decision {args.id}", file=sys.stderr)
+            return 1
+        _dump(record.as_json())
+        return 0
+
+    return _with_store(config, work)
+
+
+# -- policy ----------------------------------------------------------------------------
+
+
+def _policy_eval(config: Config, args: argparse.Namespace) -> int:
+    from sendgate.policy.embedded import EmbeddedEngine
+
+    document = orjson.loads(Path(args.input).read_bytes())
+    engine = EmbeddedEngine(args.dir or config.policy_dir, run_tests=False)
+    decision: Decision = asyncio.run(engine.evaluate(document))
+    _dump(
+        {
+            "outcome": decision.outcome,
+            "deny": decision.deny,
+            "defer": decision.defer,
+            "warn": decision.warn,
+            "retry_after": decision.retry_after,
+            "policy_revision": engine.revision,
+        }
+    )
+    return 0 if decision.outcome == "allow" else 3
+
+
+def _policy_test(config: Config, args: argparse.Namespace) -> int:
+    from sendgate.policy.bundle import PolicyBundle
+    from sendgate.policy.embedded import run_rego_tests
+
+    bundle = PolicyBundle.load(args.dir or config.policy_dir)
+    results = run_rego_tests(bundle)
+    failed = [r for r in results if not r.passed]
+    for result in results:
+        if args.verbose or not result.passed:
+            status = "PASS" if result.passed else "FAIL"
+            detail = f": {result.error}" if result.error else ""
+            print(f"{result.test.file}: data.{result.test.package}.{result.test.name}: {status}{detail}")
+    print("-" * 80)
+    print(f"PASS: {len(results) - len(failed)}/{len(results)}")
+    if failed:
+        print(f"FAIL: {len(failed)}/{len(results)}")
+    return 1 if failed or not results else 0
+
+
+# -- parser ----------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sendgate", description=__doc__)
+    parser.add_argument("--config", "-c", help="YAML config file (default: documented defaults)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(parent: Any, name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help)
+        sub.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command(commands, "serve", _serve, "serve the gateway")
+
+    consent = commands.add_parser("consent", help="the consent ledger").add_subparsers(dest="action", required=True)
+    sub = command(consent, "set", _consent_set, "append a consent record")
+    sub.add_argument("recipient")
+    sub.add_argument("--status", required=True, choices=["opted_in", "opted_out"])
+    sub.add_argument("--categories", nargs="*", default=[], help="marketing utility authentication")
+    sub.add_argument("--source")
+    sub.add_argument("--evidence")
+    command(consent, "show", _consent_show, "current record and history").add_argument("recipient")
+    command(consent, "import", _consent_import, "import CSV or JSON lines").add_argument("file")
+
+    templates = commands.add_parser("templates", help="the template catalog").add_subparsers(dest="action", required=True)
+    sub = command(templates, "load", _templates_load, "replace a WABA's catalog from a message_templates body")
+    sub.add_argument("file")
+    sub.add_argument("--waba", required=True)
+    command(templates, "show", _templates_show, "print a WABA's catalog").add_argument("--waba", required=True)
+
+    sub = command(commands, "inbound", _inbound, "record an inbound message (opens the 24-hour window)")
+    sub.add_argument("--phone-number-id", required=True)
+    sub.add_argument("--from", dest="sender", required=True)
+    sub.add_argument("--timestamp", help="Unix seconds or ISO 8601 (default: now)")
+
+    log = commands.add_parser("log", help="the decision log").add_subparsers(dest="action", required=True)
+    sub = command(log, "list", _log_list, "list decisions, newest first")
+    for name in ("decision", "rule", "recipient", "account", "since", "until"):
+        sub.add_argument(f"--{name}")
+    sub.add_argument("--limit", type=int, default=50)
+    sub.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    command(log, "show", _log_show, "one decision record").add_argument("id")
+
+    policy = commands.add_parser("policy", help="the Rego policies").add_subparsers(dest="action", required=True)
+    sub = command(policy, "eval", _policy_eval, "evaluate one policy input document")
+    sub.add_argument("--input", required=True, help="a policy input document (docs/input.md)")
+    sub.add_argument("--dir", help="policy directory (default: policy_dir)")
+    sub = command(policy, "test", _policy_test, "run the *_test.rego files through the embedded engine")
+    sub.add_argument("--dir", help="policy directory (default: policy_dir)")
+    sub.add_argument("--verbose", "-v", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.sub_config or args.config)
+        return args.handler(config, args)
+    except (ConfigError, InvalidRecord, PolicyLoadError, EngineError, OSError, orjson.JSONDecodeError) as exc:
+        print(f"sendgate: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

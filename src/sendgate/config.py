@@ -1,0 +1,224 @@
+"""Gateway configuration: a YAML file, then `SENDGATE_<KEY>` environment overrides.
+
+Every top-level key can be overridden by an environment variable named after it
+in upper case. The variable's value is read as YAML, so lists and objects work
+too (`SENDGATE_ACCOUNTS='[{phone_number_id: "1", waba_id: "2"}]'`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Account", "Config", "ConfigError", "LogOptions", "PassthroughRule", "load_config"]
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Account:
+    phone_number_id: str
+    waba_id: str
+    name: str | None = None
+    markets: tuple[str, ...] | None = None  # ISO 3166 alpha-2; None means every market
+
+
+@dataclass(frozen=True)
+class PassthroughRule:
+    """A non-send Graph path the gateway forwards: `method` (or `*`) and a path pattern.
+
+    The pattern is matched against the path without its version segment;
+    `{name}` matches one segment and a trailing `*` matches the rest.
+    """
+
+    method: str
+    path: str
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    level: str = "INFO"
+    json_stdout: bool = False  # one JSON line per decision on stdout, for log shippers
+    keep_allowed_content: bool = False  # rejected sends always keep their content
+    mask_recipients: bool = False
+
+
+DEFAULT_PASSTHROUGH = (
+    PassthroughRule("GET", "*"),
+    PassthroughRule("POST", "/{phone_number_id}/media"),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str = "127.0.0.1:8080"
+    upstream_url: str = "https://graph.facebook.com"
+    state: str = "sqlite:///.sendgate/sendgate.db"
+    policy_dir: str = "policies"
+    mode: str = "enforce"
+    admin_token: str | None = None
+    accounts: tuple[Account, ...] = ()
+    allow_unknown_accounts: bool = False
+    on_engine_error: str = "deny"
+    passthrough: tuple[PassthroughRule, ...] = DEFAULT_PASSTHROUGH
+    max_body_bytes: int = 1024 * 1024
+    max_json_depth: int = 32
+    upstream_timeout: float = 30.0
+    log: LogOptions = field(default_factory=LogOptions)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0] or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def sqlite_path(self) -> Path:
+        if not self.state.startswith("sqlite:///"):
+            raise ConfigError(f"state: only sqlite:///path is supported, got {self.state!r}")
+        return Path(self.state.removeprefix("sqlite:///"))
+
+    def account(self, phone_number_id: str) -> Account | None:
+        return self._accounts_by_id.get(phone_number_id)
+
+    @property
+    def _accounts_by_id(self) -> dict[str, Account]:
+        # Frozen dataclass: cache the index on first use.
+        cached = self.__dict__.get("_index")
+        if cached is None:
+            cached = {a.phone_number_id: a for a in self.accounts}
+            object.__setattr__(self, "_index", cached)
+        return cached
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the YAML file (if any), apply `SENDGATE_<KEY>` overrides and validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must be a mapping of keys")
+        raw.update(loaded)
+    environ = os.environ if env is None else env
+    for key in _FIELDS:
+        value = environ.get(f"SENDGATE_{key.upper()}")
+        if value is not None:
+            try:
+                raw[key] = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"SENDGATE_{key.upper()}: not valid YAML: {exc}") from exc
+    return _build(raw)
+
+
+def _build(raw: dict[str, Any]) -> Config:
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "accounts":
+            values[key] = tuple(_account(i, a) for i, a in enumerate(value or []))
+        elif key == "passthrough":
+            values[key] = tuple(_passthrough(i, p) for i, p in enumerate(value or []))
+        elif key == "log":
+            values[key] = _log_options(value or {})
+        elif key == "admin_token":
+            values[key] = None if value in (None, "") else str(value)
+        elif key in ("allow_unknown_accounts",):
+            values[key] = _bool(key, value)
+        elif key in ("max_body_bytes", "max_json_depth"):
+            values[key] = _int(key, value)
+        elif key == "upstream_timeout":
+            values[key] = _float(key, value)
+        else:
+            values[key] = str(value)
+    config = Config(**values)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    if config.mode not in ("enforce", "shadow"):
+        raise ConfigError(f"mode must be 'enforce' or 'shadow', got {config.mode!r}")
+    if config.on_engine_error not in ("deny", "allow"):
+        raise ConfigError(f"on_engine_error must be 'deny' or 'allow', got {config.on_engine_error!r}")
+    if not re.fullmatch(r"https?://[^/?#]+/?", config.upstream_url):
+        raise ConfigError(f"upstream_url must be a scheme and host only, got {config.upstream_url!r}")
+    if ":" not in config.listen or not config.listen.rsplit(":", 1)[1].isdigit():
+        raise ConfigError(f"listen must be host:port, got {config.listen!r}")
+    config.sqlite_path  # noqa: B018 - raises for unsupported state URLs
+    if config.max_body_bytes <= 0 or config.max_json_depth <= 0:
+        raise ConfigError("max_body_bytes and max_json_depth must be positive")
+
+
+def _account(i: int, value: Any) -> Account:
+    if not isinstance(value, dict) or "phone_number_id" not in value or "waba_id" not in value:
+        raise ConfigError(f"accounts[{i}] needs phone_number_id and waba_id")
+    extra = set(value) - {"phone_number_id", "waba_id", "name", "markets"}
+    if extra:
+        raise ConfigError(f"accounts[{i}]: unknown keys {sorted(extra)}")
+    markets = value.get("markets")
+    if markets is not None:
+        if not isinstance(markets, list) or not all(isinstance(m, str) and len(m) == 2 for m in markets):
+            raise ConfigError(f"accounts[{i}].markets must be a list of ISO country codes")
+        markets = tuple(m.upper() for m in markets)
+    name = value.get("name")
+    return Account(str(value["phone_number_id"]), str(value["waba_id"]), None if name is None else str(name), markets)
+
+
+def _passthrough(i: int, value: Any) -> PassthroughRule:
+    if not isinstance(value, dict) or not isinstance(value.get("path"), str):
+        raise ConfigError(f"passthrough[{i}] needs a path")
+    return PassthroughRule(str(value.get("method", "*")).upper(), value["path"])
+
+
+def _log_options(value: Any) -> LogOptions:
+    if not isinstance(value, dict):
+        raise ConfigError("log must be a mapping")
+    known = {f.name for f in dataclasses.fields(LogOptions)}
+    extra = set(value) - known
+    if extra:
+        raise ConfigError(f"log: unknown keys {sorted(extra)}")
+    return LogOptions(
+        level=str(value.get("level", "INFO")).upper(),
+        json_stdout=_bool("log.json_stdout", value.get("json_stdout", False)),
+        keep_allowed_content=_bool("log.keep_allowed_content", value.get("keep_allowed_content", False)),
+        mask_recipients=_bool("log.mask_recipients", value.get("mask_recipients", False)),
+    )
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def _int(key: str, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key} must be an integer, got {value!r}")
+
+
+def _float(key: str, value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ConfigError(f"{key} must be a number, got {value!r}")

@@ -1,0 +1,112 @@
+"""Gather the facts a decision needs into the policy input document (docs/input.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from phonenumbers import timezone as phone_timezone
+
+from sendgate.config import Config
+from sendgate.state import Store
+
+__all__ = ["build_input", "recipient_place"]
+
+
+@lru_cache(maxsize=65536)
+def recipient_place(recipient: str) -> tuple[str | None, str | None]:
+    """Country code and first time zone of a phone number; (None, None) for BSUIDs and unknowns."""
+    if not recipient.isdigit():
+        return None, None
+    try:
+        number = phonenumbers.parse("+" + recipient)
+    except phonenumbers.NumberParseException:
+        return None, None
+    country = phonenumbers.region_code_for_number(number)
+    if country in (None, "ZZ"):
+        return None, None
+    zones = [z for z in phone_timezone.time_zones_for_number(number) if z != "Etc/Unknown"]
+    return country, zones[0] if zones else None
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _local_time(zone_name: str | None, now: float) -> dict[str, int] | None:
+    zone = _zone(zone_name) if zone_name else None
+    if zone is None:
+        return None
+    local = dt.datetime.fromtimestamp(now, zone)
+    return {"hour": local.hour, "minute": local.minute, "weekday": local.weekday()}
+
+
+async def build_input(
+    config: Config, store: Store, endpoint: str, api_version: str, phone_number_id: str, message: dict[str, Any], now: float
+) -> dict[str, Any]:
+    account = config.account(phone_number_id)
+    waba_id = account.waba_id if account else None
+    recipient_id: str | None = message.get("recipient")
+    template = message.get("template")
+
+    recipient: dict[str, Any] | None = None
+    template_facts: dict[str, Any] | None = None
+    if recipient_id is not None and not message.get("is_status"):
+        # Sequential on purpose: the SQLite reads finish inline, so tasks would only add overhead.
+        consent = await store.consent(recipient_id)
+        last_inbound = await store.last_inbound(phone_number_id, recipient_id)
+        history = await store.send_history(phone_number_id, waba_id, recipient_id, now)
+        country, zone_name = recipient_place(recipient_id)
+        recipient = {
+            "id": recipient_id,
+            "country": country,
+            "timezone": zone_name,
+            "local_time": _local_time(zone_name, now),
+            "consent": None
+            if consent is None
+            else {
+                "status": consent.status,
+                "categories": list(consent.categories),
+                "source": consent.source,
+                "updated_at": consent.recorded_at,
+            },
+            "last_inbound_at": last_inbound,
+            "history": history,
+        }
+    if template is not None:
+        if waba_id is None:
+            template_facts = {
+                "found": False,
+                "language_found": False,
+                "languages": [],
+                "status": None,
+                "category": None,
+                "placeholders": {},
+            }
+        else:
+            facts = await store.template_facts(waba_id, template["name"], template["language"])
+            template_facts = facts.as_input()
+
+    return {
+        "now": now,
+        "endpoint": endpoint,
+        "api_version": api_version,
+        "gateway": {"mode": config.mode, "allow_unknown_accounts": config.allow_unknown_accounts},
+        "account": {
+            "phone_number_id": phone_number_id,
+            "known": account is not None,
+            "waba_id": waba_id,
+            "name": account.name if account else None,
+            "markets": list(account.markets) if account and account.markets is not None else None,
+        },
+        "message": message,
+        "recipient": recipient,
+        "template": template_facts,
+    }

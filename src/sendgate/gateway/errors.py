@@ -1,0 +1,133 @@
+"""Errors in the Graph API's own shape, with Meta's codes where a rule matches one.
+
+Apps already handle Meta's codes (131047: send a template instead; 131056: retry
+this user later...), so a rejection that mirrors one costs them no new code and
+happens before the message is paid for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+__all__ = [
+    "CODE_ENGINE",
+    "CODE_INVALID",
+    "CODE_UNMATCHED_RULE",
+    "RULE_CODES",
+    "graph_error",
+    "policy_error",
+    "primary_reason",
+    "rule_code",
+]
+
+CODE_INVALID = 100  # Meta: invalid parameter
+CODE_ENGINE = 2  # Meta: service temporarily unavailable
+CODE_UNMATCHED_RULE = 770000  # a rule with no code of its own (e.g. one the compliance team added)
+
+# Meta's code where the rule means what Meta's error means; sendgate's 770xxx otherwise.
+RULE_CODES: dict[str, int] = {
+    "window.closed": 131047,
+    "consent.opted_out": 770101,  # 131050 when the template is marketing, see rule_code()
+    "consent.missing": 770100,
+    "consent.category": 770102,
+    "template.unknown": 132001,
+    "template.not_approved": 132001,
+    "template.language": 132001,
+    "template.paused": 132015,
+    "template.params": 132000,
+    "frequency.pair_rate": 131056,
+    "frequency.marketing": 131049,
+    "content.banned_term": 770400,
+    "content.url_domain": 770401,
+    "content.length": 770402,
+    "content.encrypted": 770403,
+    "quiet_hours": 770500,
+    "account.unknown": 770600,
+    "account.market": 130497,
+}
+
+# Which reason names the error when several fire: the one an app can act on first.
+_PRIORITY = (
+    "account.",
+    "content.encrypted",
+    "consent.opted_out",
+    "window.",
+    "template.",
+    "consent.",
+    "frequency.",
+    "content.",
+    "quiet_hours",
+)
+
+
+def rule_code(reason: dict[str, Any]) -> int:
+    """The Graph error code for one reason. A reason may carry its own integer `code`."""
+    code = reason.get("code")
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    rule = reason.get("rule", "")
+    if rule == "consent.opted_out" and reason.get("category") == "marketing":
+        return 131050
+    return RULE_CODES.get(rule, CODE_UNMATCHED_RULE)
+
+
+def _rank(reason: dict[str, Any]) -> int:
+    rule = str(reason.get("rule", ""))
+    return next((i for i, prefix in enumerate(_PRIORITY) if rule.startswith(prefix)), len(_PRIORITY))
+
+
+def primary_reason(reasons: list[dict[str, Any]]) -> dict[str, Any]:
+    return min(reasons, key=_rank)  # min() is stable: list order breaks ties
+
+
+def graph_error(
+    status: int,
+    code: int,
+    summary: str,
+    *,
+    kind: str,
+    trace_id: str,
+    details: str | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    error: dict[str, Any] = {
+        "message": f"(#{code}) {summary}",
+        "type": kind,
+        "code": code,
+        "error_data": {"messaging_product": "whatsapp", "details": details or summary},
+        "fbtrace_id": trace_id,
+    }
+    if extra:
+        error["sendgate"] = extra
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": error}),
+        content_type="application/json",
+        headers={"X-Sendgate-Decision-Id": trace_id, **(headers or {})},
+    )
+
+
+def policy_error(
+    decision_id: str, mode: str, reasons: list[dict[str, Any]], retry_after: int | None = None
+) -> web.Response:
+    """403 for a denial, 429 with Retry-After for a deferral."""
+    primary = primary_reason(reasons)
+    extra: dict[str, Any] = {"decision_id": decision_id, "mode": mode, "reasons": reasons}
+    headers = {}
+    if retry_after is not None:
+        extra["retry_after"] = retry_after
+        headers["Retry-After"] = str(retry_after)
+    return graph_error(
+        403 if retry_after is None else 429,
+        rule_code(primary),
+        str(primary.get("message", primary.get("rule"))),
+        kind="SendgatePolicyError",
+        trace_id=decision_id,
+        details="; ".join(f"{r.get('rule')}: {r.get('message', '')}" for r in reasons),
+        extra=extra,
+        headers=headers,
+    )

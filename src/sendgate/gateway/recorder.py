@@ -1,0 +1,115 @@
+"""Turn a finished call into its decision record: masking, content retention, stdout lines."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from sendgate.config import LogOptions
+from sendgate.state import DecisionRecord, SendRecord, Store
+
+if TYPE_CHECKING:
+    from sendgate.gateway.send import SendCall
+    from sendgate.gateway.upstream import UpstreamResponse
+
+__all__ = ["DecisionRecorder", "mask_recipient", "recipient_key"]
+
+_MAX_INVALID_CONTENT = 4096  # characters of an unparseable body kept for review
+
+
+def recipient_key(recipient: str) -> str:
+    """What the log indexes recipients by, so filtering works when they are masked."""
+    return hashlib.sha256(b"sendgate-recipient:" + recipient.encode()).hexdigest()[:32]
+
+
+def mask_recipient(recipient: str) -> str:
+    keep = 4 if recipient.isdigit() else 3
+    if len(recipient) <= keep:
+        return "*" * len(recipient)
+    if recipient.isdigit():
+        return "*" * (len(recipient) - keep) + recipient[-keep:]
+    return recipient[:keep] + "*" * (len(recipient) - keep)
+
+
+class DecisionRecorder:
+    def __init__(self, store: Store, options: LogOptions, mode: str, revision: Any) -> None:
+        self.store = store
+        self._options = options
+        self._mode = mode
+        self._revision = revision  # a callable, so records name the revision that decided
+
+    async def record(self, call: SendCall, send: SendRecord | None = None) -> None:
+        message = call.message or {}
+        recipient = message.get("recipient")
+        template = message.get("template") or {}
+        decision = call.decision
+        record = DecisionRecord(
+            id=call.id,
+            timestamp=call.received_at,
+            endpoint=call.endpoint,
+            api_version=call.api_version,
+            account=call.phone_number_id,
+            waba_id=((call.input or {}).get("account") or {}).get("waba_id"),
+            recipient=None if recipient is None else self._shown(recipient),
+            recipient_key=None if recipient is None else recipient_key(recipient),
+            type=message.get("type"),
+            template=template.get("name"),
+            category=call.category,
+            decision=call.outcome,
+            mode=self._mode,
+            forwarded=call.forwarded,
+            reasons=call.reasons,
+            warnings=decision.warn if decision else [],
+            retry_after=decision.retry_after if decision and call.outcome == "defer" else None,
+            policy_revision=self._revision(),
+            eval_us=call.eval_us,
+            content=self._content(call),
+        )
+        await self.store.log_decision(record, send)
+        if self._options.json_stdout:
+            line = record.as_json()
+            line.pop("content")
+            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+            sys.stdout.flush()
+
+    def upstream_answered(self, call: SendCall, response: UpstreamResponse) -> None:
+        message_id, error_code = _meta_ids(response.body)
+        self.store.log_upstream(call.id, response.status, message_id, error_code, None, response.status >= 300)
+
+    def upstream_failed(self, call: SendCall, detail: str) -> None:
+        self.store.log_upstream(call.id, None, None, None, detail, True)
+
+    def _shown(self, recipient: str) -> str:
+        return mask_recipient(recipient) if self._options.mask_recipients else recipient
+
+    def _content(self, call: SendCall) -> Any:
+        if call.outcome == "allow" and not self._options.keep_allowed_content:
+            return None
+        if isinstance(call.body, dict) and self._options.mask_recipients:
+            return {k: self._shown(v) if k in ("to", "recipient") and isinstance(v, str) else v for k, v in call.body.items()}
+        if call.body is not None:
+            return call.body
+        if call.raw_body:
+            return call.raw_body[:_MAX_INVALID_CONTENT].decode("utf-8", "replace")
+        return None
+
+
+def _meta_ids(body: bytes) -> tuple[str | None, int | None]:
+    """Meta's message id from a success body, or its error code from an error body."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(payload, dict):
+        return None, None
+    messages = payload.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[0], dict):
+        message_id = messages[0].get("id")
+        return (message_id if isinstance(message_id, str) else None), None
+    error = payload.get("error")
+    if isinstance(error, dict) and isinstance(error.get("code"), int):
+        return None, error["code"]
+    return None, None

@@ -1,0 +1,227 @@
+"""The send path: request, normalize, gather facts, evaluate, enforce, record.
+
+Each step is a method of `SendPath`; `handle` only strings them together.
+Every call ends in exactly one decision record, and a message is forwarded only
+after its record is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from sendgate.config import Config
+from sendgate.facts import build_input
+from sendgate.gateway.errors import CODE_ENGINE, CODE_INVALID, graph_error, policy_error
+from sendgate.gateway.recorder import DecisionRecorder
+from sendgate.gateway.upstream import Upstream, UpstreamError, UpstreamResponse
+from sendgate.ids import DecisionIds
+from sendgate.messages import InvalidMessage, normalize
+from sendgate.policy import Decision, EngineError, PolicyEngine
+from sendgate.state import SendRecord
+
+__all__ = ["SendCall", "SendPath", "parse_body"]
+
+log = logging.getLogger("sendgate.gateway")
+
+
+@dataclass
+class SendCall:
+    """What is known about one call as it moves down the path (the flow object)."""
+
+    id: str
+    received_at: float
+    endpoint: str
+    api_version: str
+    phone_number_id: str
+    raw_body: bytes = b""
+    body: Any = None
+    message: dict[str, Any] | None = None
+    input: dict[str, Any] | None = None
+    decision: Decision | None = None
+    eval_us: float | None = None
+    outcome: str = "invalid"  # allow | deny | defer | invalid | error
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    forwarded: bool = False
+
+    @property
+    def category(self) -> str | None:
+        facts = (self.input or {}).get("template") or {}
+        category = facts.get("category")
+        if category:
+            return str(category).lower()
+        if self.endpoint == "marketing_messages":
+            return "marketing"
+        return None
+
+
+def parse_body(raw: bytes, max_depth: int) -> Any:
+    """JSON with a nesting limit; raises InvalidMessage with the reason."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"request body is not valid JSON: {exc}") from exc
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > max_depth:
+            raise InvalidMessage(f"request body is nested deeper than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in children)
+    return body
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise InvalidMessage(f"request body is {request.content_length} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise InvalidMessage(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class SendPath:
+    def __init__(
+        self,
+        config: Config,
+        engine: PolicyEngine,
+        upstream: Upstream,
+        recorder: DecisionRecorder,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clock = clock
+        self._ids = DecisionIds()
+        self.config = config
+        self.engine = engine
+        self.upstream = upstream
+        self.recorder = recorder
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        now = self.clock()
+        call = SendCall(
+            id=self._ids.new(now),
+            received_at=now,
+            endpoint=request.match_info["endpoint"],
+            api_version=request.match_info["version"],
+            phone_number_id=request.match_info["phone_number_id"],
+        )
+        try:
+            call.raw_body = await _read_limited(request, self.config.max_body_bytes)
+            call.body = parse_body(call.raw_body, self.config.max_json_depth)
+            call.message = normalize(call.body, call.endpoint)
+        except InvalidMessage as exc:
+            return await self._invalid(call, str(exc))
+
+        if not await self._evaluate(call):
+            if self.config.on_engine_error == "deny":
+                await self.recorder.record(call)
+                return graph_error(
+                    503,
+                    CODE_ENGINE,
+                    "Policy engine unavailable; the message was not sent",
+                    kind="SendgateEngineError",
+                    trace_id=call.id,
+                    details=call.reasons[0]["message"],
+                    extra={"decision_id": call.id, "mode": self.config.mode, "reasons": call.reasons},
+                )
+            return await self._forward(call, request)
+
+        assert call.decision is not None
+        if call.outcome != "allow" and self.config.mode == "enforce":
+            await self.recorder.record(call)
+            return policy_error(call.id, self.config.mode, call.reasons, call.decision.retry_after if call.outcome == "defer" else None)
+        return await self._forward(call, request)
+
+    async def _invalid(self, call: SendCall, reason: str) -> web.Response:
+        call.outcome = "invalid"
+        call.reasons = [{"rule": "request.invalid", "message": reason}]
+        await self.recorder.record(call)
+        return graph_error(
+            400,
+            CODE_INVALID,
+            f"Invalid parameter: {reason}",
+            kind="SendgateRequestError",
+            trace_id=call.id,
+            extra={"decision_id": call.id, "mode": self.config.mode, "reasons": call.reasons},
+        )
+
+    async def _evaluate(self, call: SendCall) -> bool:
+        """Gather facts and evaluate; False when the engine failed (call.outcome is then 'error')."""
+        assert call.message is not None
+        try:
+            call.input = await build_input(
+                self.config,
+                self.recorder.store,
+                call.endpoint,
+                call.api_version,
+                call.phone_number_id,
+                call.message,
+                call.received_at,
+            )
+            started = time.perf_counter()
+            call.decision = await self.engine.evaluate(call.input)
+            call.eval_us = (time.perf_counter() - started) * 1e6
+        except EngineError as exc:
+            call.outcome = "error"
+            call.reasons = [{"rule": "engine.error", "message": str(exc)}]
+            log.error("policy engine failed for decision %s: %s", call.id, exc)
+            return False
+        call.outcome = call.decision.outcome
+        call.reasons = call.decision.deny or call.decision.defer
+        return True
+
+    async def _forward(self, call: SendCall, request: web.Request) -> web.StreamResponse:
+        call.forwarded = True
+        send = None
+        message = call.message or {}
+        if not message.get("is_status") and message.get("recipient"):
+            account = self.config.account(call.phone_number_id)
+            send = SendRecord(
+                decision_id=call.id,
+                phone_number_id=call.phone_number_id,
+                waba_id=account.waba_id if account else None,
+                recipient=message["recipient"],
+                category=call.category,
+                sent_at=call.received_at,
+            )
+        await self.recorder.record(call, send)  # committed before anything leaves
+        try:
+            response = await self.upstream.send("POST", request.raw_path, request.headers, call.raw_body)
+        except UpstreamError as exc:
+            self.recorder.upstream_failed(call, exc.detail)
+            return graph_error(
+                504 if exc.timed_out else 502,
+                CODE_ENGINE,
+                "The message was allowed but Meta could not be reached",
+                kind="SendgateUpstreamError",
+                trace_id=call.id,
+                details=exc.detail,
+                extra={"decision_id": call.id, "mode": self.config.mode, "reasons": call.reasons},
+            )
+        self.recorder.upstream_answered(call, response)
+        return _relay(call, response, self.config.mode)
+
+
+def _relay(call: SendCall, response: UpstreamResponse, mode: str) -> web.Response:
+    headers = {"X-Sendgate-Decision-Id": call.id}
+    if call.outcome != "allow":
+        headers["X-Sendgate-Decision"] = f"{call.outcome}; mode={mode}"
+    out = web.Response(status=response.status, body=response.body, headers=headers)
+    if response.content_type:
+        out.headers["Content-Type"] = response.content_type
+    return out

@@ -1,0 +1,85 @@
+"""The only way out: requests to the configured upstream, never to a client-chosen host."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+__all__ = ["Upstream", "UpstreamError", "UpstreamResponse", "UnsafePath"]
+
+# Headers that mean something to Meta; hop-by-hop and client-identity headers stay here.
+_FORWARDED_HEADERS = ("Authorization", "Content-Type", "Accept", "User-Agent")
+
+
+class UnsafePath(ValueError):
+    """The path could reach somewhere other than the upstream host."""
+
+
+class UpstreamError(Exception):
+    """Meta could not be reached or did not answer in time."""
+
+    def __init__(self, timed_out: bool, detail: str) -> None:
+        super().__init__(detail)
+        self.timed_out = timed_out
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    status: int
+    body: bytes
+    content_type: str | None
+
+
+class Upstream:
+    """One pooled client session to `upstream_url`."""
+
+    def __init__(self, base_url: str, timeout: float, session: aiohttp.ClientSession) -> None:
+        self._base = URL(base_url.rstrip("/"))
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session = session
+
+    @classmethod
+    def open_session(cls, connections: int = 256) -> aiohttp.ClientSession:
+        # auto_decompress stays on: bodies go back to the app decoded, without Content-Encoding.
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections, ttl_dns_cache=300),
+            skip_auto_headers=("User-Agent",),
+        )
+
+    def url_for(self, raw_path_qs: str) -> URL:
+        """The upstream URL for a request's raw path and query, refusing anything that could change host."""
+        path = raw_path_qs.split("?", 1)[0]
+        if not path.startswith("/") or path.startswith("//") or "\\" in path:
+            raise UnsafePath(f"refusing path {path!r}")
+        if any(segment in ("..", ".") for segment in path.split("/")):
+            raise UnsafePath(f"refusing path {path!r}")
+        url = URL(str(self._base) + raw_path_qs, encoded=True)
+        if (url.scheme, url.host, url.port) != (self._base.scheme, self._base.host, self._base.port):
+            raise UnsafePath(f"refusing path {path!r}")
+        return url
+
+    async def send(
+        self,
+        method: str,
+        raw_path_qs: str,
+        headers: CIMultiDict[str] | dict[str, str],
+        body: bytes | AsyncIterable[bytes] | None,
+    ) -> UpstreamResponse:
+        url = self.url_for(raw_path_qs)
+        out = {name: headers[name] for name in _FORWARDED_HEADERS if name in headers}
+        try:
+            async with self._session.request(
+                method, url, data=body, headers=out, timeout=self._timeout, allow_redirects=False
+            ) as response:
+                payload = await response.read()
+                return UpstreamResponse(response.status, payload, response.headers.get("Content-Type"))
+        except asyncio.TimeoutError as exc:
+            raise UpstreamError(True, f"no answer from upstream within {self._timeout.total:g}s") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(False, f"upstream unreachable: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,30 @@
+"""Time-ordered decision ids (ULID layout: 48-bit milliseconds, 80 random bits, Crockford base32)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+__all__ = ["DecisionIds"]
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_BITS = 80
+
+
+class DecisionIds:
+    """Ids that sort in issue order, even within one millisecond or when the clock steps back."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def new(self, now: float | None = None) -> str:
+        millis = int((time.time() if now is None else now) * 1000)
+        value = (millis << _RANDOM_BITS) | int.from_bytes(os.urandom(10), "big")
+        if value <= self._last:
+            value = self._last + 1  # monotonic: same or earlier millisecond, next id up
+        self._last = value
+        chars = []
+        for _ in range(26):
+            value, digit = divmod(value, 32)
+            chars.append(_ALPHABET[digit])
+        return "".join(reversed(chars))

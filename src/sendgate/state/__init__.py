@@ -1,0 +1,43 @@
+"""The facts policies see, and the decision log: one store interface.
+
+`Store` is what the gateway, the admin API and the CLI depend on; `SQLiteStore`
+is the first implementation. Its parts are named for what they hold: the
+consent ledger, the template catalog, the inbound (24-hour) window, the send
+history and the decision log.
+"""
+
+from __future__ import annotations
+
+from sendgate.state.base import (
+    CONSENT_CATEGORIES,
+    CONSENT_STATUSES,
+    ConsentRecord,
+    DecisionQuery,
+    DecisionRecord,
+    InvalidRecord,
+    SendRecord,
+    Store,
+    TemplateFacts,
+)
+
+__all__ = [
+    "CONSENT_CATEGORIES",
+    "CONSENT_STATUSES",
+    "ConsentRecord",
+    "DecisionQuery",
+    "DecisionRecord",
+    "InvalidRecord",
+    "SendRecord",
+    "Store",
+    "TemplateFacts",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """Open the store a `state` URL names (`sqlite:///path`)."""
+    from sendgate.state.sqlite import SQLiteStore
+
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"unsupported state URL {url!r}: use sqlite:///path")
+    return SQLiteStore(url.removeprefix("sqlite:///"))

@@ -1,0 +1,493 @@
+"""SQLite store: reads on the caller's thread, writes through one group-committing writer.
+
+Reads are short indexed lookups, cheaper than a thread hop, so they run inline.
+Writes go to a single writer thread that commits whatever has queued up in one
+transaction (group commit): a send awaits the commit of its decision record
+before it is forwarded, so every message that reached Meta has a committed
+record even if the process is killed, and a burst of sends shares one commit.
+WAL with synchronous=NORMAL survives a process kill; only an OS crash can
+lose the last transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cachetools import TTLCache
+
+from sendgate.state.base import (
+    ConsentRecord,
+    DecisionQuery,
+    DecisionRecord,
+    SendRecord,
+    TemplateFacts,
+)
+from sendgate.state.catalog import count_placeholders, validate_catalog
+
+__all__ = ["SQLiteStore"]
+
+_HISTORY_DAYS = 30
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS consent (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient TEXT NOT NULL,
+    status TEXT NOT NULL,
+    categories TEXT NOT NULL,
+    source TEXT,
+    evidence TEXT,
+    recorded_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS consent_recipient ON consent (recipient, seq);
+
+CREATE TABLE IF NOT EXISTS catalogs (
+    waba_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS templates (
+    waba_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    language TEXT NOT NULL,
+    status TEXT NOT NULL,
+    category TEXT,
+    placeholders TEXT NOT NULL,
+    PRIMARY KEY (waba_id, name, language)
+);
+
+CREATE TABLE IF NOT EXISTS inbound (
+    phone_number_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (phone_number_id, recipient)
+);
+
+CREATE TABLE IF NOT EXISTS sends (
+    decision_id TEXT PRIMARY KEY,
+    phone_number_id TEXT NOT NULL,
+    waba_id TEXT,
+    recipient TEXT NOT NULL,
+    category TEXT,
+    sent_at REAL NOT NULL,
+    failed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sends_recipient ON sends (recipient, sent_at);
+
+CREATE TABLE IF NOT EXISTS decisions (
+    id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    endpoint TEXT NOT NULL,
+    api_version TEXT NOT NULL,
+    account TEXT NOT NULL,
+    waba_id TEXT,
+    recipient TEXT,
+    recipient_key TEXT,
+    type TEXT,
+    template TEXT,
+    category TEXT,
+    decision TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    forwarded INTEGER NOT NULL,
+    reasons TEXT NOT NULL,
+    warnings TEXT NOT NULL,
+    retry_after INTEGER,
+    policy_revision TEXT,
+    eval_us REAL,
+    upstream_status INTEGER,
+    upstream_message_id TEXT,
+    upstream_error_code INTEGER,
+    upstream_error TEXT,
+    content TEXT
+);
+CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
+CREATE INDEX IF NOT EXISTS decisions_decision ON decisions (decision, id);
+CREATE INDEX IF NOT EXISTS decisions_account ON decisions (account, id);
+CREATE INDEX IF NOT EXISTS decisions_recipient ON decisions (recipient_key, id);
+CREATE INDEX IF NOT EXISTS decisions_message ON decisions (upstream_message_id);
+CREATE TABLE IF NOT EXISTS decision_rules (
+    decision_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    PRIMARY KEY (rule, decision_id)
+) WITHOUT ROWID;
+"""
+
+_DECISION_COLUMNS = (
+    "id", "ts", "endpoint", "api_version", "account", "waba_id", "recipient", "recipient_key", "type",
+    "template", "category", "decision", "mode", "forwarded", "reasons", "warnings", "retry_after",
+    "policy_revision", "eval_us", "upstream_status", "upstream_message_id", "upstream_error_code",
+    "upstream_error", "content",
+)  # fmt: skip
+_INSERT_DECISION = (
+    f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}) VALUES ({', '.join('?' * len(_DECISION_COLUMNS))})"
+)
+
+_Op = Callable[[sqlite3.Connection], Any]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class _Writer(threading.Thread):
+    """Runs queued write operations in batches, one transaction per batch."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name="sendgate-sqlite-writer", daemon=True)
+        self._conn = _connect(path)
+        self._queue: queue.SimpleQueue[tuple[_Op, asyncio.Future[Any] | None] | None] = queue.SimpleQueue()
+
+    def submit(self, op: _Op, future: asyncio.Future[Any] | None) -> None:
+        self._queue.put((op, future))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if None in batch:
+                stopping = True
+                batch = [item for item in batch if item is not None]
+            if batch:
+                self._commit(batch)  # type: ignore[arg-type]
+        self._conn.close()
+
+    def _commit(self, batch: list[tuple[_Op, asyncio.Future[Any] | None]]) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            results = [op(self._conn) for op, _ in batch]
+            self._conn.execute("COMMIT")
+        except Exception:  # one bad op must not fail its neighbours: retry each alone
+            self._conn.execute("ROLLBACK")
+            for item in batch:
+                self._commit_one(*item)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            _resolve(future, result, None)
+
+    def _commit_one(self, op: _Op, future: asyncio.Future[Any] | None) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            result = op(self._conn)
+            self._conn.execute("COMMIT")
+        except Exception as exc:
+            self._conn.execute("ROLLBACK")
+            _resolve(future, None, exc)
+        else:
+            _resolve(future, result, None)
+
+
+def _resolve(future: asyncio.Future[Any] | None, result: Any, exc: BaseException | None) -> None:
+    if future is None:
+        return
+    loop = future.get_loop()
+
+    def settle() -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # loop already closed: nobody is waiting any more
+        pass
+
+
+class SQLiteStore:
+    """The `Store` on one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._read = _connect(self.path)
+        self._read.executescript(_SCHEMA)
+        self._writer = _Writer(self.path)
+        self._writer.start()
+        # Catalog facts change rarely and are read on every template send.
+        self._template_cache: TTLCache[tuple[str, str], list[tuple[Any, ...]]] = TTLCache(maxsize=4096, ttl=5.0)
+        self._closed = False
+
+    async def _write(self, op: _Op) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._writer.submit(op, future)
+        return await future
+
+    # -- consent ledger -------------------------------------------------------------
+
+    async def record_consent(self, record: ConsentRecord) -> None:
+        await self.import_consent([record])
+
+    async def import_consent(self, records: list[ConsentRecord]) -> int:
+        rows = [
+            (r.recipient, r.status, orjson.dumps(list(r.categories)).decode(), r.source, r.evidence, r.recorded_at)
+            for r in records
+        ]
+
+        def op(conn: sqlite3.Connection) -> int:
+            conn.executemany(
+                "INSERT INTO consent (recipient, status, categories, source, evidence, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return len(rows)
+
+        return await self._write(op)
+
+    async def consent(self, recipient: str) -> ConsentRecord | None:
+        row = self._read.execute(
+            "SELECT recipient, status, categories, source, evidence, recorded_at FROM consent"
+            " WHERE recipient = ? ORDER BY seq DESC LIMIT 1",
+            (recipient,),
+        ).fetchone()
+        return _consent(row) if row else None
+
+    async def consent_history(self, recipient: str) -> list[ConsentRecord]:
+        rows = self._read.execute(
+            "SELECT recipient, status, categories, source, evidence, recorded_at FROM consent"
+            " WHERE recipient = ? ORDER BY seq",
+            (recipient,),
+        ).fetchall()
+        return [_consent(row) for row in rows]
+
+    # -- template catalog -----------------------------------------------------------
+
+    async def put_templates(self, waba_id: str, body: dict[str, Any]) -> int:
+        templates = validate_catalog(body)
+        rows = [
+            (
+                waba_id,
+                t["name"],
+                t["language"],
+                t["status"].upper(),
+                str(t["category"]).upper() if t.get("category") else None,
+                orjson.dumps(count_placeholders(t)).decode(),
+            )
+            for t in templates
+        ]
+        raw = orjson.dumps({"data": templates}).decode()
+
+        def op(conn: sqlite3.Connection) -> int:
+            # Replace the WABA's catalog as a whole, in one transaction.
+            conn.execute("DELETE FROM templates WHERE waba_id = ?", (waba_id,))
+            conn.executemany("INSERT OR REPLACE INTO templates VALUES (?, ?, ?, ?, ?, ?)", rows)
+            conn.execute("INSERT OR REPLACE INTO catalogs VALUES (?, ?, ?)", (waba_id, raw, time.time()))
+            return len(rows)
+
+        count = await self._write(op)
+        self._template_cache.clear()
+        return count
+
+    async def templates(self, waba_id: str) -> dict[str, Any] | None:
+        row = self._read.execute("SELECT body FROM catalogs WHERE waba_id = ?", (waba_id,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    async def template_facts(self, waba_id: str, name: str, language: str) -> TemplateFacts:
+        key = (waba_id, name)
+        rows = self._template_cache.get(key)
+        if rows is None:
+            rows = self._read.execute(
+                "SELECT language, status, category, placeholders FROM templates WHERE waba_id = ? AND name = ?",
+                key,
+            ).fetchall()
+            self._template_cache[key] = rows
+        match = next((r for r in rows if r[0] == language), None)
+        return TemplateFacts(
+            found=bool(rows),
+            language_found=match is not None,
+            languages=sorted(r[0] for r in rows),
+            status=match[1] if match else None,
+            category=match[2] if match else None,
+            placeholders=orjson.loads(match[3]) if match else {},
+        )
+
+    # -- inbound window -------------------------------------------------------------
+
+    async def record_inbound(self, phone_number_id: str, recipient: str, at: float) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            # max(): redelivered or out-of-order events never move the window back.
+            conn.execute(
+                "INSERT INTO inbound VALUES (?, ?, ?) ON CONFLICT (phone_number_id, recipient)"
+                " DO UPDATE SET last_at = max(last_at, excluded.last_at)",
+                (phone_number_id, recipient, at),
+            )
+
+        await self._write(op)
+
+    async def last_inbound(self, phone_number_id: str, recipient: str) -> float | None:
+        row = self._read.execute(
+            "SELECT last_at FROM inbound WHERE phone_number_id = ? AND recipient = ?", (phone_number_id, recipient)
+        ).fetchone()
+        return row[0] if row else None
+
+    # -- send history ---------------------------------------------------------------
+
+    async def send_history(
+        self, phone_number_id: str, waba_id: str | None, recipient: str, now: float
+    ) -> dict[str, Any]:
+        rows = self._read.execute(
+            "SELECT phone_number_id, waba_id, category, sent_at FROM sends"
+            " WHERE recipient = ? AND sent_at > ? AND failed = 0 ORDER BY sent_at DESC",
+            (recipient, now - _HISTORY_DAYS * 86400),
+        ).fetchall()
+        last_sent = next((r[3] for r in rows if r[0] == phone_number_id), None)
+        same_business = (
+            (lambda r: r[1] == waba_id) if waba_id is not None else (lambda r: r[0] == phone_number_id)
+        )
+        marketing = [r[3] for r in rows if r[2] == "marketing" and same_business(r)]
+        return {"last_sent_at": last_sent, "marketing_sent_at": marketing}
+
+    # -- decision log ---------------------------------------------------------------
+
+    async def log_decision(self, record: DecisionRecord, send: SendRecord | None = None) -> None:
+        row = _decision_row(record)
+        rules = sorted({r["rule"] for r in record.reasons if isinstance(r.get("rule"), str)})
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(_INSERT_DECISION, row)
+            if rules:
+                conn.executemany("INSERT OR IGNORE INTO decision_rules VALUES (?, ?)", [(record.id, r) for r in rules])
+            if send is not None:
+                conn.execute(
+                    "INSERT INTO sends VALUES (?, ?, ?, ?, ?, ?, 0)",
+                    (send.decision_id, send.phone_number_id, send.waba_id, send.recipient, send.category, send.sent_at),
+                )
+
+        await self._write(op)
+
+    def log_upstream(
+        self,
+        decision_id: str,
+        status: int | None,
+        message_id: str | None,
+        error_code: int | None,
+        error: str | None,
+        send_failed: bool,
+    ) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE decisions SET upstream_status = ?, upstream_message_id = ?, upstream_error_code = ?,"
+                " upstream_error = ? WHERE id = ?",
+                (status, message_id, error_code, error, decision_id),
+            )
+            if send_failed:
+                conn.execute("UPDATE sends SET failed = 1 WHERE decision_id = ?", (decision_id,))
+
+        # Not awaited: the record was committed before forwarding; this only completes it.
+        self._writer.submit(op, None)
+
+    async def decisions(self, query: DecisionQuery) -> list[DecisionRecord]:
+        where: list[str] = []
+        args: list[Any] = []
+        if query.rule is not None:
+            where.append("id IN (SELECT decision_id FROM decision_rules WHERE rule = ?)")
+            args.append(query.rule)
+        for column, value in (
+            ("decision", query.decision),
+            ("account", query.account),
+            ("recipient_key", query.recipient_key),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.since is not None:
+            where.append("ts >= ?")
+            args.append(query.since)
+        if query.until is not None:
+            where.append("ts < ?")
+            args.append(query.until)
+        if query.before_id is not None:
+            where.append("id < ?")
+            args.append(query.before_id)
+        sql = f"SELECT {', '.join(_DECISION_COLUMNS)} FROM decisions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(query.limit)
+        return [_decision(row) for row in self._read.execute(sql, args).fetchall()]
+
+    async def decision(self, decision_id: str) -> DecisionRecord | None:
+        row = self._read.execute(
+            f"SELECT {', '.join(_DECISION_COLUMNS)} FROM decisions WHERE id = ?", (decision_id,)
+        ).fetchone()
+        return _decision(row) if row else None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Wait until every write submitted so far is committed."""
+        await self._write(lambda conn: None)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+        self._read.close()
+
+
+def _consent(row: Sequence[Any]) -> ConsentRecord:
+    return ConsentRecord(row[0], row[1], tuple(orjson.loads(row[2])), row[3], row[4], row[5])
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _decision_row(r: DecisionRecord) -> tuple[Any, ...]:
+    return (
+        r.id, r.timestamp, r.endpoint, r.api_version, r.account, r.waba_id, r.recipient, r.recipient_key, r.type,
+        r.template, r.category, r.decision, r.mode, int(r.forwarded), orjson.dumps(r.reasons).decode(),
+        orjson.dumps(r.warnings).decode(), r.retry_after, r.policy_revision, r.eval_us, r.upstream_status,
+        r.upstream_message_id, r.upstream_error_code, r.upstream_error, _json(r.content),
+    )  # fmt: skip
+
+
+def _decision(row: Sequence[Any]) -> DecisionRecord:
+    values = dict(zip(_DECISION_COLUMNS, row, strict=True))
+    return DecisionRecord(
+        id=values["id"],
+        timestamp=values["ts"],
+        endpoint=values["endpoint"],
+        api_version=values["api_version"],
+        account=values["account"],
+        waba_id=values["waba_id"],
+        recipient=values["recipient"],
+        type=values["type"],
+        template=values["template"],
+        category=values["category"],
+        decision=values["decision"],
+        mode=values["mode"],
+        forwarded=bool(values["forwarded"]),
+        reasons=orjson.loads(values["reasons"]),
+        warnings=orjson.loads(values["warnings"]),
+        retry_after=values["retry_after"],
+        policy_revision=values["policy_revision"],
+        eval_us=values["eval_us"],
+        upstream_status=values["upstream_status"],
+        upstream_message_id=values["upstream_message_id"],
+        upstream_error_code=values["upstream_error_code"],
+        upstream_error=values["upstream_error"],
+        content=None if values["content"] is None else orjson.loads(values["content"]),
+        recipient_key=values["recipient_key"],
+    )

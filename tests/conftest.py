@@ -1,0 +1,183 @@
+"""Fixtures: the real gateway on a real socket, in front of the fake Graph API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from sendgate.app import STORE, AccessLogger, create_app
+from sendgate.config import load_config
+from sendgate.fakegraph import FakeGraph
+from sendgate.policy.embedded import EmbeddedEngine
+from sendgate.state import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICIES = ROOT / "policies"
+SHARED = ROOT.parent / "shared" / "cloud-api"
+
+PHONE_NUMBER_ID = "106540352242922"
+WABA_ID = "102290129340398"
+OTHER_PHONE_NUMBER_ID = "106540352242999"  # not in the config
+ADMIN_TOKEN = "admin-secret-token"
+APP_TOKEN = "EAAG-app-token-never-logged"
+US_RECIPIENT = "16505551234"
+BR_RECIPIENT = "5511987654321"
+
+CATALOG = {
+    "data": [
+        {"name": "order_update", "language": "en_US", "status": "APPROVED", "category": "UTILITY", "id": "11",
+         "components": [{"type": "HEADER", "format": "IMAGE"},
+                        {"type": "BODY", "text": "Hi {{1}}, order {{2}} ships on {{3}}."}]},
+        {"name": "spring_sale", "language": "en_US", "status": "APPROVED", "category": "MARKETING", "id": "12",
+         "components": [{"type": "BODY", "text": "Hi {{first_name}}, spring sale: 20% off."},
+                        {"type": "BUTTONS", "buttons": [{"type": "QUICK_REPLY", "text": "Stop promotions"}]}]},
+        {"name": "spring_sale", "language": "pt_BR", "status": "APPROVED", "category": "MARKETING", "id": "13",
+         "components": [{"type": "BODY", "text": "Oi {{first_name}}, 20% de desconto."}]},
+        {"name": "paused_promo", "language": "en_US", "status": "PAUSED", "category": "MARKETING", "id": "14",
+         "components": [{"type": "BODY", "text": "Deal"}]},
+        {"name": "pending_notice", "language": "en_US", "status": "PENDING", "category": "UTILITY", "id": "15",
+         "components": [{"type": "BODY", "text": "Notice"}]},
+        {"name": "hello_world", "language": "en_US", "status": "APPROVED", "category": "UTILITY", "id": "16",
+         "components": [{"type": "BODY", "text": "Hello World"}]},
+    ]
+}
+
+
+# 2026-11-24 22:00 UTC: 14:00 in Los Angeles (+1 650), 19:00 in São Paulo (+55 11): outside quiet hours.
+AFTERNOON = 1795557600.0
+
+
+class Clock:
+    """The gateway's clock in tests: fixed until a test moves it."""
+
+    def __init__(self, now: float = AFTERNOON) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(scope="session")
+def default_engine() -> EmbeddedEngine:
+    """The default policies, compiled and Rego-tested once for the whole run."""
+    return EmbeddedEngine(POLICIES)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def fake_graph(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> AsyncIterator[tuple[FakeGraph, str]]:
+    fake = FakeGraph()
+    server = await aiohttp_server(fake.app(), access_log=None)
+    yield fake, str(server.make_url("")).rstrip("/")
+
+
+GatewayFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def gateway_factory(
+    tmp_path: Path,
+    fake_graph: tuple[FakeGraph, str],
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    clock: Clock,
+    default_engine: EmbeddedEngine,
+) -> GatewayFactory:
+    _, upstream = fake_graph
+
+    async def make(**overrides: Any) -> TestClient:
+        settings: dict[str, Any] = {
+            "upstream_url": upstream,
+            "state": f"sqlite:///{tmp_path / 'sendgate.db'}",
+            "policy_dir": str(POLICIES),
+            "admin_token": ADMIN_TOKEN,
+            "accounts": [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "name": "Acme",
+                          "markets": ["US", "BR"]}],
+            "upstream_timeout": 2,
+        }
+        engine = overrides.pop("engine", None if "policy_dir" in overrides else default_engine)
+        settings.update(overrides)
+        env = {f"SENDGATE_{k.upper()}": orjson.dumps(v).decode() for k, v in settings.items()}
+        config = load_config(None, env=env)
+        # The access logger `sendgate serve` uses, so the token tests cover it.
+        server = await aiohttp_server(create_app(config, engine, clock), access_log_class=AccessLogger)
+        client = await aiohttp_client(server)
+        await client.app[STORE].put_templates(WABA_ID, CATALOG)
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def gateway(gateway_factory: GatewayFactory) -> TestClient:
+    return await gateway_factory()
+
+
+def store_of(client: TestClient) -> Store:
+    return client.app[STORE]
+
+
+async def send(
+    client: TestClient,
+    body: Any,
+    *,
+    phone_number_id: str = PHONE_NUMBER_ID,
+    endpoint: str = "messages",
+    version: str = "v23.0",
+    raw: bytes | None = None,
+) -> tuple[int, dict[str, Any], Any]:
+    """POST a send; returns (status, headers, parsed body)."""
+    response = await client.post(
+        f"/{version}/{phone_number_id}/{endpoint}",
+        data=raw if raw is not None else orjson.dumps(body),
+        headers={"Authorization": f"Bearer {APP_TOKEN}", "Content-Type": "application/json"},
+    )
+    payload = await response.read()
+    try:
+        parsed = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        parsed = payload
+    return response.status, dict(response.headers), parsed
+
+
+async def admin(client: TestClient, method: str, path: str, body: Any = None, token: str = ADMIN_TOKEN) -> tuple[int, Any]:
+    data = body if isinstance(body, (bytes, str)) else (None if body is None else orjson.dumps(body))
+    response = await client.request(
+        method, f"/admin/v1{path}", data=data, headers={"Authorization": f"Bearer {token}"}
+    )
+    return response.status, await response.json()
+
+
+def text_message(to: str = US_RECIPIENT, body: str = "Your table is ready.") -> dict[str, Any]:
+    return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": "text",
+            "text": {"preview_url": False, "body": body}}
+
+
+def template_message(name: str = "order_update", language: str = "en_US", to: str = US_RECIPIENT,
+                     components: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    if components is None and name == "order_update":
+        components = [
+            {"type": "header", "parameters": [{"type": "image", "image": {"link": "https://cdn.acme.example/a.png"}}]},
+            {"type": "body", "parameters": [{"type": "text", "text": "Ana"}, {"type": "text", "text": "A-1"},
+                                            {"type": "text", "text": "Friday"}]},
+        ]
+    if components is None and name == "spring_sale":
+        components = [{"type": "body", "parameters": [{"type": "text", "parameter_name": "first_name",
+                                                       "text": "Ana"}]}]
+    template: dict[str, Any] = {"name": name, "language": {"code": language}}
+    if components is not None:
+        template["components"] = components
+    return {"messaging_product": "whatsapp", "to": to, "type": "template", "template": template}
+

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sendgate.config import Account, Config, ConfigError, load_config
+
+
+def test_defaults_without_a_file() -> None:
+    config = load_config(None, env={})
+    assert config.listen == "127.0.0.1:8080"
+    assert (config.host, config.port) == ("127.0.0.1", 8080)
+    assert config.upstream_url == "https://graph.facebook.com"
+    assert config.sqlite_path == Path(".sendgate/sendgate.db")
+    assert config.policy_dir == "policies"
+    assert config.mode == "enforce"
+    assert config.on_engine_error == "deny"
+    assert config.admin_token is None
+    assert config.allow_unknown_accounts is False
+    assert config.max_body_bytes == 1024 * 1024
+    assert [(r.method, r.path) for r in config.passthrough] == [("GET", "*"), ("POST", "/{phone_number_id}/media")]
+
+
+def test_yaml_then_environment_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "sendgate.yaml"
+    path.write_text(
+        "listen: 0.0.0.0:9000\nmode: shadow\naccounts:\n"
+        "  - {phone_number_id: '1', waba_id: '2', name: Acme, markets: [us, br]}\n"
+        "log: {mask_recipients: true}\n"
+    )
+    config = load_config(path, env={"SENDGATE_MODE": "enforce", "SENDGATE_ADMIN_TOKEN": "s3cret"})
+    assert config.port == 9000
+    assert config.mode == "enforce"  # the environment wins over the file
+    assert config.admin_token == "s3cret"
+    assert config.account("1") == Account("1", "2", "Acme", ("US", "BR"))
+    assert config.account("3") is None
+    assert config.log.mask_recipients is True
+
+
+def test_environment_values_are_yaml() -> None:
+    config = load_config(None, env={"SENDGATE_ACCOUNTS": '[{phone_number_id: "5", waba_id: "6"}]',
+                                    "SENDGATE_ALLOW_UNKNOWN_ACCOUNTS": "true", "SENDGATE_MAX_BODY_BYTES": "2048"})
+    assert config.account("5") == Account("5", "6")
+    assert config.allow_unknown_accounts is True
+    assert config.max_body_bytes == 2048
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SENDGATE_MODE": "audit"}, "mode must be"),
+        ({"SENDGATE_ON_ENGINE_ERROR": "maybe"}, "on_engine_error"),
+        ({"SENDGATE_UPSTREAM_URL": "https://graph.facebook.com/v23.0"}, "upstream_url"),
+        ({"SENDGATE_STATE": "postgres://x"}, "only sqlite"),
+        ({"SENDGATE_ACCOUNTS": "[{waba_id: '1'}]"}, "phone_number_id"),
+        ({"SENDGATE_ALLOW_UNKNOWN_ACCOUNTS": "'yes please'"}, "true or false"),
+        ({"SENDGATE_LISTEN": "8080"}, "host:port"),
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, env=env)
+
+
+def test_unknown_keys_and_unreadable_files(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("listne: 1.2.3.4:5\n")
+    with pytest.raises(ConfigError, match="unknown config keys: listne"):
+        load_config(path, env={})
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml", env={})
+    assert isinstance(load_config(None, env={}), Config)

@@ -1,0 +1,112 @@
+"""Nothing lost: SIGKILL the gateway under load, then compare its log with what Meta received."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from sendgate.state.sqlite import SQLiteStore
+
+from .conftest import APP_TOKEN, PHONE_NUMBER_ID, POLICIES, ROOT, WABA_ID
+
+SENDS = 4000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline().decode()
+        if "listening" in line:
+            return proc
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"{cmd} did not start")
+
+
+def _recipient(i: int) -> str:
+    return f"1650{5550000 + i:07d}"
+
+
+async def test_sigkill_under_load_loses_no_forwarded_record(tmp_path: Path) -> None:
+    db = tmp_path / "sendgate.db"
+    store = SQLiteStore(db)
+    for i in range(SENDS):  # every recipient wrote in the last minute: all sends are allowed
+        await store.record_inbound(PHONE_NUMBER_ID, _recipient(i), time.time() - 60)
+    await store.close()
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    fake_port, gate_port = _free_port(), _free_port()
+    fake = _start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], env)
+    gate_env = {
+        **env,
+        "SENDGATE_LISTEN": f"127.0.0.1:{gate_port}",
+        "SENDGATE_UPSTREAM_URL": f"http://127.0.0.1:{fake_port}",
+        "SENDGATE_STATE": f"sqlite:///{db}",
+        "SENDGATE_POLICY_DIR": str(POLICIES),
+        "SENDGATE_ACCOUNTS": orjson.dumps([{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID}]).decode(),
+        "SENDGATE_LOG": "{level: WARNING}",
+    }
+    gate = _start([sys.executable, "-m", "sendgate.cli", "serve"], gate_env)
+    answered = 0
+    try:
+        url = f"http://127.0.0.1:{gate_port}/v23.0/{PHONE_NUMBER_ID}/messages"
+        headers = {"Authorization": f"Bearer {APP_TOKEN}", "Content-Type": "application/json"}
+        numbers = iter(range(SENDS))
+
+        async def worker(session: aiohttp.ClientSession) -> None:
+            nonlocal answered
+            for i in numbers:
+                body = {"messaging_product": "whatsapp", "to": _recipient(i), "type": "text", "text": {"body": "hi"}}
+                try:
+                    async with session.post(url, data=orjson.dumps(body), headers=headers) as response:
+                        await response.read()
+                        answered += response.status == 200
+                except aiohttp.ClientError:
+                    return  # the gateway is gone
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as session:
+            workers = [asyncio.create_task(worker(session)) for _ in range(32)]
+            while answered < 300:  # mid-load: well after the start, well before the end
+                assert not all(w.done() for w in workers), f"load ended after {answered} answers, before the kill"
+                await asyncio.sleep(0.01)
+            gate.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(asyncio.gather(*workers), timeout=60)
+        gate.wait(timeout=10)
+        assert gate.returncode == -signal.SIGKILL
+
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{fake_port}/__fake/received") as response:
+                received = await response.json()
+    finally:
+        for proc in (gate, fake):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    reached_meta = {r["body"]["to"] for r in received if r["path"].endswith("/messages")}
+    assert answered >= 300 and len(reached_meta) >= answered
+    assert len(reached_meta) < SENDS, "the kill must land mid-load"
+    conn = sqlite3.connect(db)
+    logged = {row[0] for row in conn.execute("SELECT recipient FROM decisions WHERE forwarded = 1")}
+    conn.close()
+    missing = reached_meta - logged
+    assert not missing, f"{len(missing)} messages reached Meta without a committed record"

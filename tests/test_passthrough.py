@@ -1,0 +1,84 @@
+"""Non-send Graph paths: forwarded only when listed, and only ever to the configured upstream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from sendgate.config import PassthroughRule
+from sendgate.fakegraph import FakeGraph
+from sendgate.gateway.passthrough import rule_matches
+from sendgate.gateway.upstream import UnsafePath, Upstream
+
+from .conftest import APP_TOKEN, CATALOG, PHONE_NUMBER_ID, WABA_ID, GatewayFactory
+
+AUTH = {"Authorization": f"Bearer {APP_TOKEN}"}
+
+
+@pytest.mark.parametrize(
+    ("rule", "method", "path", "expected"),
+    [
+        (PassthroughRule("GET", "*"), "GET", "/v23.0/123/message_templates", True),
+        (PassthroughRule("GET", "*"), "POST", "/v23.0/123/message_templates", False),
+        (PassthroughRule("POST", "/{phone_number_id}/media"), "POST", "/v23.0/123/media", True),
+        (PassthroughRule("POST", "/{phone_number_id}/media"), "POST", "/123/media", True),
+        (PassthroughRule("POST", "/{phone_number_id}/media"), "POST", "/v23.0/123/media/extra", False),
+        (PassthroughRule("POST", "/{phone_number_id}/media"), "POST", "/v23.0/123/register", False),
+        (PassthroughRule("*", "/{waba_id}/message_templates"), "DELETE", "/v26.0/9/message_templates", True),
+    ],
+)
+def test_rule_matching(rule: PassthroughRule, method: str, path: str, expected: bool) -> None:
+    assert rule_matches(rule, method, path) is expected
+
+
+async def test_listed_paths_are_forwarded(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    fake, _ = fake_graph
+    fake.load_templates({WABA_ID: CATALOG})
+    response = await gateway.get(f"/v23.0/{WABA_ID}/message_templates?limit=2", headers=AUTH)
+    assert response.status == 200
+    body = await response.json()
+    assert len(body["data"]) == 2 and "next" in body["paging"]
+    assert "limit=2" in fake.received[-1].query
+    form = {"messaging_product": "whatsapp", "type": "image/png", "file": b"\x89PNG fake image bytes"}
+    response = await gateway.post(f"/v23.0/{PHONE_NUMBER_ID}/media", data=form, headers=AUTH)
+    assert response.status == 200 and (await response.json())["id"].isdigit()
+
+
+async def test_unlisted_paths_get_a_graph_404(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    response = await gateway.post(f"/v23.0/{PHONE_NUMBER_ID}/register", json={"pin": "123456"}, headers=AUTH)
+    assert response.status == 404
+    body = await response.json()
+    assert body["error"]["code"] == 100 and "not in passthrough" in body["error"]["message"]
+    assert fake_graph[0].received == []
+
+
+async def test_custom_passthrough_list(gateway_factory: GatewayFactory, fake_graph: tuple[FakeGraph, str]) -> None:
+    client = await gateway_factory(passthrough=[{"method": "POST", "path": "/{phone_number_id}/register"}])
+    response = await client.post(f"/v23.0/{PHONE_NUMBER_ID}/register", json={"pin": "1"}, headers=AUTH)
+    assert len(fake_graph[0].received) == 1  # forwarded (the fake has no such path and says so)
+    assert (await response.json())["error"]["code"] == 2500
+    assert (await client.get(f"/v23.0/{WABA_ID}/message_templates", headers=AUTH)).status == 404  # GET not listed
+
+
+@pytest.mark.parametrize("path", ["//evil.example/steal", "/v23.0/../../evil", "/\\evil.example/x", "/v23.0/./x"])
+def test_upstream_urls_never_change_host(path: str) -> None:
+    upstream = Upstream("https://graph.facebook.com", 1, session=None)  # type: ignore[arg-type]
+    with pytest.raises(UnsafePath):
+        upstream.url_for(path)
+    assert str(upstream.url_for("/v23.0/1/media?x=1")) == "https://graph.facebook.com/v23.0/1/media?x=1"
+
+
+@pytest.mark.parametrize("target", ["//evil.example/steal", "http://evil.example/steal"])
+async def test_proxy_style_requests_are_not_relayed(
+    gateway: TestClient, fake_graph: tuple[FakeGraph, str], target: str
+) -> None:
+    # A client trying to use the gateway as an open forward proxy, on a raw socket.
+    reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    status_line = (await reader.readline()).decode()
+    writer.close()
+    assert status_line.split()[1] in ("400", "404")
+    assert fake_graph[0].received == []

@@ -1,0 +1,234 @@
+"""Each default rule end to end: HTTP status, Graph error code, and the decision record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from sendgate.fakegraph import FakeGraph
+from sendgate.state import ConsentRecord
+
+from .conftest import (
+    AFTERNOON,
+    BR_RECIPIENT,
+    OTHER_PHONE_NUMBER_ID,
+    PHONE_NUMBER_ID,
+    US_RECIPIENT,
+    Clock,
+    GatewayFactory,
+    send,
+    store_of,
+    template_message,
+    text_message,
+)
+
+
+async def _opt_in(client: TestClient, recipient: str = US_RECIPIENT, categories: tuple[str, ...] = ("marketing", "utility")) -> None:
+    await store_of(client).record_consent(ConsentRecord(recipient, "opted_in", categories, "web-form", "checkbox", AFTERNOON - 86400 * 30))
+
+
+async def _opt_out(client: TestClient, recipient: str = US_RECIPIENT) -> None:
+    await store_of(client).record_consent(ConsentRecord(recipient, "opted_out", (), "whatsapp", "STOP", AFTERNOON - 3600))
+
+
+async def _user_wrote(client: TestClient, seconds_ago: float, recipient: str = US_RECIPIENT) -> None:
+    await store_of(client).record_inbound(PHONE_NUMBER_ID, recipient, AFTERNOON - seconds_ago)
+
+
+async def _record(client: TestClient, decision_id: str) -> Any:
+    await store_of(client).flush()
+    record = await store_of(client).decision(decision_id)
+    assert record is not None
+    return record
+
+
+async def _expect_rejection(client: TestClient, fake: FakeGraph, body: dict[str, Any], *, status: int, code: int,
+                            rule: str, endpoint: str = "messages", phone: str = PHONE_NUMBER_ID) -> dict[str, Any]:
+    before = len(fake.received)
+    got, headers, payload = await send(client, body, endpoint=endpoint, phone_number_id=phone)
+    assert got == status, payload
+    error = payload["error"]
+    assert error["code"] == code
+    assert error["message"].startswith(f"(#{code}) ")
+    assert error["type"] == "SendgatePolicyError"
+    assert error["error_data"]["messaging_product"] == "whatsapp"
+    assert rule in error["error_data"]["details"]
+    assert error["fbtrace_id"] == headers["X-Sendgate-Decision-Id"] == error["sendgate"]["decision_id"]
+    assert rule in [r["rule"] for r in error["sendgate"]["reasons"]]
+    assert len(fake.received) == before, "a rejected message must never reach Meta"
+    record = await _record(client, error["fbtrace_id"])
+    assert record.decision == ("deny" if status == 403 else "defer")
+    assert record.mode == "enforce" and record.forwarded is False
+    assert rule in [r["rule"] for r in record.reasons]
+    assert record.content == body  # reviewers see what was rejected
+    assert record.upstream_status is None
+    return payload
+
+
+async def test_allowed_message_is_forwarded_unchanged(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    fake, _ = fake_graph
+    await _user_wrote(gateway, 600)
+    body = text_message()
+    status, headers, payload = await send(gateway, body)
+    assert status == 200
+    assert payload["messages"][0]["id"].startswith("wamid.")
+    assert payload["contacts"][0]["input"] == US_RECIPIENT
+    assert fake.received[-1].body == body
+    assert fake.received[-1].headers["Authorization"] == "Bearer EAAG-app-token-never-logged"
+    record = await _record(gateway, headers["X-Sendgate-Decision-Id"])
+    assert (record.decision, record.forwarded, record.upstream_status) == ("allow", True, 200)
+    assert record.upstream_message_id == payload["messages"][0]["id"]
+    assert record.content is None  # allowed content is not kept by default
+    assert record.policy_revision and record.policy_revision.startswith("sha256:")
+    assert record.eval_us is not None and record.eval_us > 0
+
+
+async def test_window_closed(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    await _expect_rejection(gateway, fake_graph[0], text_message(), status=403, code=131047, rule="window.closed")
+    await _user_wrote(gateway, 86400 + 1)  # the window expired a second ago
+    await _expect_rejection(gateway, fake_graph[0], text_message(), status=403, code=131047, rule="window.closed")
+
+
+async def test_consent_missing(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    await _expect_rejection(gateway, fake_graph[0], template_message(), status=403, code=770100, rule="consent.missing")
+
+
+async def test_consent_opted_out_uses_meta_code_for_marketing(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    await _opt_out(gateway)
+    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=403, code=131050,
+                            rule="consent.opted_out")
+    await _expect_rejection(gateway, fake_graph[0], template_message("order_update"), status=403, code=770101,
+                            rule="consent.opted_out")
+
+
+async def test_consent_category(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    await _opt_in(gateway, categories=("utility",))
+    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=403, code=770102,
+                            rule="consent.category")
+    status, _, _ = await send(gateway, template_message("order_update"))
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "rule"),
+    [
+        (template_message("no_such_template", components=[]), 132001, "template.unknown"),
+        (template_message("spring_sale", language="de"), 132001, "template.language"),
+        (template_message("pending_notice", components=[]), 132001, "template.not_approved"),
+        (template_message("paused_promo", components=[]), 132015, "template.paused"),
+        (template_message("order_update", components=[{"type": "body", "parameters": [{"type": "text", "text": "x"}]}]),
+         132000, "template.params"),
+    ],
+)
+async def test_template_rules(gateway: TestClient, fake_graph: tuple[FakeGraph, str], message: dict[str, Any],
+                              code: int, rule: str) -> None:
+    await _opt_in(gateway)
+    await _expect_rejection(gateway, fake_graph[0], message, status=403, code=code, rule=rule)
+
+
+async def test_template_with_named_parameters_passes(gateway: TestClient) -> None:
+    await _opt_in(gateway)
+    status, _, payload = await send(gateway, template_message("spring_sale"))
+    assert status == 200, payload
+
+
+async def test_frequency_marketing(gateway: TestClient, fake_graph: tuple[FakeGraph, str], clock: Clock) -> None:
+    await _opt_in(gateway)
+    status, _, _ = await send(gateway, template_message("spring_sale"))
+    assert status == 200
+    clock.advance(3600)
+    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=403, code=131049,
+                            rule="frequency.marketing")
+    clock.advance(86400)  # the 24 h cap has rolled over
+    status, _, _ = await send(gateway, template_message("spring_sale"))
+    assert status == 200
+    clock.advance(86400 + 60)  # 2 in the last 7 days: the weekly cap holds
+    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=403, code=131049,
+                            rule="frequency.marketing")
+
+
+async def test_frequency_pair_rate_defers(gateway: TestClient, fake_graph: tuple[FakeGraph, str], clock: Clock) -> None:
+    await _user_wrote(gateway, 60)
+    status, _, _ = await send(gateway, text_message())
+    assert status == 200
+    clock.advance(2)
+    payload = await _expect_rejection(gateway, fake_graph[0], text_message(), status=429, code=131056,
+                                      rule="frequency.pair_rate")
+    assert payload["error"]["sendgate"]["retry_after"] == 4
+    clock.advance(4)
+    status, _, _ = await send(gateway, text_message())
+    assert status == 200
+
+
+async def test_deny_wins_over_defer(gateway: TestClient, fake_graph: tuple[FakeGraph, str], clock: Clock) -> None:
+    await _user_wrote(gateway, 60)
+    assert (await send(gateway, text_message()))[0] == 200
+    clock.advance(1)
+    _, headers, payload = await send(gateway, text_message(body="Visit bit.ly/deal"))
+    assert payload["error"]["code"] == 770401
+    rules = {r["rule"] for r in payload["error"]["sendgate"]["reasons"]}
+    assert "content.url_domain" in rules
+    assert "Retry-After" not in headers
+
+
+async def test_content_banned_term(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    await _user_wrote(gateway, 60)
+    await _expect_rejection(gateway, fake_graph[0], text_message(body="Cheap FIREARMS delivered"), status=403,
+                            code=770400, rule="content.banned_term")
+
+
+@pytest.mark.parametrize("text", ["Deal at https://bit.ly/3xYz", "Deal at tinyurl.com/abc", "see www.BIT.ly/x"])
+async def test_content_url_domain(gateway: TestClient, fake_graph: tuple[FakeGraph, str], text: str) -> None:
+    await _user_wrote(gateway, 60)
+    await _expect_rejection(gateway, fake_graph[0], text_message(body=text), status=403, code=770401,
+                            rule="content.url_domain")
+
+
+async def test_content_length(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    await _user_wrote(gateway, 60)
+    await _expect_rejection(gateway, fake_graph[0], text_message(body="a" * 4097), status=403, code=770402,
+                            rule="content.length")
+    caption = {"messaging_product": "whatsapp", "to": US_RECIPIENT, "type": "image",
+               "image": {"link": "https://cdn.acme.example/a.png", "caption": "c" * 1025}}
+    await _expect_rejection(gateway, fake_graph[0], caption, status=403, code=770402, rule="content.length")
+
+
+async def test_content_encrypted(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    body = {"messaging_product": "whatsapp", "encrypted_contents": "eyJhbGciOiJSU0EtT0FFUCJ9.x.y.z"}
+    await _expect_rejection(gateway, fake_graph[0], body, status=403, code=770403, rule="content.encrypted",
+                            endpoint="messages_encrypted")
+
+
+async def test_quiet_hours_defers_marketing_until_morning(gateway: TestClient, fake_graph: tuple[FakeGraph, str],
+                                                          clock: Clock) -> None:
+    await _opt_in(gateway)
+    clock.advance(9 * 3600)  # 23:00 in Los Angeles
+    payload = await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=429, code=770500,
+                                      rule="quiet_hours")
+    assert payload["error"]["sendgate"]["retry_after"] == 9 * 3600  # until 08:00
+    status, _, _ = await send(gateway, template_message("order_update"))  # utility is not held back
+    assert status == 200
+
+
+async def test_account_unknown(gateway_factory: GatewayFactory, fake_graph: tuple[FakeGraph, str]) -> None:
+    client = await gateway_factory()
+    await _expect_rejection(client, fake_graph[0], text_message(), status=403, code=770600, rule="account.unknown",
+                            phone=OTHER_PHONE_NUMBER_ID)
+
+
+async def test_unknown_accounts_allowed_by_config(gateway_factory: GatewayFactory) -> None:
+    client = await gateway_factory(allow_unknown_accounts=True)
+    await store_of(client).record_inbound(OTHER_PHONE_NUMBER_ID, US_RECIPIENT, AFTERNOON - 60)
+    status, _, payload = await send(client, text_message(), phone_number_id=OTHER_PHONE_NUMBER_ID)
+    assert status == 200, payload
+
+
+async def test_account_market(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    india = "919876543210"
+    await _user_wrote(gateway, 60, recipient=india)
+    await _expect_rejection(gateway, fake_graph[0], text_message(to=india), status=403, code=130497,
+                            rule="account.market")
+    await _user_wrote(gateway, 60, recipient=BR_RECIPIENT)
+    assert (await send(gateway, text_message(to=BR_RECIPIENT)))[0] == 200

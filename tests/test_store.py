@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from sendgate.state import ConsentRecord, DecisionQuery, DecisionRecord, InvalidRecord, SendRecord
+from sendgate.state.catalog import count_placeholders
+from sendgate.state.sqlite import SQLiteStore
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "cloud-api"
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    store = SQLiteStore(tmp_path / "s.db")
+    yield store
+    await store.close()
+
+
+def _decision(i: int, **fields) -> DecisionRecord:
+    base = dict(
+        id=f"01J{i:023d}", timestamp=1_700_000_000 + i, endpoint="messages", api_version="v23.0",
+        account="111", waba_id="222", recipient="16505551234", type="text", template=None, category=None,
+        decision="allow", mode="enforce", forwarded=True, recipient_key="k1",
+    )
+    base.update(fields)
+    return DecisionRecord(**base)
+
+
+async def test_consent_is_append_only_and_latest_wins(store: SQLiteStore) -> None:
+    await store.record_consent(ConsentRecord("1650", "opted_in", ("marketing",), "web", "form #1", 100.0))
+    await store.record_consent(ConsentRecord("1650", "opted_out", (), "whatsapp", "STOP", 200.0))
+    current = await store.consent("1650")
+    assert current is not None and current.status == "opted_out" and current.evidence == "STOP"
+    history = await store.consent_history("1650")
+    assert [(r.status, r.recorded_at) for r in history] == [("opted_in", 100.0), ("opted_out", 200.0)]
+    assert await store.consent("999") is None
+
+
+def test_consent_record_validation() -> None:
+    with pytest.raises(InvalidRecord, match="status"):
+        ConsentRecord("1", "maybe", (), None, None, 0)
+    with pytest.raises(InvalidRecord, match="categories"):
+        ConsentRecord("1", "opted_in", ("spam",), None, None, 0)
+
+
+def test_placeholder_counts_on_meta_examples() -> None:
+    examples = json.loads((SHARED / "template-examples.json").read_text())["list_response"]["200 Example response"]
+    counts = {t["name"]: count_placeholders(t) for t in examples["data"]}
+    assert counts["hello_world"] == {"header": 0, "body": 0}
+    assert counts["2023_april_promo"] == {"header": 0, "body": 2}  # quick replies are not counted
+    named = {"components": [
+        {"type": "HEADER", "format": "IMAGE"},
+        {"type": "BODY", "text": "Hi {{first_name}}, {{first_name}} your order {{order_id}}"},
+        {"type": "BUTTONS", "buttons": [{"type": "QUICK_REPLY", "text": "Stop"},
+                                        {"type": "URL", "url": "https://x.example/{{1}}"},
+                                        {"type": "URL", "url": "https://x.example/static"},
+                                        {"type": "COPY_CODE", "example": "SAVE"}]},
+    ]}
+    assert count_placeholders(named) == {"header": 1, "body": 2, "button_1": 1, "button_3": 1}
+
+
+async def test_templates_replace_atomically_and_answer_facts(store: SQLiteStore) -> None:
+    body = {"data": [
+        {"name": "promo", "language": "en_US", "status": "APPROVED", "category": "MARKETING",
+         "components": [{"type": "BODY", "text": "Hi {{1}}"}]},
+        {"name": "promo", "language": "pt_BR", "status": "PAUSED", "category": "MARKETING", "components": []},
+    ]}
+    assert await store.put_templates("222", body) == 2
+    facts = await store.template_facts("222", "promo", "en_US")
+    assert (facts.found, facts.language_found, facts.status, facts.category) == (True, True, "APPROVED", "MARKETING")
+    assert facts.languages == ["en_US", "pt_BR"] and facts.placeholders == {"header": 0, "body": 1}
+    facts = await store.template_facts("222", "promo", "de")
+    assert facts.found and not facts.language_found and facts.status is None
+    await store.put_templates("222", {"data": [{"name": "other", "language": "en", "status": "APPROVED"}]})
+    assert not (await store.template_facts("222", "promo", "en_US")).found  # replaced, not merged
+    assert (await store.templates("222"))["data"][0]["name"] == "other"
+    with pytest.raises(InvalidRecord, match="data"):
+        await store.put_templates("222", {"templates": []})
+
+
+async def test_inbound_window_never_moves_back(store: SQLiteStore) -> None:
+    await store.record_inbound("111", "1650", 500.0)
+    await store.record_inbound("111", "1650", 400.0)  # a late redelivery
+    assert await store.last_inbound("111", "1650") == 500.0
+    assert await store.last_inbound("999", "1650") is None
+
+
+async def test_send_history_counts_per_business_and_skips_failures(store: SQLiteStore) -> None:
+    now = 1_700_000_000.0
+    sends = [
+        SendRecord("d1", "111", "222", "1650", "marketing", now - 3600),
+        SendRecord("d2", "333", "222", "1650", "marketing", now - 7200),  # same WABA, other number
+        SendRecord("d3", "444", "999", "1650", "marketing", now - 100),  # another business
+        SendRecord("d4", "111", "222", "1650", "utility", now - 10),
+        SendRecord("d5", "111", "222", "1650", "marketing", now - 5),
+    ]
+    for i, send in enumerate(sends):
+        await store.log_decision(_decision(i, id=send.decision_id), send)
+    store.log_upstream("d5", None, None, None, "timeout", send_failed=True)
+    await store.flush()
+    history = await store.send_history("111", "222", "1650", now)
+    assert history["last_sent_at"] == now - 10
+    assert history["marketing_sent_at"] == [now - 3600, now - 7200]
+
+
+async def test_decision_log_filters_and_pages(store: SQLiteStore) -> None:
+    await asyncio.gather(*(
+        store.log_decision(_decision(i, decision="deny" if i % 3 == 0 else "allow",
+                                     reasons=[{"rule": "window.closed", "message": "m"}] if i % 3 == 0 else [],
+                                     account="111" if i < 10 else "555"))
+        for i in range(20)
+    ))
+    newest = await store.decisions(DecisionQuery(limit=5))
+    assert [r.id for r in newest] == [f"01J{i:023d}" for i in range(19, 14, -1)]
+    older = await store.decisions(DecisionQuery(limit=5, before_id=newest[-1].id))
+    assert older[0].id == f"01J{14:023d}"
+    denied = await store.decisions(DecisionQuery(rule="window.closed", limit=100))
+    assert {r.id for r in denied} == {f"01J{i:023d}" for i in range(0, 20, 3)}
+    assert all(r.decision == "deny" for r in await store.decisions(DecisionQuery(decision="deny", limit=100)))
+    assert len(await store.decisions(DecisionQuery(account="555", decision="deny", limit=100))) == 3
+    window = await store.decisions(DecisionQuery(since=1_700_000_005, until=1_700_000_008, limit=100))
+    assert sorted(r.timestamp for r in window) == [1_700_000_005, 1_700_000_006, 1_700_000_007]
+    assert len(await store.decisions(DecisionQuery(recipient_key="nobody", limit=100))) == 0
+
+
+async def test_a_failing_write_does_not_fail_its_batch(store: SQLiteStore) -> None:
+    good = [store.log_decision(_decision(i)) for i in range(10)]
+    duplicate = store.log_decision(_decision(3))  # primary key clash
+    results = await asyncio.gather(*good, duplicate, return_exceptions=True)
+    assert all(r is None for r in results[:10])
+    assert isinstance(results[10], Exception)
+    assert len(await store.decisions(DecisionQuery(limit=100))) == 10
+
+
+async def test_upstream_outcome_completes_the_record(store: SQLiteStore) -> None:
+    await store.log_decision(_decision(1, content={"to": "1650"}))
+    store.log_upstream(_decision(1).id, 200, "wamid.X", None, None, send_failed=False)
+    await store.flush()
+    record = await store.decision(_decision(1).id)
+    assert record is not None
+    assert (record.upstream_status, record.upstream_message_id, record.content) == (200, "wamid.X", {"to": "1650"})
