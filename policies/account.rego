@@ -4,15 +4,9 @@
 # read receipts and encrypted sends included.
 package sendgate.account
 
-import data.sendgate.lib
-
-allow_unknown if input.gateway.allow_unknown_accounts == true
-
-markets := {upper(m) | some m in lib.items(input.account.markets); is_string(m)}
-
 deny contains reason if {
 	input.account.known == false
-	not allow_unknown
+	not input.gateway.allow_unknown_accounts == true
 	reason := {
 		"rule": "account.unknown",
 		"message": sprintf(
@@ -23,22 +17,27 @@ deny contains reason if {
 	}
 }
 
+# Markets compare case-insensitively; an exact match (the usual case) needs no
+# upper-casing of the list.
 deny contains reason if {
-	is_array(input.account.markets)
-	is_string(input.recipient.country)
-	not upper(input.recipient.country) in markets
-	allowed := sort(markets)
+	country := input.recipient.country
+	markets := input.account.markets
+	not country in markets
+	is_array(markets)
+	is_string(country)
+	allowed := sort({upper(m) | some m in markets; is_string(m)})
+	not upper(country) in allowed
 	reason := {
 		"rule": "account.market",
 		"message": sprintf(
 			"recipient %v is in %s, but account %v may only message: %s",
-			[input.recipient.id, input.recipient.country, account_label, concat(", ", allowed)],
+			[input.recipient.id, country, account_label(input.account), concat(", ", allowed)],
 		),
-		"country": input.recipient.country,
+		"country": country,
 		"markets": allowed,
 	}
 }
 
-account_label := sprintf("%s (%v)", [input.account.name, input.account.phone_number_id]) if {
-	is_string(input.account.name)
-} else := sprintf("%v", [input.account.phone_number_id])
+account_label(account) := sprintf("%s (%v)", [account.name, account.phone_number_id]) if {
+	is_string(account.name)
+} else := sprintf("%v", [account.phone_number_id])

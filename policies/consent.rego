@@ -7,70 +7,82 @@ package sendgate.consent
 
 import data.sendgate.lib
 
-params := data.sendgate.params.consent
-
-# The latest ledger record, if any.
-has_record if is_object(input.recipient.consent)
-
-opted_out if input.recipient.consent.status == "opted_out"
-
-opted_in if input.recipient.consent.status == "opted_in"
-
-# Categories the recipient opted in to, lower-cased.
-held_categories := {lower(c) | some c in lib.items(input.recipient.consent.categories); is_string(c)}
+# Every rule here is about templates: the type test comes first, so other
+# messages pay one comparison per rule. Lib rules by full path (see content.rego).
 
 source_label := input.recipient.consent.source if {
 	is_string(input.recipient.consent.source)
 } else := "an unknown source"
 
-# The consent category this template's category needs (none by default except marketing).
-required_category := lower(params.required_categories[lib.template_category])
-
 deny contains reason if {
-	lib.is_template
-	not has_record
+	input.message.type == "template"
+	not is_object(object.get(input, ["recipient", "consent"], null))
 	reason := {
 		"rule": "consent.missing",
 		"message": sprintf(
 			"no consent record for recipient %s: the recipient must opt in before a business-initiated template (category %s) is sent",
-			[lib.recipient_label, lib.category_label],
+			[data.sendgate.lib.recipient_label, data.sendgate.lib.category_label],
 		),
-		"category": lib.category_label,
-		"recipient": lib.recipient_label,
+		"category": data.sendgate.lib.category_label,
+		"recipient": data.sendgate.lib.recipient_label,
 	}
 }
 
 deny contains reason if {
-	lib.is_template
-	opted_out
+	input.message.type == "template"
+	input.recipient.consent.status == "opted_out"
 	reason := {
 		"rule": "consent.opted_out",
 		"message": sprintf(
 			"recipient %s has opted out (latest consent record: from %s at Unix time %v); no template may be sent to them (this one: category %s)",
-			[lib.recipient_label, source_label, input.recipient.consent.updated_at, lib.category_label],
+			[data.sendgate.lib.recipient_label, source_label, input.recipient.consent.updated_at, data.sendgate.lib.category_label],
 		),
-		"category": lib.category_label,
-		"recipient": lib.recipient_label,
+		"category": data.sendgate.lib.category_label,
+		"recipient": data.sendgate.lib.recipient_label,
 		"source": input.recipient.consent.source,
 		"updated_at": input.recipient.consent.updated_at,
 	}
 }
 
+# The consent category this template's category needs (none by default except
+# marketing), compared case-insensitively with the categories the recipient opted
+# in to; an exact match (the usual case) needs no lower-casing of the list. The
+# template's category is lib.template_category, spelled out in two rules: the
+# marketing_messages endpoint only carries marketing, whatever the catalog says.
 deny contains reason if {
-	lib.is_template
-	opted_in
-	required := required_category
-	not required in held_categories
-	held := sort(held_categories)
-	reason := {
-		"rule": "consent.category",
-		"message": sprintf(
-			"recipient %s opted in to [%s] but not to %q, which a %s template requires",
-			[lib.recipient_label, concat(", ", held), required, lib.category_label],
-		),
-		"category": required,
-		"template_category": lib.category_label,
-		"categories": held,
-		"recipient": lib.recipient_label,
-	}
+	input.message.type == "template"
+	input.recipient.consent.status == "opted_in"
+	input.endpoint == "marketing_messages"
+	required := lower(data.sendgate.params.consent.required_categories.MARKETING)
+	not required in object.get(input, ["recipient", "consent", "categories"], null)
+	reason := category_reason(required)
+}
+
+deny contains reason if {
+	input.message.type == "template"
+	input.recipient.consent.status == "opted_in"
+	input.endpoint != "marketing_messages"
+	category := input.template.category
+	is_string(category)
+	required_categories := data.sendgate.params.consent.required_categories
+	required := lower(required_categories[upper(category)])
+	not required in object.get(input, ["recipient", "consent", "categories"], null)
+	reason := category_reason(required)
+}
+
+# Undefined when the recipient holds the category after all, in another case
+# ("Marketing").
+category_reason(required) := {
+	"rule": "consent.category",
+	"message": sprintf(
+		"recipient %s opted in to [%s] but not to %q, which a %s template requires",
+		[data.sendgate.lib.recipient_label, concat(", ", held), required, data.sendgate.lib.category_label],
+	),
+	"category": required,
+	"template_category": data.sendgate.lib.category_label,
+	"categories": held,
+	"recipient": data.sendgate.lib.recipient_label,
+} if {
+	held := sort({lower(c) | some c in lib.items(input.recipient.consent.categories); is_string(c)})
+	not required in held
 }

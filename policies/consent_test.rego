@@ -113,3 +113,14 @@ test_category_mapping_from_data if {
 	count(held) == 0
 	fx.only(lacking, "consent.category").category == "promotions"
 }
+
+test_missing_without_recipient_facts if {
+	reasons := consent.deny with input as fx.tmpl({"recipient": null})
+	fx.ids(reasons) == {"consent.missing"}
+}
+
+test_category_without_categories_key if {
+	inp := json.remove(fx.template_input, ["recipient/consent/categories"])
+	reasons := consent.deny with input as inp
+	fx.only(reasons, "consent.category").categories == []
+}

@@ -3,42 +3,41 @@
 # an optional allowlist pins links to the business's own domains), Meta's length
 # caps (text body 4096, caption 1024), and end-to-end encrypted sends, whose
 # content the gateway cannot inspect.
+#
+# These rules run on every message, so each one starts with its cheapest, most
+# selective test and builds its reason only when it fires. Lib rules are
+# referenced by their full path (data.sendgate.lib.x): regorus evaluates every
+# rule of a package reached through an import alias.
 package sendgate.content
 
-import data.sendgate.lib
+# Word matching. The gateway gives input.message.words: the texts lower-cased,
+# every run of characters other than letters and digits one space, one text per
+# line, padded: " buy followers now \n hi ". A term matches on word boundaries
+# when " <term> " is a substring; a term cannot match across two texts.
+# Terms in data are written normalized the same way (lower case, letters and
+# digits, single spaces: see normalized_term, checked by content_test).
 
-params := data.sendgate.params.content
-
-# Word matching. Lower-case, every run of characters other than letters, digits
-# and the newline as one space: "Buy-Followers now!" -> "buy followers now ".
-# A term matches on word boundaries when " <term> " is a substring of
-# " <text> ". The texts and the terms are joined with newlines and normalized in
-# one regex call (compiling the pattern dominates evaluation time on regorus);
-# newlines inside a text or term become spaces first, so each line is one text
-# or one term, and a term cannot match across two texts.
-words(s) := regex.replace(lower(s), `[^\p{L}\p{N}\n]+`, " ")
-
-one_line(s) := strings.replace_n({"\n": " ", "\r": " "}, s)
-
-text_lines := [one_line(t) | some t in lib.items(input.message.texts); is_string(t)]
-
-banned_terms := [t | some t in lib.items(params.banned_terms); is_string(t)]
-
-normalized := split(words(concat("\n", array.concat(text_lines, [one_line(t) | some t in banned_terms]))), "\n")
-
-# Every text, as " text one \n text two "; undefined when there is none.
-text_blob := concat("", [" ", concat(" \n ", array.slice(normalized, 0, count(text_lines))), " "]) if count(text_lines) > 0
-
-# Index-aligned with banned_terms: " buy followers ". A term with no letters or
-# digits becomes "  " and never matches.
-needles := [concat("", [" ", trim(w, " "), " "]) | some w in array.slice(normalized, count(text_lines), count(normalized))]
+# A normalized term: "buy followers", not "Buy-Followers" or " casino".
+normalized_term(t) if {
+	is_string(t)
+	lower(t) == t
+	regex.match(`^[\p{L}\p{N}]+( [\p{L}\p{N}]+)*$`, t)
+}
 
 deny contains reason if {
-	blob := text_blob
-	some i, needle in needles
-	needle != "  "
-	contains(blob, needle)
-	term := banned_terms[i]
+	words := input.message.words
+	words != ""
+
+	# One regex over all the terms says whether any occurs at all (most texts
+	# have none); a substring test per term then finds which. The pattern is
+	# safe because the terms are normalized: letters, digits and spaces
+	# (content_test also runs it over every term in data, so a list regorus
+	# could not compile fails the tests when the gateway loads the policies).
+	terms := data.sendgate.params.content.banned_terms
+	regex.match(concat("", [" (?:", concat("|", terms), ") "]), words)
+	some term in terms
+	term != ""
+	contains(words, concat("", [" ", term, " "]))
 	reason := {
 		"rule": "content.banned_term",
 		"message": sprintf(
@@ -49,37 +48,25 @@ deny contains reason if {
 	}
 }
 
-# scheme://user@HOST:port/...; the scheme, credentials and port are optional.
-host_pattern := `^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^@/?#\s]*@)?([^/?#:\s]+)`
+# Links. The gateway gives input.message.links: each URL with its host (lower
+# case, no credentials, port, trailing dot or "www.") and the host's parent
+# domains, "go.bit.ly" -> ["go.bit.ly", "bit.ly", "ly"]. The shortener list and
+# the allowlist are objects keyed by normalized domain ({"bit.ly": true}), so a
+# link is checked with one object.filter by its domains, never a loop over the
+# lists. Links are rare: every rule iterates over them first.
 
-# The URL's host, lower-cased, without port, trailing dot or leading "www.".
-host(url) := trim_prefix(trim_right(lower(match[1]), "."), "www.") if {
-	[match] := regex.find_all_string_submatch_n(host_pattern, url, 1)
+# A normalized domain: "bit.ly", not "Bit.ly", "www.bit.ly", "bit.ly." or "https://bit.ly".
+normalized_domain(d) if {
+	is_string(d)
+	lower(d) == d
+	not startswith(d, "www.")
+	regex.match(`^[^./:@\s]+(\.[^./:@\s]+)*$`, d)
 }
-
-domain(d) := trim_prefix(lower(d), "www.")
-
-# The host and every parent domain: "go.bit.ly" -> {"go.bit.ly", "bit.ly", "ly"}.
-# A host is within a listed domain when the two sets meet.
-suffixes(h) := {concat(".", array.slice(labels, i, count(labels))) |
-	labels := split(h, ".")
-	some i in numbers.range(0, count(labels) - 1)
-}
-
-links contains {"url": url, "host": h, "domains": suffixes(h)} if {
-	some url in lib.items(input.message.urls)
-	is_string(url)
-	h := host(url)
-}
-
-shorteners := {domain(d) | some d in lib.items(params.shortener_domains); is_string(d)}
-
-# Empty (the default): links may go anywhere but to a shortener.
-allowed_domains := {domain(d) | some d in lib.items(params.allowed_domains); is_string(d)}
 
 deny contains reason if {
-	some link in links
-	some d in (link.domains & shorteners)
+	some link in input.message.links
+	some d, listed in object.filter(data.sendgate.params.content.shortener_domains, link.domains)
+	listed == true
 	reason := {
 		"rule": "content.url_domain",
 		"message": sprintf(
@@ -92,26 +79,28 @@ deny contains reason if {
 	}
 }
 
+# Empty (the default): links may go anywhere but to a shortener.
 deny contains reason if {
-	count(allowed_domains) > 0
-	some link in links
-	count(link.domains & allowed_domains) == 0
-	allowed := sort(allowed_domains)
+	some link in input.message.links
+	allowed := data.sendgate.params.content.allowed_domains
+	count(allowed) > 0
+	not true in object.filter(allowed, link.domains)
+	listed := sort(object.keys(allowed))
 	reason := {
 		"rule": "content.url_domain",
 		"message": sprintf(
 			"link %s points to %s, which is not on the allowed domain list (%s)",
-			[link.url, link.host, concat(", ", allowed)],
+			[link.url, link.host, concat(", ", listed)],
 		),
 		"url": link.url,
 		"host": link.host,
-		"allowed": allowed,
+		"allowed": listed,
 	}
 }
 
 deny contains reason if {
-	some entry in lib.items(input.message.limited_texts)
-	limit := params.length_limits[entry.kind]
+	some entry in input.message.limited_texts
+	limit := data.sendgate.params.content.length_limits[entry.kind]
 	entry.length > limit
 	reason := {
 		"rule": "content.length",
@@ -126,14 +115,16 @@ deny contains reason if {
 	}
 }
 
-deny contains reason if {
-	lib.encrypted
-	reason := {
-		"rule": "content.encrypted",
-		"message": sprintf(
-			"message to %s is end-to-end encrypted (%s endpoint); the gateway cannot inspect its content, so it is not forwarded",
-			[lib.recipient_label, input.endpoint],
-		),
-		"endpoint": input.endpoint,
-	}
+# lib.encrypted, spelled out: two cheap tests instead of a rule evaluation.
+deny contains encrypted_reason if input.endpoint == "messages_encrypted"
+
+deny contains encrypted_reason if input.message.type == "encrypted"
+
+encrypted_reason := {
+	"rule": "content.encrypted",
+	"message": sprintf(
+		"message to %s is end-to-end encrypted (%s endpoint); the gateway cannot inspect its content, so it is not forwarded",
+		[data.sendgate.lib.recipient_label, input.endpoint],
+	),
+	"endpoint": input.endpoint,
 }

@@ -3,9 +3,9 @@ package sendgate.content_test
 import data.sendgate.content
 import data.sendgate.fixtures_test as fx
 
-texts(ts) := fx.text({"message": {"texts": ts}})
+texts(ts) := fx.text({"message": fx.content(ts, [])})
 
-urls(us) := fx.text({"message": {"urls": us}})
+urls(us) := fx.text({"message": fx.content([], us)})
 
 limited(entries) := fx.text({"message": {"limited_texts": entries}})
 
@@ -95,7 +95,7 @@ test_allowlist_empty_allows_any_host if {
 
 test_allowlist_fires_for_other_hosts if {
 	reasons := content.deny with input as urls(["https://evil.com/x", "https://example.com.evil.com/"])
-		with data.sendgate.params.content.allowed_domains as ["example.com"]
+		with data.sendgate.params.content.allowed_domains as {"example.com": true}
 	{r.host | some r in reasons} == {"evil.com", "example.com.evil.com"}
 	every r in reasons {
 		r.rule == "content.url_domain"
@@ -105,13 +105,13 @@ test_allowlist_fires_for_other_hosts if {
 
 test_allowlist_passes_domain_and_subdomains if {
 	reasons := content.deny with input as urls(["https://example.com", "www.example.com/x", "https://shop.Example.com:443/y"])
-		with data.sendgate.params.content.allowed_domains as ["example.com"]
+		with data.sendgate.params.content.allowed_domains as {"example.com": true}
 	count(reasons) == 0
 }
 
 test_allowlisted_shortener_still_denied if {
 	reasons := content.deny with input as urls(["https://bit.ly/x"])
-		with data.sendgate.params.content.allowed_domains as ["bit.ly"]
+		with data.sendgate.params.content.allowed_domains as {"bit.ly": true}
 	fx.only(reasons, "content.url_domain").domain == "bit.ly"
 }
 
@@ -159,8 +159,8 @@ test_encrypted_not_for_plain_messages if {
 
 test_banned_terms_with_punctuation_next_to_each_other if {
 	reasons := content.deny with input as texts(["-- casino --", "...payday loan!"])
-		with data.sendgate.params.content.banned_terms as ["-Casino-", "(payday loan)", "firearms"]
-	{r.term | some r in reasons} == {"-Casino-", "(payday loan)"}
+		with data.sendgate.params.content.banned_terms as ["casino", "payday loan", "firearms"]
+	{r.term | some r in reasons} == {"casino", "payday loan"}
 }
 
 test_banned_phrase_not_across_texts if {
@@ -171,4 +171,114 @@ test_banned_phrase_not_across_texts if {
 test_banned_phrase_across_line_break_in_one_text if {
 	reasons := content.deny with input as texts(["Want to buy\nfollowers?"])
 	fx.only(reasons, "content.banned_term").term == "buy followers"
+}
+
+# The data the rules match against must be written normalized, as the gateway
+# normalizes the message: these tests run whenever the gateway loads the
+# policies, so a term or domain that could never match is rejected there.
+test_data_banned_terms_are_normalized if {
+	terms := data.sendgate.params.content.banned_terms
+	is_array(terms)
+	every term in terms {
+		content.normalized_term(term)
+	}
+}
+
+test_data_domain_lists_are_objects_of_normalized_domains if {
+	every name in ["shortener_domains", "allowed_domains"] {
+		domains := data.sendgate.params.content[name]
+		is_object(domains)
+		every domain, listed in domains {
+			content.normalized_domain(domain)
+			listed == true
+		}
+	}
+}
+
+test_data_banned_terms_are_each_detected if {
+	every term in data.sendgate.params.content.banned_terms {
+		reasons := content.deny with input as texts([sprintf("Offer: %s!", [upper(term)])])
+		fx.only(reasons, "content.banned_term").term == term
+	}
+}
+
+test_normalized_term if {
+	content.normalized_term("casino")
+	content.normalized_term("real money gambling")
+	content.normalized_term("ação 2")
+	not content.normalized_term("Casino")
+	not content.normalized_term("-casino-")
+	not content.normalized_term("payday  loan")
+	not content.normalized_term(" casino")
+	not content.normalized_term("")
+	not content.normalized_term(7)
+}
+
+test_normalized_domain if {
+	content.normalized_domain("bit.ly")
+	content.normalized_domain("t.co")
+	not content.normalized_domain("Bit.ly")
+	not content.normalized_domain("www.example.com")
+	not content.normalized_domain("bit.ly.")
+	not content.normalized_domain("https://bit.ly")
+	not content.normalized_domain("bit.ly/x")
+	not content.normalized_domain("")
+}
+
+test_banned_term_from_words_fact if {
+	inp := fx.text({"message": {"texts": ["x"], "words": " hello \n cheap fake id here "}})
+	reasons := content.deny with input as inp
+	fx.only(reasons, "content.banned_term").term == "fake id"
+}
+
+test_banned_term_not_in_an_empty_text if {
+	reasons := content.deny with input as texts(["", "!!", "hello"])
+	count(reasons) == 0
+}
+
+test_no_words_fact_passes if {
+	reasons := content.deny with input as fx.text({"message": {"words": ""}})
+	count(reasons) == 0
+}
+
+test_banned_term_in_last_and_first_text if {
+	reasons := content.deny with input as texts(["cocaine", "ok", "escort service"])
+	{r.term | some r in reasons} == {"cocaine", "escort service"}
+}
+
+test_shortener_from_links_fact if {
+	link := {"url": "https://a.b.tiny.cc/x", "host": "a.b.tiny.cc", "domains": ["a.b.tiny.cc", "b.tiny.cc", "tiny.cc", "cc"]}
+	reasons := content.deny with input as fx.text({"message": {"links": [link]}})
+	r := fx.only(reasons, "content.url_domain")
+	r.domain == "tiny.cc"
+	r.host == "a.b.tiny.cc"
+	r.url == "https://a.b.tiny.cc/x"
+}
+
+test_shortener_listed_false_is_not_a_shortener if {
+	reasons := content.deny with input as urls(["https://bit.ly/x"])
+		with data.sendgate.params.content.shortener_domains as {"bit.ly": false}
+	count(reasons) == 0
+}
+
+test_allowlist_lists_domains_sorted if {
+	reasons := content.deny with input as urls(["https://evil.com/x"])
+		with data.sendgate.params.content.allowed_domains as {"example.org": true, "example.com": true}
+	r := fx.only(reasons, "content.url_domain")
+	r.allowed == ["example.com", "example.org"]
+	contains(r.message, "(example.com, example.org)")
+}
+
+test_allowlist_no_links_passes if {
+	reasons := content.deny with input as fx.text_input
+		with data.sendgate.params.content.allowed_domains as {"example.com": true}
+	count(reasons) == 0
+}
+
+test_length_several_entries if {
+	reasons := content.deny with input as limited([
+		{"field": "image.caption", "kind": "caption", "length": 1025},
+		{"field": "text.body", "kind": "body", "length": 10},
+	])
+	fx.only(reasons, "content.length").field == "image.caption"
 }

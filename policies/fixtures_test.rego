@@ -44,7 +44,9 @@ template_input := object.union(base, {
 		"is_status": false,
 		"context_message_id": null,
 		"texts": ["Hello Jessica", "Your offer is ready"],
+		"words": " hello jessica \n your offer is ready ",
 		"urls": ["https://example.com/offer"],
+		"links": [{"url": "https://example.com/offer", "host": "example.com", "domains": ["example.com", "com"]}],
 		"limited_texts": [],
 		"media": null,
 		"interactive_type": null,
@@ -76,7 +78,9 @@ text_input := object.union(base, {
 		"is_status": false,
 		"context_message_id": null,
 		"texts": ["Your order has shipped"],
+		"words": " your order has shipped ",
 		"urls": [],
+		"links": [],
 		"limited_texts": [{"field": "text.body", "kind": "body", "length": 22}],
 		"media": null,
 		"interactive_type": null,
@@ -94,7 +98,9 @@ status_input := object.union(base, {
 		"is_status": true,
 		"context_message_id": "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTdEQ0YxRjM2NkQ3OEY0QjhBMAA=",
 		"texts": [],
+		"words": "",
 		"urls": [],
+		"links": [],
 		"limited_texts": [],
 		"media": null,
 		"interactive_type": null,
@@ -113,7 +119,9 @@ encrypted_input := object.union(base, {
 		"is_status": false,
 		"context_message_id": null,
 		"texts": [],
+		"words": "",
 		"urls": [],
+		"links": [],
 		"limited_texts": [],
 		"media": null,
 		"interactive_type": null,
@@ -128,6 +136,30 @@ text(patch) := object.union(text_input, patch)
 status(patch) := object.union(status_input, patch)
 
 encrypted(patch) := object.union(encrypted_input, patch)
+
+# input.message.words and input.message.links as the gateway derives them from
+# texts and urls (docs/input.md), so a test can start from what the app sent:
+#   fx.text({"message": fx.content(["Visit our CASINO"], ["https://bit.ly/x"])})
+content(texts, urls) := {"texts": texts, "words": words(texts), "urls": urls, "links": links(urls)}
+
+words(texts) := "" if {
+	count(texts) == 0
+} else := concat("", [" ", concat(" \n ", [trim(regex.replace(lower(t), `[^\p{L}\p{N}]+`, " "), " ") | some t in texts]), " "])
+
+links(urls) := [{"url": url, "host": h, "domains": parents(h)} |
+	some url in urls
+	h := host(url)
+	h != ""
+]
+
+host(url) := trim_prefix(trim_right(lower(match[1]), "."), "www.") if {
+	[match] := regex.find_all_string_submatch_n(`^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^@/?#\s]*@)?([^/?#:\s]+)`, url, 1)
+}
+
+parents(h) := [concat(".", array.slice(labels, i, count(labels))) |
+	labels := split(h, ".")
+	some i in numbers.range(0, count(labels) - 1)
+]
 
 # The rule ids among a set of reasons.
 ids(reasons) := {r.rule | some r in reasons}

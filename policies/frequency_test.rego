@@ -80,6 +80,26 @@ test_marketing_caps_from_data if {
 	count(loose) == 0
 }
 
+test_marketing_cap_of_zero if {
+	caps := [{"window_seconds": 3600, "max": 0}]
+	none := frequency.deny with input as marketing_history([]) with data.sendgate.params.frequency.marketing_caps as caps
+	null_history := frequency.deny with input as fx.tmpl({"recipient": {"history": null}})
+		with data.sendgate.params.frequency.marketing_caps as caps
+	no_recipient := frequency.deny with input as fx.tmpl({"recipient": null})
+		with data.sendgate.params.frequency.marketing_caps as caps
+	fx.only(none, "frequency.marketing").count == 0
+	fx.only(null_history, "frequency.marketing").count == 0
+	fx.only(no_recipient, "frequency.marketing").limit == 0
+}
+
+test_marketing_cap_counts_only_inside_window if {
+	reasons := frequency.deny with input as marketing_history([fx.now - 10, fx.now - 3000, fx.now - 7200])
+		with data.sendgate.params.frequency.marketing_caps as [{"window_seconds": 3600, "max": 2}]
+	r := fx.only(reasons, "frequency.marketing")
+	r.count == 2
+	r.limit == 2
+}
+
 last_sent(t) := fx.text({"recipient": {"history": {"last_sent_at": t}}})
 
 test_pair_rate_defers_inside_6s if {

@@ -16,6 +16,11 @@ test_duration if {
 	lib.duration(90180) == "25h 3m"
 	lib.duration(3661) == "1h 1m 1s"
 	lib.duration(35700) == "9h 55m"
+	lib.duration(36010) == "10h 10s"
+	lib.duration(600) == "10m"
+	lib.duration(864610) == "10d 10m 10s"
+	lib.duration(59.9) == "59s"
+	lib.duration(0.5) == "0s"
 }
 
 test_clock if {

@@ -1,7 +1,14 @@
 package sendgate_test
 
 import data.sendgate
+import data.sendgate.account
+import data.sendgate.consent
+import data.sendgate.content
 import data.sendgate.fixtures_test as fx
+import data.sendgate.frequency
+import data.sendgate.quiet_hours
+import data.sendgate.template
+import data.sendgate.window
 
 rules(reasons) := [r.rule | some r in reasons]
 
@@ -58,7 +65,7 @@ test_warn_does_not_block if {
 test_deny_sorted_by_rule_then_message if {
 	inp := fx.text({
 		"account": {"markets": ["BR"]},
-		"message": {"texts": ["casino and firearms"], "urls": ["https://bit.ly/a", "https://tinyurl.com/b"]},
+		"message": fx.content(["casino and firearms"], ["https://bit.ly/a", "https://tinyurl.com/b"]),
 		"recipient": {"last_inbound_at": null},
 	})
 	d := sendgate.decision with input as inp
@@ -73,7 +80,7 @@ test_deny_sorted_by_rule_then_message if {
 }
 
 test_status_skips_message_rules if {
-	inp := fx.status({"message": {"texts": ["casino"], "urls": ["https://bit.ly/x"]}})
+	inp := fx.status({"message": fx.content(["casino"], ["https://bit.ly/x"])})
 	d := sendgate.decision with input as inp
 	d == {"allow": true, "deny": [], "defer": [], "warn": [], "retry_after": null}
 }
@@ -86,7 +93,7 @@ test_status_still_gets_account_rules if {
 
 test_encrypted_only_content_encrypted if {
 	inp := fx.encrypted({
-		"message": {"texts": ["casino"], "urls": ["https://bit.ly/x"]},
+		"message": fx.content(["casino"], ["https://bit.ly/x"]),
 		"recipient": {"consent": null, "last_inbound_at": null, "history": {"last_sent_at": fx.now - 1}, "local_time": null},
 	})
 	d := sendgate.decision with input as inp
@@ -115,4 +122,73 @@ test_template_checks_through_decision if {
 	})
 	d := sendgate.decision with input as inp
 	rules(d.deny) == ["frequency.marketing", "template.paused"]
+}
+
+test_free_form_on_marketing_endpoint_gets_marketing_rules if {
+	# the gateway refuses these, but the policies treat the endpoint as marketing
+	inp := fx.text({
+		"endpoint": "marketing_messages",
+		"recipient": {
+			"local_time": {"hour": 23, "minute": 0, "weekday": 1},
+			"history": {"marketing_sent_at": [fx.now - 60]},
+		},
+	})
+	d := sendgate.decision with input as inp
+	rules(d.deny) == ["frequency.marketing"]
+	rules(d.defer) == ["quiet_hours"]
+}
+
+test_free_form_on_marketing_endpoint_without_timezone_warns if {
+	inp := fx.text({"endpoint": "marketing_messages", "recipient": {"timezone": null, "local_time": null}})
+	d := sendgate.decision with input as inp
+	rules(d.warn) == ["quiet_hours.unknown_timezone"]
+	d.allow == true
+}
+
+# `reasons` consults only the packages that can fire for each kind of call; the
+# reasons it returns must be those of every package, on inputs where many rules
+# would fire if they could.
+everything_wrong := {
+	"account": {"known": false, "markets": ["BR"]},
+	"message": fx.content(["casino"], ["https://bit.ly/x"]),
+	"recipient": {
+		"consent": {"status": "opted_in", "categories": []},
+		"last_inbound_at": null,
+		"local_time": {"hour": 23, "minute": 0, "weekday": 1},
+		"history": {"last_sent_at": fx.now - 1, "marketing_sent_at": [fx.now - 60]},
+	},
+	"template": {"status": "PAUSED"},
+}
+
+gating_inputs := [
+	fx.text(everything_wrong),
+	fx.text(object.union(everything_wrong, {"endpoint": "marketing_messages"})),
+	fx.text(object.union(everything_wrong, {"message": {"type": "image"}, "recipient": {"local_time": null}})),
+	fx.tmpl(everything_wrong),
+	fx.tmpl(object.union(everything_wrong, {"template": {"category": "UTILITY"}})),
+	fx.tmpl(object.union(everything_wrong, {"endpoint": "marketing_messages", "template": {"category": "UTILITY"}})),
+	fx.tmpl(object.union(everything_wrong, {"recipient": {"consent": null, "local_time": null}})),
+	fx.text({}),
+	fx.tmpl({}),
+]
+
+test_branches_consult_every_package_that_can_fire if {
+	every inp in gating_inputs {
+		d := sendgate.decision with input as inp
+		all_deny := ((((account.deny | consent.deny) | window.deny) | template.deny) | frequency.deny) | content.deny with input as inp
+		all_defer := frequency.defer | quiet_hours.defer with input as inp
+		all_warn := quiet_hours.warn with input as inp
+		{r | some r in d.deny} == all_deny
+		{r | some r in d.defer} == all_defer
+		{r | some r in d.warn} == all_warn
+	}
+}
+
+test_gating_inputs_fire_many_rules if {
+	fired := {r.rule |
+		some inp in gating_inputs
+		d := sendgate.decision with input as inp
+		some r in array.concat(array.concat(d.deny, d.defer), d.warn)
+	}
+	count(fired) >= 12
 }

@@ -11,44 +11,34 @@ minutes_per_day := 1440
 
 minute_of_day(t) := (t.hour * 60) + t.minute
 
-start := minute_of_day(params.start)
-
 end := minute_of_day(params.end)
 
 local_time := input.recipient.local_time if is_object(input.recipient.local_time)
 
 now_minute := minute_of_day(local_time)
 
-# [start, end): start inclusive, end exclusive; wraps midnight when start > end.
-# start == end means no quiet hours.
-quiet if {
-	start < end
-	now_minute >= start
-	now_minute < end
-}
-
-quiet if {
-	start > end
-	now_minute >= start
-}
-
-quiet if {
-	start > end
-	now_minute < end
-}
-
 # Seconds until the quiet range ends, to the minute.
 retry_after := (((end - now_minute) + minutes_per_day) % minutes_per_day) * 60
 
 defer contains reason if {
-	lib.marketing
-	quiet
+	data.sendgate.lib.marketing
+	t := input.recipient.local_time
+	is_object(t)
+
+	# Quiet range [start, end): start inclusive, end exclusive; it wraps midnight
+	# when start > end, and start == end means no quiet hours. That is: fewer
+	# minutes have passed since the range started than the range is long (both
+	# modulo a day).
+	q := data.sendgate.params.quiet_hours
+	range_start := (q.start.hour * 60) + q.start.minute
+	since_start := ((((t.hour * 60) + t.minute) - range_start) + 1440) % 1440
+	since_start < ((((q.end.hour * 60) + q.end.minute) - range_start) + 1440) % 1440
 	reason := {
 		"rule": "quiet_hours",
 		"message": sprintf(
 			"marketing template to %s at %s local time (%v), inside quiet hours %s to %s; retry in %s",
 			[
-				lib.recipient_label, lib.clock(local_time), input.recipient.timezone,
+				data.sendgate.lib.recipient_label, lib.clock(local_time), input.recipient.timezone,
 				lib.clock(params.start), lib.clock(params.end), lib.duration(retry_after),
 			],
 		),
@@ -61,13 +51,13 @@ defer contains reason if {
 }
 
 warn contains reason if {
-	lib.marketing
-	not local_time
+	data.sendgate.lib.marketing
+	not is_object(object.get(input, ["recipient", "local_time"], null))
 	reason := {
 		"rule": "quiet_hours.unknown_timezone",
 		"message": sprintf(
 			"the local time of %s is unknown (no time zone for this number), so quiet hours %s to %s were not checked",
-			[lib.recipient_label, lib.clock(params.start), lib.clock(params.end)],
+			[data.sendgate.lib.recipient_label, lib.clock(params.start), lib.clock(params.end)],
 		),
 	}
 }

@@ -100,3 +100,8 @@ test_empty_range_disables if {
 	deferred := quiet_hours.defer with input as at(21, 0) with data.sendgate.params.quiet_hours as range
 	count(deferred) == 0
 }
+
+test_unknown_timezone_warns_without_recipient_facts if {
+	warned := quiet_hours.warn with input as fx.tmpl({"recipient": null})
+	fx.ids(warned) == {"quiet_hours.unknown_timezone"}
+}

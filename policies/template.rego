@@ -5,40 +5,21 @@ package sendgate.template
 
 import data.sendgate.lib
 
+# Every rule starts with the type test, so other messages pay one comparison
+# per rule, and tests the catalog facts inline in the order that lets an
+# approved, found template stop soonest.
+
 name := input.message.template.name
 
 language := input.message.template.language
-
-found if input.template.found == true
-
-# Found in the language the app asked for: only then do status and parameters mean anything.
-language_found if {
-	found
-	input.template.language_found == true
-}
-
-status := input.template.status
 
 sendable_status := "APPROVED"
 
 paused_status := "PAUSED"
 
-# What the app sent: parameter count per component key (absent = 0).
-sent_components := [c | some c in lib.items(input.message.template.components)]
-
-sent_count(key) := sum([c.parameter_count | some c in sent_components; c.key == key])
-
-# What the catalog expects, per component key.
-placeholders := input.template.placeholders if is_object(input.template.placeholders)
-
-default placeholders := {}
-
-# Keys whose parameters are never optional: a stray parameter there is a mismatch.
-strict_keys := {"header", "body"}
-
 deny contains reason if {
-	lib.is_template
-	not found
+	input.message.type == "template"
+	not input.template.found == true
 	reason := {
 		"rule": "template.unknown",
 		"message": sprintf("template %q does not exist in this WhatsApp Business Account's catalog", [name]),
@@ -48,9 +29,9 @@ deny contains reason if {
 }
 
 deny contains reason if {
-	lib.is_template
-	found
-	not language_found
+	input.message.type == "template"
+	not input.template.language_found == true
+	input.template.found == true
 	available := sort([l | some l in lib.items(input.template.languages); is_string(l)])
 	reason := {
 		"rule": "template.language",
@@ -64,11 +45,15 @@ deny contains reason if {
 	}
 }
 
+# Status and parameters only mean something once the template is found in the
+# language the app asked for.
 deny contains reason if {
-	lib.is_template
-	language_found
-	status != sendable_status
-	status != paused_status
+	input.message.type == "template"
+	status := input.template.status
+	status != "APPROVED"
+	status != "PAUSED"
+	input.template.language_found == true
+	input.template.found == true
 	reason := {
 		"rule": "template.not_approved",
 		"message": sprintf("template %q (%s) has status %v; only %s templates may be sent", [name, language, status, sendable_status]),
@@ -79,9 +64,10 @@ deny contains reason if {
 }
 
 deny contains reason if {
-	lib.is_template
-	language_found
-	status == paused_status
+	input.message.type == "template"
+	input.template.status == "PAUSED"
+	input.template.language_found == true
+	input.template.found == true
 	reason := {
 		"rule": "template.paused",
 		"message": sprintf(
@@ -90,30 +76,41 @@ deny contains reason if {
 		),
 		"template": name,
 		"language": language,
-		"status": status,
+		"status": paused_status,
 	}
 }
 
-# Every component the catalog gives placeholders must get exactly that many parameters.
+# Every component key the catalog has placeholders for must get exactly that
+# many parameters (the parameter counts of the components sent with that key,
+# added up; none sent = 0). Header and body always count: one the catalog has no
+# placeholders for must get no parameters (a stray parameter there is a
+# mismatch); buttons only when the catalog lists them (quick-reply and flow
+# buttons, whose parameters are optional, are not listed).
 deny contains reason if {
-	lib.is_template
-	language_found
-	some key, expected in placeholders
-	got := sent_count(key)
+	input.message.type == "template"
+	input.template.language_found == true
+	input.template.found == true
+	placeholders := input.template.placeholders
+	is_object(placeholders)
+	some key, expected in object.union({"header": 0, "body": 0}, placeholders)
+	got := sum([c.parameter_count | some c in input.message.template.components; c.key == key])
 	got != expected
 	reason := params_reason(key, expected, got)
 }
 
-# A header or body the catalog has no placeholders for must get no parameters.
+# No placeholders from the catalog: header and body must get no parameters.
 deny contains reason if {
-	lib.is_template
-	language_found
-	some key in strict_keys
-	not key in object.keys(placeholders)
+	input.message.type == "template"
+	input.template.language_found == true
+	input.template.found == true
+	not is_object(object.get(input, ["template", "placeholders"], null))
+	some key in ["header", "body"]
 	got := sent_count(key)
 	got != 0
 	reason := params_reason(key, 0, got)
 }
+
+sent_count(key) := sum([c.parameter_count | some c in input.message.template.components; c.key == key])
 
 params_reason(key, expected, got) := {
 	"rule": "template.params",

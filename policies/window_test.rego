@@ -58,3 +58,11 @@ test_window_length_from_data if {
 	fx.ids(closed) == {"window.closed"}
 	count(open) == 0
 }
+
+test_closed_without_recipient_facts if {
+	# no recipient facts at all (null): as never written, on both engines
+	reasons := window.deny with input as fx.text({"recipient": null})
+	r := fx.only(reasons, "window.closed")
+	r.last_inbound_at == null
+	contains(r.message, "never written")
+}

@@ -61,8 +61,8 @@ EXPECTED_TYPES.update({("marketing_messages", name): "template" for name in
 EXPECTED_TYPES.update({("messages_encrypted", name): "encrypted" for name in
                        ("Send Encrypted Text Message", "Send Encrypted Media Message", "Send Encrypted Template Message")})
 
-CONTRACT_KEYS = {"type", "recipient", "recipient_type", "is_status", "context_message_id", "texts", "urls",
-                 "limited_texts", "media", "interactive_type", "template"}
+CONTRACT_KEYS = {"type", "recipient", "recipient_type", "is_status", "context_message_id", "texts", "words", "urls",
+                 "links", "limited_texts", "media", "interactive_type", "template"}
 
 
 def test_expected_types_cover_the_corpus() -> None:
@@ -555,3 +555,14 @@ def test_template_parameters_are_passed_through_as_sent() -> None:
     sent = payload["template"]["components"][1]["parameters"]
     component = normalize(payload)["template"]["components"][1]
     assert component["parameters"] == sent and component["parameter_count"] == len(sent) == 3
+
+
+def test_words_and_links_are_derived_for_cheap_matching() -> None:
+    m = normalize(send(type="text", text={"body": "Buy-Followers now! https://Go.Bit.ly:443/x"}))
+    assert m["words"] == " buy followers now https go bit ly 443 x "
+    assert m["links"] == [{"url": "https://Go.Bit.ly:443/x", "host": "go.bit.ly",
+                           "domains": ["go.bit.ly", "bit.ly", "ly"]}]
+    two = normalize(send(type="image", image={"link": "https://www.Acme.example/a.png", "caption": "Ça va?"}))
+    assert two["words"] == " ça va "
+    assert [link["host"] for link in two["links"]] == ["acme.example"]
+    assert normalize(send(type="reaction", reaction={"message_id": "wamid.x", "emoji": "x"}))["words"] == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -41,7 +42,8 @@ async def test_listed_paths_are_forwarded(gateway: TestClient, fake_graph: tuple
     body = await response.json()
     assert len(body["data"]) == 2 and "next" in body["paging"]
     assert "limit=2" in fake.received[-1].query
-    form = {"messaging_product": "whatsapp", "type": "image/png", "file": b"\x89PNG fake image bytes"}
+    form = aiohttp.FormData({"messaging_product": "whatsapp", "type": "image/png"})
+    form.add_field("file", b"\x89PNG fake image bytes", filename="a.png", content_type="image/png")
     response = await gateway.post(f"/v23.0/{PHONE_NUMBER_ID}/media", data=form, headers=AUTH)
     assert response.status == 200 and (await response.json())["id"].isdigit()
 

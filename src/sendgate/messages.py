@@ -46,7 +46,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["ENDPOINTS", "MESSAGE_TYPES", "InvalidMessage", "normalize", "normalize_recipient"]
+__all__ = ["ENDPOINTS", "MESSAGE_TYPES", "InvalidMessage", "links", "normalize", "normalize_recipient", "words"]
 
 
 class InvalidMessage(ValueError):
@@ -551,7 +551,9 @@ def _empty(message_type: str, recipient: str | None, recipient_type: str, contex
         "is_status": message_type == "status",
         "context_message_id": context_id,
         "texts": [],
+        "words": "",
         "urls": [],
+        "links": [],
         "limited_texts": [],
         "media": None,
         "interactive_type": None,
@@ -628,6 +630,44 @@ def normalize(payload: object, endpoint: str = "messages") -> dict[str, Any]:
     content.sweep(body)
 
     message["texts"] = content.texts
+    message["words"] = words(content.texts)
     message["urls"] = content.urls
+    message["links"] = links(content.urls)
     message["limited_texts"] = content.limited
     return message
+
+
+# Derived facts, so policies match terms and domains with one substring test or
+# set lookup instead of regexes (a regex costs tens of microseconds in regorus).
+_NOT_WORD = re.compile(r"[\W_]+")
+_HOST = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^@/?#\s]*@)?([^/?#:\s]+)")
+
+
+def words(texts: list[str]) -> str:
+    """The texts lower-cased, each run of non-letters/digits one space, one text per line,
+    padded with spaces: ["Buy-Followers now!", "Hi"] -> " buy followers now \n hi ".
+
+    A term matches on word boundaries where " term " is a substring; a term cannot
+    match across two texts.
+    """
+    if not texts:
+        return ""
+    lines = (_NOT_WORD.sub(" ", text.lower()).strip() for text in texts)
+    return " " + " \n ".join(lines) + " "
+
+
+def links(urls: list[str]) -> list[dict[str, Any]]:
+    """Each URL with its host lower-cased, without credentials, port, trailing dot or "www.",
+    and the host's parent domains: "https://Go.Bit.ly:443/x" -> host "go.bit.ly",
+    domains ["go.bit.ly", "bit.ly", "ly"]. URLs without a readable host are left out."""
+    out = []
+    for url in urls:
+        match = _HOST.match(url)
+        if not match:
+            continue
+        host = match.group(1).lower().rstrip(".").removeprefix("www.")
+        if not host:
+            continue
+        labels = host.split(".")
+        out.append({"url": url, "host": host, "domains": [".".join(labels[i:]) for i in range(len(labels))]})
+    return out
