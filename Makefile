@@ -4,7 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?=
 
-.PHONY: install run test policy-test bench clean
+# OPA (the reference Rego engine: `engine: opa`, the differential tests, `opa test`/`check`/`fmt`)
+# and Regal (the Rego linter), pinned, built from source with `go install` through the Go module
+# proxy into a cache that later runs reuse. `make tools` and .ci/run both use these.
+OPA_VERSION ?= v1.4.2
+REGAL_VERSION ?= v0.35.1
+TOOLS_BIN ?= $(HOME)/.cache/sendgate-tools/bin
+export PATH := $(TOOLS_BIN):$(PATH)
+
+.PHONY: install run test policy-test policy-lint tools bench bench-engines bench-review clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +26,36 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(VENV)/bin/sendgate $(if $(CONFIG),--config $(CONFIG)) serve
 
+## tools: the pinned OPA and Regal in $(TOOLS_BIN) (needs Go; minutes the first time, instant after)
+tools:
+	@command -v go >/dev/null || { echo "make tools needs Go (go version): OPA and Regal are built with go install"; exit 1; }
+	@mkdir -p $(TOOLS_BIN)
+	@if go version -m $(TOOLS_BIN)/opa 2>/dev/null | grep -qE "^\s+mod\s+github.com/open-policy-agent/opa\s+$(OPA_VERSION)\s"; then \
+		echo "opa $(OPA_VERSION): $(TOOLS_BIN)/opa (cached)"; \
+	else \
+		echo "building opa $(OPA_VERSION) with go install ..."; \
+		GOBIN=$(TOOLS_BIN) go install github.com/open-policy-agent/opa@$(OPA_VERSION); \
+	fi
+	@# `go install github.com/styrainc/regal@$(REGAL_VERSION)` fails: it looks up the module's
+	@# deprecation in its version list, which the module proxy refuses for regal (403). The same
+	@# pinned version, required from a throwaway module and installed from there, builds the same binary.
+	@if go version -m $(TOOLS_BIN)/regal 2>/dev/null | grep -qE "^\s+mod\s+github.com/styrainc/regal\s+$(REGAL_VERSION)\s"; then \
+		echo "regal $(REGAL_VERSION): $(TOOLS_BIN)/regal (cached)"; \
+	else \
+		echo "building regal $(REGAL_VERSION) with go install ..."; \
+		work=$$(mktemp -d) && cd $$work && go mod init sendgate-tools >/dev/null 2>&1 \
+		&& go get github.com/styrainc/regal@$(REGAL_VERSION) \
+		&& GOBIN=$(TOOLS_BIN) go install -ldflags "-X github.com/styrainc/regal/pkg/version.Version=$(REGAL_VERSION)" \
+			github.com/styrainc/regal && cd / && rm -rf $$work; \
+	fi
+
+## policy-lint: what CI checks on the Rego beyond its tests (the same checks run in `make test`)
+policy-lint: tools
+	opa check --strict policies
+	@out=$$(opa fmt --list policies); if [ -n "$$out" ]; then echo "not opa fmt'ed: $$out"; exit 1; fi
+	opa test policies --coverage --threshold 90 --format=json > /dev/null && echo "opa test: coverage >= 90%"
+	regal lint policies
+
 ## test: the whole test suite (Rego tests included, through pytest)
 test: install
 	$(PY) -m pytest
@@ -26,9 +64,17 @@ test: install
 policy-test: install
 	$(VENV)/bin/sendgate policy test --dir policies -v
 
+## bench-engines: policy evaluation per decision, embedded vs OPA over HTTP, and gateway throughput with each
+bench-engines: install tools
+	$(PY) bench/engines.py
+
 ## bench: gateway vs a bare pass-through proxy, same load, one run
 bench: install
 	$(PY) bench/gateway.py
+
+## bench-review: the review pages and their queries on 1,000,000 decision records
+bench-review: install
+	$(PY) bench/review_queries.py
 
 clean:
 	rm -rf $(VENV) .sendgate .pytest_cache

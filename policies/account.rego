@@ -31,13 +31,63 @@ deny contains reason if {
 		"rule": "account.market",
 		"message": sprintf(
 			"recipient %v is in %s, but account %v may only message: %s",
-			[input.recipient.id, country, account_label(input.account), concat(", ", allowed)],
+			[input.recipient.id, country, label(input.account), concat(", ", allowed)],
 		),
 		"country": country,
 		"markets": allowed,
 	}
 }
 
-account_label(account) := sprintf("%s (%v)", [account.name, account.phone_number_id]) if {
+# "Acme (106540352242922)", or the bare phone number id when the account has no name.
+label(account) := sprintf("%s (%v)", [account.name, account.phone_number_id]) if {
 	is_string(account.name)
 } else := sprintf("%v", [account.phone_number_id])
+
+# Marketing pauses while Meta flags the sending number or rates its quality low
+# (params.account.pause_marketing: quality RED, status FLAGGED by default; the
+# gateway keeps account.quality and account.status from Meta's webhooks), and
+# while an alert paused it (account.marketing_paused, until an operator clears
+# it). Only main's marketing branches consult marketing_deny: every rule here
+# requires lib.marketing, tested after the cheap, rarely true, account fact.
+marketing_deny contains quality_reason if {
+	data.sendgate.params.account.pause_marketing.qualities[input.account.quality]
+	data.sendgate.lib.marketing
+}
+
+marketing_deny contains quality_reason if {
+	data.sendgate.params.account.pause_marketing.statuses[input.account.status]
+	data.sendgate.lib.marketing
+}
+
+marketing_deny contains reason if {
+	paused := input.account.marketing_paused
+	is_object(paused)
+	data.sendgate.lib.marketing
+	reason := {
+		"rule": "account.paused",
+		"message": sprintf(
+			"marketing is paused on account %v since Unix time %d (alert %s: %s); an operator clears it with DELETE /admin/v1/accounts/%v/pause",
+			[label(input.account), floor(paused.since), paused.alert, paused.message, input.account.phone_number_id],
+		),
+		"alert": paused.alert,
+		"since": paused.since,
+	}
+}
+
+# One reason whichever of the two fired (a set keeps one copy).
+quality_reason := {
+	"rule": "account.quality",
+	"message": sprintf(
+		"Meta reports account %v with quality %s and status %s: marketing templates are paused until it recovers",
+		[label(input.account), state_label(quality), state_label(status)],
+	),
+	"quality": quality,
+	"status": status,
+} if {
+	quality := object.get(input.account, "quality", null)
+	status := object.get(input.account, "status", null)
+}
+
+state_label(x) := x if {
+	is_string(x)
+} else := "unknown"

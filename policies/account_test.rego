@@ -74,3 +74,67 @@ test_market_message_names_account if {
 	msg := fx.only(unnamed, "account.market").message
 	contains(msg, "account 106540352242922 may")
 }
+
+paused := {"alert": "spam", "message": "Meta errors [131048]: 1 in the last 3600s", "since": 1763999000.5}
+
+test_quality_red_pauses_marketing if {
+	reasons := account.marketing_deny with input as fx.tmpl({"account": {"quality": "RED", "status": null}})
+	r := fx.only(reasons, "account.quality")
+	r.quality == "RED"
+	r.status == null
+	contains(r.message, "quality RED and status unknown")
+	contains(r.message, "Acme (106540352242922)")
+}
+
+test_flagged_pauses_marketing_with_one_reason if {
+	reasons := account.marketing_deny with input as fx.tmpl({"account": {"quality": "RED", "status": "FLAGGED"}})
+	count(reasons) == 1
+	fx.only(reasons, "account.quality").status == "FLAGGED"
+}
+
+test_flagged_without_quality_fact if {
+	reasons := account.marketing_deny with input as fx.tmpl({"account": {"status": "FLAGGED"}})
+	fx.only(reasons, "account.quality").quality == null
+}
+
+test_healthy_account_not_paused if {
+	reasons := account.marketing_deny with input as fx.tmpl({"account": {"quality": "YELLOW", "status": "CONNECTED", "marketing_paused": null}})
+	count(reasons) == 0
+	none := account.marketing_deny with input as fx.tmpl({})
+	count(none) == 0
+}
+
+test_quality_pause_only_for_marketing if {
+	utility := fx.tmpl({"account": {"quality": "RED", "status": "FLAGGED", "marketing_paused": paused}, "template": {"category": "UTILITY"}})
+	count(account.marketing_deny) == 0 with input as utility
+	d := data.sendgate.decision with input as utility
+	d.allow == true
+	text := fx.text({"account": {"quality": "RED", "status": "FLAGGED", "marketing_paused": paused}})
+	count(account.marketing_deny) == 0 with input as text
+}
+
+test_quality_pause_through_decision if {
+	d := data.sendgate.decision with input as fx.tmpl({"account": {"status": "FLAGGED"}})
+	[r.rule | some r in d.deny] == ["account.quality"]
+	on_endpoint := data.sendgate.decision with input as fx.tmpl({
+		"endpoint": "marketing_messages",
+		"account": {"quality": "RED"},
+		"template": {"category": "UTILITY"},
+	})
+	[r.rule | some r in on_endpoint.deny] == ["account.quality"]
+}
+
+test_paused_account_denies_marketing if {
+	reasons := account.marketing_deny with input as fx.tmpl({"account": {"marketing_paused": paused}})
+	r := fx.only(reasons, "account.paused")
+	r.alert == "spam"
+	r.since == 1763999000.5
+	contains(r.message, "since Unix time 1763999000 (alert spam: Meta errors [131048]")
+	contains(r.message, "DELETE /admin/v1/accounts/106540352242922/pause")
+}
+
+test_pause_levels_come_from_params if {
+	reasons := account.marketing_deny with input as fx.tmpl({"account": {"quality": "YELLOW"}})
+		with data.sendgate.params.account.pause_marketing as {"qualities": {"YELLOW": true, "RED": true}, "statuses": {}}
+	fx.only(reasons, "account.quality").quality == "YELLOW"
+}

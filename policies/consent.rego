@@ -10,9 +10,18 @@ import data.sendgate.lib
 # Every rule here is about templates: the type test comes first, so other
 # messages pay one comparison per rule. Lib rules by full path (see content.rego).
 
+# The record's time in whole seconds (%v would write 1.7e+09 in OPA: see lib.whole_seconds).
+default updated_label := "unknown"
+
+updated_label := sprintf("%d", [floor(input.recipient.consent.updated_at)]) if {
+	is_number(input.recipient.consent.updated_at)
+}
+
+default source_label := "an unknown source"
+
 source_label := input.recipient.consent.source if {
 	is_string(input.recipient.consent.source)
-} else := "an unknown source"
+}
 
 deny contains reason if {
 	input.message.type == "template"
@@ -34,8 +43,8 @@ deny contains reason if {
 	reason := {
 		"rule": "consent.opted_out",
 		"message": sprintf(
-			"recipient %s has opted out (latest consent record: from %s at Unix time %v); no template may be sent to them (this one: category %s)",
-			[data.sendgate.lib.recipient_label, source_label, input.recipient.consent.updated_at, data.sendgate.lib.category_label],
+			"recipient %s has opted out (latest consent record: from %s at Unix time %s); no template may be sent to them (this one: category %s)",
+			[data.sendgate.lib.recipient_label, source_label, updated_label, data.sendgate.lib.category_label],
 		),
 		"category": data.sendgate.lib.category_label,
 		"recipient": data.sendgate.lib.recipient_label,

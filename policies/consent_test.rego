@@ -37,6 +37,15 @@ test_opted_out_fires_with_category if {
 	fx.ids(reasons) == {"consent.opted_out"}
 }
 
+test_opted_out_time_in_whole_seconds if {
+	at := {"status": "opted_out", "updated_at": 1865120655.5816185}
+	reasons := consent.deny with input as fx.tmpl({"recipient": {"consent": at}})
+	contains(fx.only(reasons, "consent.opted_out").message, "at Unix time 1865120655)")
+	none := {"status": "opted_out", "updated_at": null}
+	unknown := consent.deny with input as fx.tmpl({"recipient": {"consent": none}})
+	contains(fx.only(unknown, "consent.opted_out").message, "at Unix time unknown)")
+}
+
 test_opted_out_unknown_source if {
 	reasons := consent.deny with input as fx.tmpl({"recipient": {"consent": {"status": "opted_out", "source": null}}})
 	contains(fx.only(reasons, "consent.opted_out").message, "from an unknown source")

@@ -24,6 +24,14 @@ normalized_term(t) if {
 	regex.match(`^[\p{L}\p{N}]+( [\p{L}\p{N}]+)*$`, t)
 }
 
+# A normalized domain: "bit.ly", not "Bit.ly", "www.bit.ly", "bit.ly." or "https://bit.ly".
+normalized_domain(d) if {
+	is_string(d)
+	lower(d) == d
+	not startswith(d, "www.")
+	regex.match(`^[^./:@\s]+(\.[^./:@\s]+)*$`, d)
+}
+
 deny contains reason if {
 	words := input.message.words
 	words != ""
@@ -54,14 +62,6 @@ deny contains reason if {
 # the allowlist are objects keyed by normalized domain ({"bit.ly": true}), so a
 # link is checked with one object.filter by its domains, never a loop over the
 # lists. Links are rare: every rule iterates over them first.
-
-# A normalized domain: "bit.ly", not "Bit.ly", "www.bit.ly", "bit.ly." or "https://bit.ly".
-normalized_domain(d) if {
-	is_string(d)
-	lower(d) == d
-	not startswith(d, "www.")
-	regex.match(`^[^./:@\s]+(\.[^./:@\s]+)*$`, d)
-}
 
 deny contains reason if {
 	some link in input.message.links

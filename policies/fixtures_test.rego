@@ -54,8 +54,14 @@ template_input := object.union(base, {
 			"name": "spring_sale",
 			"language": "en_US",
 			"components": [
-				{"key": "header", "type": "header", "sub_type": null, "index": null, "parameter_count": 1, "parameter_names": [], "parameters": [{"type": "text", "text": "Jessica"}]},
-				{"key": "body", "type": "body", "sub_type": null, "index": null, "parameter_count": 2, "parameter_names": [], "parameters": [{"type": "text", "text": "Jessica"}, {"type": "text", "text": "20%"}]},
+				{
+					"key": "header", "type": "header", "sub_type": null, "index": null, "parameter_count": 1,
+					"parameter_names": [], "parameters": [{"type": "text", "text": "Jessica"}],
+				},
+				{
+					"key": "body", "type": "body", "sub_type": null, "index": null, "parameter_count": 2,
+					"parameter_names": [], "parameters": [{"type": "text", "text": "Jessica"}, {"type": "text", "text": "20%"}],
+				},
 			],
 		},
 	},

@@ -29,7 +29,7 @@ deny contains reason if {
 	data.sendgate.lib.marketing
 	not is_array(object.get(input, ["recipient", "history", "marketing_sent_at"], null))
 	some cap in data.sendgate.params.frequency.marketing_caps
-	0 >= cap.max
+	cap.max <= 0
 	reason := marketing_reason(cap, 0)
 }
 
@@ -55,10 +55,11 @@ defer contains reason if {
 	reason := {
 		"rule": "frequency.pair_rate",
 		"message": sprintf(
-			"last message to %s went out %v s ago; Meta allows about one message per %v s to the same user (error 131056), retry in %d s",
-			[data.sendgate.lib.recipient_label, lib.ms(elapsed), params.pair_min_interval_seconds, wait],
+			"last message to %s went out %s ago; Meta allows about one message per %v s to the same user (error 131056), retry in %d s",
+			[data.sendgate.lib.recipient_label, lib.duration(elapsed), params.pair_min_interval_seconds, wait],
 		),
-		"elapsed": lib.ms(elapsed),
+		"elapsed": lib.whole_seconds(elapsed),
+		"last_sent_at": last_sent_at,
 		"min_interval": params.pair_min_interval_seconds,
 		"retry_after": wait,
 	}

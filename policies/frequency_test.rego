@@ -106,7 +106,9 @@ test_pair_rate_defers_inside_6s if {
 	deferred := frequency.defer with input as last_sent(fx.now - 2.5)
 	r := fx.only(deferred, "frequency.pair_rate")
 	r.retry_after == 4
-	r.elapsed == 2.5
+	r.elapsed == 2
+	r.last_sent_at == fx.now - 2.5
+	contains(r.message, "went out 2s ago")
 	r.min_interval == 6
 }
 

@@ -45,16 +45,18 @@ marketing if {
 }
 
 # The category as reviewers read it ("marketing"), or "unknown" when not in the catalog.
-category_label := lower(template_category)
-
 default category_label := "unknown"
 
+category_label := lower(template_category)
+
 # Who the message goes to, for messages.
+default recipient_label := "(unknown recipient)"
+
 recipient_label := input.recipient.id if {
 	is_string(input.recipient.id)
 } else := input.message.recipient if {
 	is_string(input.message.recipient)
-} else := "(unknown recipient)"
+}
 
 # A number of seconds for humans: "6s", "9h 55m", "25h 3m 20s", "7d"; days only
 # from 48 hours on, so a day reads "24h"; zero parts left out; "0s" for nothing.
@@ -87,9 +89,14 @@ items(x) := x if {
 	is_array(x)
 } else := []
 
-# Seconds rounded to the millisecond, for display: float (regorus) and decimal
-# (OPA) arithmetic agree on that much, not on the 15th digit.
-ms(seconds) := round(seconds * 1000) / 1000
+# Numbers in reasons: whole seconds, written with %d. regorus computes in binary
+# floats and OPA in decimal, so a difference of two times can end in ...4999 in one
+# and ...5000 in the other: rounded to the millisecond they may differ, floored to
+# the second they agree (tests/test_differential.py). And sprintf's %v writes a
+# large fraction as 1.8651206555816185e+09 in OPA but 1865120655.5816185 in regorus.
+# Negative (a clock behind the facts) counts as 0: OPA v1.4 floors -0.5 to 0 and
+# ceils it to 1, regorus to -1 and -0 (tests/test_differential.py).
+whole_seconds(seconds) := floor(max([seconds, 0]))
 
 # {"hour": 7, "minute": 5} as "07:05".
 clock(t) := sprintf("%02d:%02d", [t.hour, t.minute])

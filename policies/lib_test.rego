@@ -75,8 +75,10 @@ test_items if {
 	lib.items({"a": 1}) == []
 }
 
-test_ms if {
-	lib.ms(5.666942800045945) == 5.667
-	lib.ms(2.5) == 2.5
-	lib.ms(86400) == 86400
+test_whole_seconds if {
+	lib.whole_seconds(5.666942800045945) == 5
+	lib.whole_seconds(86400) == 86400
+	lib.whole_seconds(0.999) == 0
+	lib.whole_seconds(-0.5) == 0
+	lib.whole_seconds(-3) == 0
 }

@@ -12,6 +12,7 @@
 #   consent, template            every rule requires message.type == "template"
 #   window                       every rule requires a type other than "template"
 #   frequency.deny, quiet_hours  every rule requires lib.marketing
+#   account.marketing_deny       every rule requires lib.marketing
 # (main_test checks the branches against the union of every package on a range
 # of inputs.) Import aliases are fine here, in the parent package; elsewhere
 # regorus evaluates every rule of a package reached through an alias (see lib.rego).
@@ -47,7 +48,7 @@ reasons := [account.deny, set(), set()] if {
 ] if {
 	input.message.type == "template"
 } else := [
-	(((account.deny | window.deny) | frequency.deny) | content.deny),
+	((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | content.deny),
 	frequency.defer | quiet_hours.defer,
 	quiet_hours.warn,
 ] if {
@@ -61,7 +62,7 @@ reasons := [account.deny, set(), set()] if {
 ]
 
 marketing_template_reasons := [
-	((((account.deny | consent.deny) | template.deny) | frequency.deny) | content.deny),
+	(((((account.deny | account.marketing_deny) | consent.deny) | template.deny) | frequency.deny) | content.deny),
 	frequency.defer | quiet_hours.defer,
 	quiet_hours.warn,
 ]
@@ -97,6 +98,10 @@ retry_after := max(waits) if {
 }
 
 # Nothing to say (most calls) short-cuts the sorting.
+
+# METADATA
+# description: sendgate's decision on one send call, on the input document of docs/input.md
+# entrypoint: true
 decision := {"allow": true, "deny": [], "defer": [], "warn": [], "retry_after": null} if {
 	reasons == [set(), set(), set()]
 } else := {

@@ -149,7 +149,10 @@ test_free_form_on_marketing_endpoint_without_timezone_warns if {
 # reasons it returns must be those of every package, on inputs where many rules
 # would fire if they could.
 everything_wrong := {
-	"account": {"known": false, "markets": ["BR"]},
+	"account": {
+		"known": false, "markets": ["BR"], "quality": "RED", "status": "FLAGGED",
+		"marketing_paused": {"alert": "spam", "message": "131048 x1", "since": fx.now - 60},
+	},
 	"message": fx.content(["casino"], ["https://bit.ly/x"]),
 	"recipient": {
 		"consent": {"status": "opted_in", "categories": []},
@@ -175,7 +178,7 @@ gating_inputs := [
 test_branches_consult_every_package_that_can_fire if {
 	every inp in gating_inputs {
 		d := sendgate.decision with input as inp
-		all_deny := ((((account.deny | consent.deny) | window.deny) | template.deny) | frequency.deny) | content.deny with input as inp
+		all_deny := (((((account.deny | account.marketing_deny) | consent.deny) | window.deny) | template.deny) | frequency.deny) | content.deny with input as inp
 		all_defer := frequency.defer | quiet_hours.defer with input as inp
 		all_warn := quiet_hours.warn with input as inp
 		{r | some r in d.deny} == all_deny

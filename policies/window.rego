@@ -35,11 +35,11 @@ deny contains reason if {
 	reason := {
 		"rule": "window.closed",
 		"message": sprintf(
-			"%s message to %s outside the customer service window: the recipient last wrote %s ago (%v s), the window is %s; only an approved template may be sent",
-			[input.message.type, data.sendgate.lib.recipient_label, lib.duration(elapsed), lib.ms(elapsed), lib.duration(window_seconds)],
+			"%s message to %s outside the customer service window: the recipient last wrote %s ago (%d s), the window is %s; only an approved template may be sent",
+			[input.message.type, data.sendgate.lib.recipient_label, lib.duration(elapsed), lib.whole_seconds(elapsed), lib.duration(window_seconds)],
 		),
 		"last_inbound_at": last_inbound_at,
-		"elapsed": lib.ms(elapsed),
+		"elapsed": lib.whole_seconds(elapsed),
 		"window_seconds": window_seconds,
 	}
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from sendgate.app import STORE, AccessLogger, create_app
 from sendgate.config import load_config
 from sendgate.fakegraph import FakeGraph
+from sendgate.policy.bundle import PolicyBundle, write_bundle
 from sendgate.policy.embedded import EmbeddedEngine
 from sendgate.state import Store
+
+from .opa_support import OpaServer, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -71,6 +74,27 @@ def default_engine() -> EmbeddedEngine:
     return EmbeddedEngine(POLICIES)
 
 
+@pytest.fixture(scope="session")
+def opa_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpaServer]:
+    """One real OPA for the run, serving `policies/` as the bundle `sendgate policy bundle` writes.
+
+    The bundle's revision is the policy directory's hash, so records name the same
+    revision whichever engine decided. Skips without OPA, fails without it under CI.
+    """
+    opa = require_tool("opa")
+    root = tmp_path_factory.mktemp("opa")
+    bundle = write_bundle(PolicyBundle.load(POLICIES), root / "bundle")
+    server = OpaServer(opa, ["--bundle", str(bundle)], root / "opa.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def engine_kind() -> str:
+    """Which engine `gateway_factory` builds; a module overrides this fixture with params to run on both."""
+    return "embedded"
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -94,8 +118,13 @@ async def gateway_factory(
     aiohttp_server: Callable[..., Awaitable[TestServer]],
     clock: Clock,
     default_engine: EmbeddedEngine,
+    engine_kind: str,
+    request: pytest.FixtureRequest,
 ) -> GatewayFactory:
     _, upstream = fake_graph
+    # engine_kind "opa": the gateway asks the session's real OPA server (`engine: opa`), built
+    # from the config as `sendgate serve` builds it; "embedded": the session's regorus engine.
+    opa = request.getfixturevalue("opa_server") if engine_kind == "opa" else None
 
     async def make(**overrides: Any) -> TestClient:
         settings: dict[str, Any] = {
@@ -106,8 +135,13 @@ async def gateway_factory(
             "accounts": [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "name": "Acme",
                           "markets": ["US", "BR"]}],
             "upstream_timeout": 2,
+            "policy_watch": False,  # the session engine is shared: nothing reloads it behind a test's back
         }
-        engine = overrides.pop("engine", None if "policy_dir" in overrides else default_engine)
+        if opa is not None:
+            settings.update(engine="opa", opa_url=opa.url, opa_policies="bundle")
+        own_engine = "policy_dir" in overrides or "engine" in overrides or opa is not None
+        default = None if own_engine else default_engine  # None: the app builds its engine from the config
+        engine = overrides.pop("policy_engine", default)
         settings.update(overrides)
         env = {f"SENDGATE_{k.upper()}": orjson.dumps(v).decode() for k, v in settings.items()}
         config = load_config(None, env=env)

@@ -8,12 +8,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sendgate.fakegraph import FakeGraph
+from sendgate.policy.bundle import PolicyBundle
 from sendgate.state import ConsentRecord
 
 from .conftest import (
     AFTERNOON,
     BR_RECIPIENT,
     OTHER_PHONE_NUMBER_ID,
+    POLICIES,
     PHONE_NUMBER_ID,
     US_RECIPIENT,
     Clock,
@@ -23,6 +25,12 @@ from .conftest import (
     template_message,
     text_message,
 )
+
+
+@pytest.fixture(params=["embedded", "opa"])
+def engine_kind(request: pytest.FixtureRequest) -> str:
+    """Every test here runs twice: on the embedded engine and against a real OPA server."""
+    return request.param
 
 
 async def _opt_in(client: TestClient, recipient: str = US_RECIPIENT, categories: tuple[str, ...] = ("marketing", "utility")) -> None:
@@ -67,7 +75,8 @@ async def _expect_rejection(client: TestClient, fake: FakeGraph, body: dict[str,
     return payload
 
 
-async def test_allowed_message_is_forwarded_unchanged(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+async def test_allowed_message_is_forwarded_unchanged(gateway: TestClient, fake_graph: tuple[FakeGraph, str],
+                                                      engine_kind: str) -> None:
     fake, _ = fake_graph
     await _user_wrote(gateway, 600)
     body = text_message()
@@ -82,6 +91,9 @@ async def test_allowed_message_is_forwarded_unchanged(gateway: TestClient, fake_
     assert record.upstream_message_id == payload["messages"][0]["id"]
     assert record.content is None  # allowed content is not kept by default
     assert record.policy_revision and record.policy_revision.startswith("sha256:")
+    # OPA serves the bundle of the same directory: same revision, plus OPA's own decision id.
+    assert record.policy_revision == PolicyBundle.load(POLICIES).revision
+    assert (record.engine_decision_id is not None) == (engine_kind == "opa")
     assert record.eval_us is not None and record.eval_us > 0
 
 

@@ -10,16 +10,20 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from sendgate.admin.api import admin_routes
+from sendgate.admin.pages import setup_review_pages
 from sendgate.config import Config
 from sendgate.gateway.passthrough import Passthrough
-from sendgate.gateway.recorder import DecisionRecorder
 from sendgate.gateway.send import SendPath
 from sendgate.gateway.upstream import Upstream
+from sendgate.monitoring import Metrics, MonitoredRecorder, Monitor, TimedUpstream, monitoring_routes
 from sendgate.policy import PolicyEngine
-from sendgate.policy.embedded import EmbeddedEngine
+from sendgate.policy.factory import create_engine
+from sendgate.policy.watch import RELOADER, PolicyReloader
+from sendgate.retention import retention_context
 from sendgate.state import Store, open_store
+from sendgate.webhooks.receiver import setup_webhooks
 
-__all__ = ["CONFIG", "ENGINE", "STORE", "AccessLogger", "create_app"]
+__all__ = ["CONFIG", "ENGINE", "RELOADER", "STORE", "AccessLogger", "create_app"]
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
@@ -44,28 +48,55 @@ def create_app(
     # Send bodies are size-checked by the send path itself; passthrough media uploads may be large.
     app = web.Application(client_max_size=1024**3)
     app[CONFIG] = config
-    policy = engine or EmbeddedEngine(config.policy_dir)  # fails fast on broken policies
+    owned = engine is None  # an engine passed in (tests) is started and closed by its owner
+    policy = engine or create_engine(config)  # fails fast on broken policies
     app[ENGINE] = policy
+    watched = config.engine == "embedded" or config.opa_policies == "push"
+    reloader = PolicyReloader(policy, config.policy_dir if watched else None)
+    app[RELOADER] = reloader
+    metrics = Metrics(lambda phone_number_id: config.account(phone_number_id) is not None)  # GET /metrics
+    monitor = Monitor(config, metrics, lambda: app[STORE], clock)  # per-account counts and alerts
+    reloader.bind_metrics(metrics.registry)  # sendgate_policy_reloads_total, sendgate_policy_reload_failed
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         store = open_store(config.state)
         app[STORE] = store
         session = Upstream.open_session()
-        upstream = Upstream(config.upstream_url, config.upstream_timeout, session)
-        recorder = DecisionRecorder(store, config.log, config.mode, lambda: policy.revision)
+        upstream = TimedUpstream(config.upstream_url, config.upstream_timeout, session, metrics)
+        recorder = MonitoredRecorder(
+            store, config.log, config.mode, lambda: policy.revision, metrics=metrics, monitor=monitor
+        )
         app[SEND_PATH] = SendPath(config, policy, upstream, recorder, clock)
         app[PASSTHROUGH] = Passthrough(config.passthrough, upstream)
         try:
             yield
         finally:
             await session.close()
-            await policy.close()
             await store.close()
 
+    async def policy_lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if owned:
+            await policy.start()  # OPA: open the connection pool, push the policies
+        if config.policy_watch:
+            reloader.start_watching()
+        try:
+            yield
+        finally:
+            await reloader.stop()
+            if owned:
+                await policy.close()
+
+    app.cleanup_ctx.append(policy_lifecycle)
     app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(retention_context(config.log.retention_days, lambda: app[STORE], clock))
+    app.cleanup_ctx.append(monitor.context())
+    # Meta's webhooks (GET/POST webhooks.path) and the template sync: sendgate/webhooks/
+    setup_webhooks(app, config, lambda: app[STORE], lambda: policy, metrics, monitor, clock)
+    app.router.add_routes(monitoring_routes(config, metrics, monitor, lambda: app[STORE], lambda: policy))
     app.router.add_post(rf"/{{version:v\d+\.\d+}}/{{phone_number_id:\d+}}/{{endpoint:{_SEND_ENDPOINTS}}}", _send)
     app.router.add_get("/healthz", _healthz)
-    app.router.add_routes(admin_routes(config.admin_token, lambda: app[STORE], lambda: policy))
+    app.router.add_routes(admin_routes(config.admin_token, lambda: app[STORE], lambda: policy, reloader))
+    setup_review_pages(app, config, lambda: app[STORE], clock, lambda: policy.revision)  # /admin/ pages
     app.router.add_route("*", "/{tail:.*}", _passthrough)
     return app
 

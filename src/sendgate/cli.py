@@ -11,8 +11,10 @@ from typing import Any
 
 import orjson
 
+from sendgate.admin.logcli import add_log_commands
 from sendgate.config import Config, ConfigError, load_config
-from sendgate.policy import Decision, EngineError, PolicyLoadError
+from sendgate.policy import EngineError, PolicyLoadError
+from sendgate.policy.cli import add_policy_commands
 from sendgate.state import InvalidRecord, Store, open_store
 
 __all__ = ["main"]
@@ -49,9 +51,10 @@ async def _run_server(config: Config) -> None:
 
     from aiohttp import web
 
-    from sendgate.app import AccessLogger, create_app
+    from sendgate.app import RELOADER, AccessLogger, create_app
 
-    runner = web.AppRunner(create_app(config), access_log_class=AccessLogger, handle_signals=False)
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, config.host, config.port).start()
     # Printed once the socket accepts connections: scripts wait for this line.
@@ -60,6 +63,15 @@ async def _run_server(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # SIGHUP: reload the policies (load, compile, run their tests, swap only if all pass).
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def reload_policies() -> None:
+        task = loop.create_task(app[RELOADER].reload("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_policies)
     try:
         await stop.wait()
     finally:
@@ -126,6 +138,12 @@ def _templates_load(config: Config, args: argparse.Namespace) -> int:
     return _with_store(config, work)
 
 
+def _templates_sync(config: Config, args: argparse.Namespace) -> int:
+    from sendgate.webhooks.templates import cli_sync
+
+    return cli_sync(config, args.waba)
+
+
 def _templates_show(config: Config, args: argparse.Namespace) -> int:
     async def work(store: Store) -> int:
         catalog = await store.templates(args.waba)
@@ -155,92 +173,10 @@ def _inbound(config: Config, args: argparse.Namespace) -> int:
     return _with_store(config, work)
 
 
-# -- log -------------------------------------------------------------------------------
-
-
-def _log_list(config: Config, args: argparse.Namespace) -> int:
-    from sendgate.admin.records import decision_query
-
-    params = {
-        key: str(value)
-        for key, value in vars(args).items()
-        if key in ("decision", "rule", "recipient", "account", "since", "until", "limit") and value is not None
-    }
-    query = decision_query(params)
-
-    async def work(store: Store) -> int:
-        records = await store.decisions(query)
-        if args.json:
-            for record in records:
-                sys.stdout.write(orjson.dumps(record.as_json()).decode() + "\n")
-            return 0
-        import datetime as dt
-
-        print(f"{'ID':26}  {'TIME (UTC)':19}  {'DECISION':8}  {'ACCOUNT':16}  {'RECIPIENT':16}  {'TYPE':11}  RULES")
-        for r in records:
-            when = dt.datetime.fromtimestamp(r.timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-            rules = ",".join(reason.get("rule", "?") for reason in r.reasons) or "-"
-            decision = r.decision if r.mode == "enforce" else f"{r.decision}*"
-            print(
-                f"{r.id:26}  {when:19}  {decision:8}  {r.account[:16]:16}  {(r.recipient or '-')[:16]:16}"
-                f"  {(r.type or '-')[:11]:11}  {rules}"
-            )
-        return 0
-
-    return _with_store(config, work)
-
-
-def _log_show(config: Config, args: argparse.Namespace) -> int:
-    async def work(store: Store) -> int:
-        record = await store.decision(args.id)
-        if record is None:
-            print(f"no decision {args.id}", file=sys.stderr)
-            return 1
-        _dump(record.as_json())
-        return 0
-
-    return _with_store(config, work)
-
-
 # -- policy ----------------------------------------------------------------------------
 
 
-def _policy_eval(config: Config, args: argparse.Namespace) -> int:
-    from sendgate.policy.embedded import EmbeddedEngine
-
-    document = orjson.loads(Path(args.input).read_bytes())
-    engine = EmbeddedEngine(args.dir or config.policy_dir, run_tests=False)
-    decision: Decision = asyncio.run(engine.evaluate(document))
-    _dump(
-        {
-            "outcome": decision.outcome,
-            "deny": decision.deny,
-            "defer": decision.defer,
-            "warn": decision.warn,
-            "retry_after": decision.retry_after,
-            "policy_revision": engine.revision,
-        }
-    )
-    return 0 if decision.outcome == "allow" else 3
-
-
-def _policy_test(config: Config, args: argparse.Namespace) -> int:
-    from sendgate.policy.bundle import PolicyBundle
-    from sendgate.policy.embedded import run_rego_tests
-
-    bundle = PolicyBundle.load(args.dir or config.policy_dir)
-    results = run_rego_tests(bundle)
-    failed = [r for r in results if not r.passed]
-    for result in results:
-        if args.verbose or not result.passed:
-            status = "PASS" if result.passed else "FAIL"
-            detail = f": {result.error}" if result.error else ""
-            print(f"{result.test.file}: data.{result.test.package}.{result.test.name}: {status}{detail}")
-    print("-" * 80)
-    print(f"PASS: {len(results) - len(failed)}/{len(results)}")
-    if failed:
-        print(f"FAIL: {len(failed)}/{len(results)}")
-    return 1 if failed or not results else 0
+# `sendgate policy eval|test|bundle`: sendgate/policy/cli.py
 
 
 # -- parser ----------------------------------------------------------------------------
@@ -274,6 +210,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("file")
     sub.add_argument("--waba", required=True)
     command(templates, "show", _templates_show, "print a WABA's catalog").add_argument("--waba", required=True)
+    sub = command(templates, "sync", _templates_sync, "fetch catalogs from Meta (template_sync.token) and replace them")
+    sub.add_argument("--waba", action="append", help="WABA id, repeatable (default: template_sync.wabas, else every account's)")
 
     sub = command(commands, "inbound", _inbound, "record an inbound message (opens the 24-hour window)")
     sub.add_argument("--phone-number-id", required=True)
@@ -281,20 +219,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--timestamp", help="Unix seconds or ISO 8601 (default: now)")
 
     log = commands.add_parser("log", help="the decision log").add_subparsers(dest="action", required=True)
-    sub = command(log, "list", _log_list, "list decisions, newest first")
-    for name in ("decision", "rule", "recipient", "account", "since", "until"):
-        sub.add_argument(f"--{name}")
-    sub.add_argument("--limit", type=int, default=50)
-    sub.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    command(log, "show", _log_show, "one decision record").add_argument("id")
+    add_log_commands(log, command)  # list, show, stats, export, review, prune: sendgate/admin/logcli.py
 
     policy = commands.add_parser("policy", help="the Rego policies").add_subparsers(dest="action", required=True)
-    sub = command(policy, "eval", _policy_eval, "evaluate one policy input document")
-    sub.add_argument("--input", required=True, help="a policy input document (docs/input.md)")
-    sub.add_argument("--dir", help="policy directory (default: policy_dir)")
-    sub = command(policy, "test", _policy_test, "run the *_test.rego files through the embedded engine")
-    sub.add_argument("--dir", help="policy directory (default: policy_dir)")
-    sub.add_argument("--verbose", "-v", action="store_true")
+    add_policy_commands(policy, command)  # eval, test, bundle: sendgate/policy/cli.py
     return parser
 
 

@@ -17,7 +17,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Account", "Config", "ConfigError", "LogOptions", "PassthroughRule", "load_config"]
+from sendgate.webhooks.options import (
+    AlertOptions,
+    TemplateSyncOptions,
+    WebhookOptions,
+    parse_alerts,
+    parse_template_sync,
+    parse_webhooks,
+)
+
+__all__ = ["Account", "Config", "ConfigError", "LogOptions", "PassthroughRule", "ReviewerToken", "load_config"]
 
 
 class ConfigError(ValueError):
@@ -30,6 +39,9 @@ class Account:
     waba_id: str
     name: str | None = None
     markets: tuple[str, ...] | None = None  # ISO 3166 alpha-2; None means every market
+    # Digits of the number as Meta's webhooks show it (phone_number_quality_update names the number
+    # only so); learned from message webhooks when not configured.
+    display_phone_number: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,15 @@ class LogOptions:
     json_stdout: bool = False  # one JSON line per decision on stdout, for log shippers
     keep_allowed_content: bool = False  # rejected sends always keep their content
     mask_recipients: bool = False
+    retention_days: int | None = None  # decision records older than this are pruned; None keeps them forever
+
+
+@dataclass(frozen=True)
+class ReviewerToken:
+    """A sign-in token of the review pages (`/admin/`): read the decision log and add review notes, nothing else."""
+
+    name: str  # who the review trail names
+    token: str = field(repr=False)
 
 
 DEFAULT_PASSTHROUGH = (
@@ -69,11 +90,21 @@ class Config:
     accounts: tuple[Account, ...] = ()
     allow_unknown_accounts: bool = False
     on_engine_error: str = "deny"
+    engine: str = "embedded"  # embedded (regorus in-process) | opa (an OPA server at opa_url)
+    opa_url: str = "http://127.0.0.1:8181"
+    opa_policies: str = "push"  # push: sendgate loads policy_dir into OPA | bundle: OPA loads its own bundle
+    engine_timeout: float = 1.0  # seconds an OPA decision may take before on_engine_error applies
+    policy_watch: bool = True  # reload when a file under policy_dir changes (polled every second)
     passthrough: tuple[PassthroughRule, ...] = DEFAULT_PASSTHROUGH
     max_body_bytes: int = 1024 * 1024
     max_json_depth: int = 32
     upstream_timeout: float = 30.0
     log: LogOptions = field(default_factory=LogOptions)
+    reviewer_tokens: tuple[ReviewerToken, ...] = ()
+    session_ttl: int = 8 * 3600  # seconds a review-page sign-in lasts
+    webhooks: WebhookOptions = field(default_factory=WebhookOptions)
+    template_sync: TemplateSyncOptions = field(default_factory=TemplateSyncOptions)
+    alerts: AlertOptions = field(default_factory=AlertOptions)
 
     @property
     def host(self) -> str:
@@ -103,6 +134,8 @@ class Config:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+# Sections parsed in their own modules (`ValueError` naming the key).
+_SECTION_PARSERS = {"webhooks": parse_webhooks, "template_sync": parse_template_sync, "alerts": parse_alerts}
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -143,12 +176,23 @@ def _build(raw: dict[str, Any]) -> Config:
             values[key] = _log_options(value or {})
         elif key == "admin_token":
             values[key] = None if value in (None, "") else str(value)
+        elif key == "reviewer_tokens":
+            values[key] = _reviewer_tokens(value)
+        elif key == "session_ttl":
+            values[key] = _int(key, value)
+        elif key in _SECTION_PARSERS:
+            try:
+                values[key] = _SECTION_PARSERS[key](value)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
         elif key in ("allow_unknown_accounts",):
             values[key] = _bool(key, value)
         elif key in ("max_body_bytes", "max_json_depth"):
             values[key] = _int(key, value)
-        elif key == "upstream_timeout":
+        elif key in ("upstream_timeout", "engine_timeout"):
             values[key] = _float(key, value)
+        elif key == "policy_watch":
+            values[key] = _bool(key, value)
         else:
             values[key] = str(value)
     config = Config(**values)
@@ -161,6 +205,14 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"mode must be 'enforce' or 'shadow', got {config.mode!r}")
     if config.on_engine_error not in ("deny", "allow"):
         raise ConfigError(f"on_engine_error must be 'deny' or 'allow', got {config.on_engine_error!r}")
+    if config.engine not in ("embedded", "opa"):
+        raise ConfigError(f"engine must be 'embedded' or 'opa', got {config.engine!r}")
+    if config.opa_policies not in ("push", "bundle"):
+        raise ConfigError(f"opa_policies must be 'push' or 'bundle', got {config.opa_policies!r}")
+    if not re.fullmatch(r"https?://[^/?#]+/?", config.opa_url):
+        raise ConfigError(f"opa_url must be a scheme, host and port only, got {config.opa_url!r}")
+    if config.engine_timeout <= 0:
+        raise ConfigError("engine_timeout must be a positive number of seconds")
     if not re.fullmatch(r"https?://[^/?#]+/?", config.upstream_url):
         raise ConfigError(f"upstream_url must be a scheme and host only, got {config.upstream_url!r}")
     if ":" not in config.listen or not config.listen.rsplit(":", 1)[1].isdigit():
@@ -168,12 +220,16 @@ def _validate(config: Config) -> None:
     config.sqlite_path  # noqa: B018 - raises for unsupported state URLs
     if config.max_body_bytes <= 0 or config.max_json_depth <= 0:
         raise ConfigError("max_body_bytes and max_json_depth must be positive")
+    if config.session_ttl <= 0:
+        raise ConfigError("session_ttl must be a positive number of seconds")
+    if config.admin_token is not None and any(r.token == config.admin_token for r in config.reviewer_tokens):
+        raise ConfigError("reviewer_tokens must differ from admin_token")
 
 
 def _account(i: int, value: Any) -> Account:
     if not isinstance(value, dict) or "phone_number_id" not in value or "waba_id" not in value:
         raise ConfigError(f"accounts[{i}] needs phone_number_id and waba_id")
-    extra = set(value) - {"phone_number_id", "waba_id", "name", "markets"}
+    extra = set(value) - {"phone_number_id", "waba_id", "name", "markets", "display_phone_number"}
     if extra:
         raise ConfigError(f"accounts[{i}]: unknown keys {sorted(extra)}")
     markets = value.get("markets")
@@ -182,7 +238,40 @@ def _account(i: int, value: Any) -> Account:
             raise ConfigError(f"accounts[{i}].markets must be a list of ISO country codes")
         markets = tuple(m.upper() for m in markets)
     name = value.get("name")
-    return Account(str(value["phone_number_id"]), str(value["waba_id"]), None if name is None else str(name), markets)
+    display = value.get("display_phone_number")
+    display = None if display is None else re.sub(r"\D", "", str(display)) or None
+    return Account(
+        str(value["phone_number_id"]), str(value["waba_id"]), None if name is None else str(name), markets, display
+    )
+
+
+def _reviewer_tokens(value: Any) -> tuple[ReviewerToken, ...]:
+    """A list of tokens, each a string or `{name, token}`; a bare string is named `reviewer<n>`."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("reviewer_tokens must be a list")
+    tokens: list[ReviewerToken] = []
+    for i, item in enumerate(value):
+        if isinstance(item, dict):
+            extra = set(item) - {"name", "token"}
+            if extra:
+                raise ConfigError(f"reviewer_tokens[{i}]: unknown keys {sorted(extra)}")
+            name, token = item.get("name"), item.get("token")
+        else:
+            name, token = f"reviewer{i + 1}", item
+        if not isinstance(token, str) or not token:
+            raise ConfigError(f"reviewer_tokens[{i}]: the token must be a non-empty string")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"reviewer_tokens[{i}]: name must be a non-empty string")
+        if name.strip() == "admin":
+            raise ConfigError(f"reviewer_tokens[{i}]: 'admin' names the admin token; choose another name")
+        tokens.append(ReviewerToken(name.strip(), token))
+    if len({t.token for t in tokens}) != len(tokens):
+        raise ConfigError("reviewer_tokens: every token must be different")
+    if len({t.name for t in tokens}) != len(tokens):
+        raise ConfigError("reviewer_tokens: every name must be different")
+    return tuple(tokens)
 
 
 def _passthrough(i: int, value: Any) -> PassthroughRule:
@@ -203,7 +292,17 @@ def _log_options(value: Any) -> LogOptions:
         json_stdout=_bool("log.json_stdout", value.get("json_stdout", False)),
         keep_allowed_content=_bool("log.keep_allowed_content", value.get("keep_allowed_content", False)),
         mask_recipients=_bool("log.mask_recipients", value.get("mask_recipients", False)),
+        retention_days=_retention_days(value.get("retention_days")),
     )
+
+
+def _retention_days(value: Any) -> int | None:
+    if value is None:
+        return None
+    days = _int("log.retention_days", value)
+    if days <= 0:
+        raise ConfigError(f"log.retention_days must be a positive number of days or null, got {days}")
+    return days
 
 
 def _bool(key: str, value: Any) -> bool:

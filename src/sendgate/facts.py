@@ -63,6 +63,7 @@ async def build_input(
         consent = await store.consent(recipient_id)
         last_inbound = await store.last_inbound(phone_number_id, recipient_id)
         history = await store.send_history(phone_number_id, waba_id, recipient_id, now)
+        signals = await store.recipient_signals(phone_number_id, recipient_id, now)  # from webhooks
         country, zone_name = recipient_place(recipient_id)
         recipient = {
             "id": recipient_id,
@@ -79,6 +80,8 @@ async def build_input(
             },
             "last_inbound_at": last_inbound,
             "history": history,
+            "delivery_failures": signals["delivery_failures"],
+            "free_entry_point_at": signals["free_entry_point_at"],
         }
     if template is not None:
         if waba_id is None:
@@ -94,6 +97,7 @@ async def build_input(
             facts = await store.template_facts(waba_id, template["name"], template["language"])
             template_facts = facts.as_input()
 
+    state = await store.account_state(phone_number_id, waba_id)  # from webhooks and alerts
     return {
         "now": now,
         "endpoint": endpoint,
@@ -105,6 +109,10 @@ async def build_input(
             "waba_id": waba_id,
             "name": account.name if account else None,
             "markets": list(account.markets) if account and account.markets is not None else None,
+            "quality": state["quality"],
+            "status": state["status"],
+            "messaging_limit": state["messaging_limit"],
+            "marketing_paused": state["marketing_paused"],
         },
         "message": message,
         "recipient": recipient,

@@ -13,8 +13,9 @@ from aiohttp import web
 
 from sendgate.admin.records import consent_from_json, decision_query, parse_consent_import, parse_time
 from sendgate.messages import normalize_recipient
-from sendgate.policy import PolicyEngine, PolicyLoadError
-from sendgate.state import InvalidRecord, Store
+from sendgate.policy import EngineError, PolicyEngine, PolicyLoadError
+from sendgate.policy.watch import PolicyReloader
+from sendgate.state import InvalidRecord, ReviewRecord, Store
 
 __all__ = ["admin_routes"]
 
@@ -40,9 +41,16 @@ async def _body(request: web.Request) -> Any:
 
 
 def admin_routes(
-    token: str | None, store_of: Callable[[], Store], engine: Callable[[], PolicyEngine]
+    token: str | None,
+    store_of: Callable[[], Store],
+    engine: Callable[[], PolicyEngine],
+    reloader: PolicyReloader | None = None,
 ) -> list[web.RouteDef]:
-    """The admin routes, each wrapped in the token check. The callables return the live store and engine."""
+    """The admin routes, each wrapped in the token check. The callables return the live store and engine.
+
+    Policy reloads go through `reloader` (the one the file watch and SIGHUP use) when given,
+    so the last failure is remembered and shown by `GET /admin/v1/policy`.
+    """
 
     def guarded(handler: Handler) -> Handler:
         async def check(request: web.Request) -> web.StreamResponse:
@@ -121,17 +129,59 @@ def admin_routes(
             return _error(404, f"no decision {request.match_info['decision_id']}")
         return _json(record.as_json())
 
+    async def get_reviews(request: web.Request) -> web.Response:
+        decision_id = request.match_info["decision_id"]
+        if await store_of().decision(decision_id) is None:
+            return _error(404, f"no decision {decision_id}")
+        trail = (await store_of().reviews([decision_id])).get(decision_id, [])
+        return _json({"decision_id": decision_id, "reviews": [r.as_json() for r in trail]})
+
+    async def post_review(request: web.Request) -> web.Response:
+        body = await _body(request)
+        if not isinstance(body, dict):
+            raise InvalidRecord("body must be a JSON object")
+        note, reviewer = body.get("note", ""), body.get("reviewer", "admin")
+        if not isinstance(note, str) or not isinstance(reviewer, str) or not reviewer.strip():
+            raise InvalidRecord("note and reviewer must be strings")
+        decision_id = request.match_info["decision_id"]
+        saved = await store_of().add_review(ReviewRecord(decision_id, reviewer.strip(), note.strip(), time.time()))
+        if saved is None:
+            return _error(404, f"no decision {decision_id}")
+        return _json(saved.as_json(), 201)
+
+    async def get_stats(request: web.Request) -> web.Response:
+        from sendgate.admin.review import summarize
+
+        unknown = sorted(set(request.query) - {"since", "until"})
+        if unknown:
+            raise InvalidRecord(f"unknown parameters: {', '.join(unknown)}")
+        now = time.time()
+        since = parse_time(request.query["since"]) if "since" in request.query else now - 30 * 86400
+        until = parse_time(request.query["until"]) if "until" in request.query else now + 1
+        summary = summarize(await store_of().decision_counts(since, until))
+        return _json({"since": since, "until": until, **summary.as_json()})
+
     async def reload_policy(request: web.Request) -> web.Response:
         current = engine()
+        if reloader is not None:
+            reloaded, revision, error = await reloader.reload("admin")
+            if not reloaded:
+                return _json({"reloaded": False, "revision": revision, "error": error}, 422)
+            return _json({"reloaded": True, "revision": revision})
         try:
             revision = await current.reload()
-        except PolicyLoadError as exc:
+        except (PolicyLoadError, EngineError) as exc:
             log.error("policy reload refused, still serving %s: %s", current.revision, exc)
             return _json({"reloaded": False, "revision": current.revision, "error": str(exc)}, 422)
         return _json({"reloaded": True, "revision": revision})
 
     async def get_policy(request: web.Request) -> web.Response:
-        return _json({"revision": engine().revision})
+        current = engine()
+        body: dict[str, Any] = {"revision": current.revision}
+        if reloader is not None:
+            body["reload"] = reloader.status()  # the last reload: ok, error, when, trigger
+        body["engine"] = await current.health()
+        return _json(body)
 
     base = "/admin/v1"
     return [
@@ -143,6 +193,9 @@ def admin_routes(
         web.post(f"{base}/inbound", guarded(post_inbound)),
         web.get(f"{base}/decisions", guarded(list_decisions)),
         web.get(f"{base}/decisions/{{decision_id}}", guarded(get_decision)),
+        web.get(f"{base}/decisions/{{decision_id}}/reviews", guarded(get_reviews)),
+        web.post(f"{base}/decisions/{{decision_id}}/reviews", guarded(post_review)),
+        web.get(f"{base}/stats", guarded(get_stats)),
         web.post(f"{base}/policy/reload", guarded(reload_policy)),
         web.get(f"{base}/policy", guarded(get_policy)),
     ]

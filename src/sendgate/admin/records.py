@@ -13,12 +13,14 @@ import orjson
 
 from sendgate.gateway.recorder import recipient_key
 from sendgate.messages import normalize_recipient
-from sendgate.state import ConsentRecord, DecisionQuery, InvalidRecord
+from sendgate.state import DECISION_FILTERS, ConsentRecord, DecisionQuery, InvalidRecord
 
-__all__ = ["consent_from_json", "decision_query", "parse_consent_import", "parse_time"]
+__all__ = ["FILTERS", "consent_from_json", "decision_query", "parse_consent_import", "parse_reviewed", "parse_time"]
 
-DECISIONS = frozenset({"allow", "deny", "defer", "invalid", "error"})
+DECISIONS = DECISION_FILTERS  # a recorded decision, or `rejected` / `shadow`
 MAX_LIMIT = 1000
+# The log filters every view shares (admin API, review pages, CLI), besides the paging ones.
+FILTERS = ("decision", "rule", "template", "recipient", "account", "since", "until", "reviewed")
 
 
 def consent_from_json(recipient: str, value: Any, now: float | None = None) -> ConsentRecord:
@@ -94,7 +96,7 @@ def parse_time(value: Any) -> float:
 
 
 def decision_query(params: Mapping[str, str]) -> DecisionQuery:
-    known = {"decision", "rule", "recipient", "account", "since", "until", "limit", "before"}
+    known = {*FILTERS, "limit", "before", "after"}
     unknown = sorted(set(params) - known)
     if unknown:
         raise InvalidRecord(f"unknown filters: {', '.join(unknown)}")
@@ -117,4 +119,19 @@ def decision_query(params: Mapping[str, str]) -> DecisionQuery:
         until=parse_time(params["until"]) if "until" in params else None,
         before_id=params.get("before"),
         limit=limit,
+        template=params.get("template"),
+        reviewed=parse_reviewed(params.get("reviewed")),
+        after_id=params.get("after"),
     )
+
+
+def parse_reviewed(value: str | None) -> bool | None:
+    """`reviewed` filter: yes/true/1/reviewed, no/false/0/unreviewed, or empty/any for both."""
+    if value is None or value.strip().lower() in ("", "any", "all"):
+        return None
+    lowered = value.strip().lower()
+    if lowered in ("yes", "true", "1", "reviewed"):
+        return True
+    if lowered in ("no", "false", "0", "unreviewed"):
+        return False
+    raise InvalidRecord(f"reviewed must be yes or no, got {value!r}")

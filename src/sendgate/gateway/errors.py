@@ -47,6 +47,8 @@ RULE_CODES: dict[str, int] = {
     "quiet_hours": 770500,
     "account.unknown": 770600,
     "account.market": 130497,
+    "account.quality": 770601,  # Meta flagged the number or rated it RED: marketing paused
+    "account.paused": 770602,  # an alert paused marketing until an operator clears it
 }
 
 # Which reason names the error when several fire: the one an app can act on first.

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from sendgate.gateway.send import SendCall
     from sendgate.gateway.upstream import UpstreamResponse
 
-__all__ = ["DecisionRecorder", "mask_recipient", "recipient_key"]
+__all__ = ["DecisionRecorder", "mask_in_reasons", "mask_recipient", "recipient_key"]
 
 _MAX_INVALID_CONTENT = 4096  # characters of an unparseable body kept for review
 
@@ -61,17 +61,21 @@ class DecisionRecorder:
             decision=call.outcome,
             mode=self._mode,
             forwarded=call.forwarded,
-            reasons=call.reasons,
-            warnings=decision.warn if decision else [],
+            reasons=self._masked_reasons(call.reasons, recipient),
+            warnings=self._masked_reasons(decision.warn if decision else [], recipient),
             retry_after=decision.retry_after if decision and call.outcome == "defer" else None,
-            policy_revision=self._revision(),
+            # The revision that decided: per decision from OPA serving its own bundle, else the engine's.
+            policy_revision=(decision.revision if decision and decision.revision else self._revision()),
             eval_us=call.eval_us,
             content=self._content(call),
+            facts=self._facts(call),
+            engine_decision_id=decision.decision_id if decision else None,
         )
         await self.store.log_decision(record, send)
         if self._options.json_stdout:
             line = record.as_json()
             line.pop("content")
+            line.pop("facts")
             sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
             sys.stdout.flush()
 
@@ -85,6 +89,24 @@ class DecisionRecorder:
     def _shown(self, recipient: str) -> str:
         return mask_recipient(recipient) if self._options.mask_recipients else recipient
 
+    def _masked_reasons(self, reasons: list[dict[str, Any]], recipient: str | None) -> list[dict[str, Any]]:
+        """Reasons as logged: with masking on, the recipient's number does not survive in their texts."""
+        if not self._options.mask_recipients or not recipient:
+            return reasons
+        return mask_in_reasons(reasons, recipient, mask_recipient(recipient))
+
+    def _facts(self, call: SendCall) -> dict[str, Any] | None:
+        """The input document's `recipient` and `template` facts, kept when the content is."""
+        if call.outcome == "allow" and not self._options.keep_allowed_content:
+            return None
+        document = call.input or {}
+        recipient, template = document.get("recipient"), document.get("template")
+        if recipient is None and template is None:
+            return None
+        if isinstance(recipient, dict) and isinstance(recipient.get("id"), str):
+            recipient = {**recipient, "id": self._shown(recipient["id"])}
+        return {"recipient": recipient, "template": template}
+
     def _content(self, call: SendCall) -> Any:
         if call.outcome == "allow" and not self._options.keep_allowed_content:
             return None
@@ -95,6 +117,16 @@ class DecisionRecorder:
         if call.raw_body:
             return call.raw_body[:_MAX_INVALID_CONTENT].decode("utf-8", "replace")
         return None
+
+
+def mask_in_reasons(reasons: list[Any], recipient: str, masked: str) -> list[Any]:
+    """Copies of `reasons` with `recipient` replaced by `masked` in their string fields."""
+    out: list[Any] = []
+    for reason in reasons:
+        if isinstance(reason, dict):
+            reason = {k: v.replace(recipient, masked) if isinstance(v, str) else v for k, v in reason.items()}
+        out.append(reason)
+    return out
 
 
 def _meta_ids(body: bytes) -> tuple[str | None, int | None]:

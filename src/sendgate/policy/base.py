@@ -27,6 +27,10 @@ class Decision:
     defer: list[dict[str, Any]]
     warn: list[dict[str, Any]]
     retry_after: int | None
+    # Set by engines that know them per decision: OPA's own decision id (with its decision
+    # logs on), and the revision of the bundle that decided (OPA serving its own bundle).
+    decision_id: str | None = None
+    revision: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -71,6 +75,18 @@ class PolicyEngine(Protocol):
 
     async def reload(self) -> str:
         """Load the policies again; swap only if they compile and their tests pass. Returns the revision."""
+        ...
+
+    async def start(self) -> None:
+        """Open connections, load policies into a remote engine; called once the event loop runs."""
+        ...
+
+    async def params(self) -> dict[str, Any]:
+        """`data.sendgate.params`, the tunables the serving policies read (caps, lists, hours)."""
+        ...
+
+    async def health(self) -> dict[str, Any]:
+        """`{"ok": bool, "engine": name, "revision": ..., "detail": why not ok or None}`, for `/readyz`."""
         ...
 
     async def close(self) -> None: ...

@@ -8,10 +8,14 @@ from typing import Any, Protocol
 __all__ = [
     "CONSENT_CATEGORIES",
     "CONSENT_STATUSES",
+    "DECISION_FILTERS",
     "ConsentRecord",
+    "DecisionCount",
     "DecisionQuery",
     "DecisionRecord",
     "InvalidRecord",
+    "PruneResult",
+    "ReviewRecord",
     "SendRecord",
     "Store",
     "TemplateFacts",
@@ -19,6 +23,9 @@ __all__ = [
 
 CONSENT_STATUSES = frozenset({"opted_in", "opted_out"})
 CONSENT_CATEGORIES = frozenset({"marketing", "utility", "authentication"})
+# `DecisionQuery.decision`: a recorded decision, or `rejected` (anything but allow, shadow included)
+# or `shadow` (deny/defer recorded in shadow mode: would-be rejections that were forwarded).
+DECISION_FILTERS = frozenset({"allow", "deny", "defer", "invalid", "error", "rejected", "shadow"})
 
 
 class InvalidRecord(ValueError):
@@ -104,6 +111,16 @@ class DecisionRecord:
     upstream_error: str | None = None
     content: Any = None  # the request body, kept for rejected sends
     recipient_key: str | None = None  # hash of the unmasked recipient, for filtering
+    # The input document's `recipient` and `template` facts the policy saw (kept like `content`).
+    facts: dict[str, Any] | None = None
+    # Meta's later status of the forwarded message (sent, delivered, read, failed), set by the
+    # webhook receiver by `upstream_message_id`; None until one arrives.
+    delivery_status: str | None = None
+    delivery_at: float | None = None
+    delivery_error: str | None = None
+    # The engine's own id of this decision, when it has one (OPA's `decision_id`, with its decision
+    # logs on), to find the decision in the engine's logs.
+    engine_decision_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -121,6 +138,48 @@ class DecisionQuery:
     until: float | None = None
     before_id: str | None = None  # paging cursor: records older than this id
     limit: int = 50
+    template: str | None = None
+    reviewed: bool | None = None  # True: with at least one review note; False: without
+    after_id: str | None = None  # paging cursor: records newer than this id (still returned newest first)
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    """One entry of the append-only review trail: who looked at a decision, when, and what they noted."""
+
+    decision_id: str
+    reviewer: str
+    note: str
+    reviewed_at: float
+    seq: int | None = None  # assigned by the store
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DecisionCount:
+    """How many decisions fell in one bucket, per dimension.
+
+    `dimension` is `all` (key ""), `account`, `template` or `rule`. `all` and `account` count
+    every decision; `template` and `rule` count rejections only (a decision with two rules counts
+    once under each). `bucket` is the bucket's start (Unix seconds, UTC-aligned), or None when
+    the whole range was asked for at once.
+    """
+
+    bucket: float | None
+    dimension: str
+    key: str
+    decision: str
+    mode: str
+    count: int
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    decisions: int
+    reviews: int
+    sends: int
 
 
 class Store(Protocol):
@@ -159,6 +218,49 @@ class Store(Protocol):
     ) -> None: ...
     async def decisions(self, query: DecisionQuery) -> list[DecisionRecord]: ...
     async def decision(self, decision_id: str) -> DecisionRecord | None: ...
+    async def decision_counts(
+        self, since: float, until: float, bucket: int | None = None, dimension: str | None = None
+    ) -> list[DecisionCount]: ...
+    async def prune_decisions(self, before: float, now: float) -> PruneResult: ...
+
+    # Review trail: append-only notes on decisions.
+    async def add_review(self, review: ReviewRecord) -> ReviewRecord: ...
+    async def reviews(self, decision_ids: list[str]) -> dict[str, list[ReviewRecord]]: ...
+
+    # What Meta's webhooks report (sendgate/webhooks); every write idempotent under redelivery.
+    # SQLite: state/sqlite_webhooks.py documents each.
+    async def record_entry_point(self, phone_number_id: str, recipient: str, at: float, source: str | None) -> None: ...
+    async def close_window(self, phone_number_id: str, recipient: str, at: float) -> None: ...
+    async def record_delivery_failure(
+        self, message_id: str, code: int, recipient: str, phone_number_id: str | None, at: float
+    ) -> bool: ...
+    async def recipient_signals(self, phone_number_id: str, recipient: str, now: float) -> dict[str, Any]: ...
+    async def record_delivery_status(
+        self, message_id: str, status: str, at: float, error: str | None
+    ) -> tuple[str, str] | None: ...
+    async def apply_consent_event(self, key: str, record: ConsentRecord, action: str) -> ConsentRecord | None: ...
+    async def update_template(
+        self,
+        waba_id: str,
+        *,
+        template_id: str | None,
+        name: str | None,
+        language: str | None,
+        at: float,
+        status: str | None = None,
+        quality: str | None = None,
+        category: str | None = None,
+    ) -> bool | None: ...
+    async def learn_phone_numbers(self, numbers: dict[str, tuple[str | None, str | None]], at: float) -> None: ...
+    async def phone_number_ids(self, display_phone_number: str) -> list[str]: ...
+    async def set_account_state(
+        self, scope: str, key: str, values: dict[str, str | None], at: float, detail: dict[str, Any] | None = None
+    ) -> bool: ...
+    async def account_state(self, phone_number_id: str, waba_id: str | None) -> dict[str, Any]: ...
+    async def set_marketing_pause(self, phone_number_id: str, alert: str, message: str, since: float) -> bool: ...
+    async def clear_marketing_pause(self, phone_number_id: str) -> bool: ...
+    async def marketing_pauses(self) -> dict[str, dict[str, Any]]: ...
+    async def ping(self) -> None: ...
 
     async def flush(self) -> None: ...
     async def close(self) -> None: ...

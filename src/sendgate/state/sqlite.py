@@ -25,12 +25,13 @@ from cachetools import TTLCache
 
 from sendgate.state.base import (
     ConsentRecord,
-    DecisionQuery,
     DecisionRecord,
     SendRecord,
     TemplateFacts,
 )
 from sendgate.state.catalog import count_placeholders, validate_catalog
+from sendgate.state.sqlite_review import UPSERT_COUNT, ReviewQueries, count_rows, migrate
+from sendgate.state.sqlite_webhooks import WebhookQueries, migrate_webhooks
 
 __all__ = ["SQLiteStore"]
 
@@ -122,7 +123,7 @@ _DECISION_COLUMNS = (
     "id", "ts", "endpoint", "api_version", "account", "waba_id", "recipient", "recipient_key", "type",
     "template", "category", "decision", "mode", "forwarded", "reasons", "warnings", "retry_after",
     "policy_revision", "eval_us", "upstream_status", "upstream_message_id", "upstream_error_code",
-    "upstream_error", "content",
+    "upstream_error", "content", "facts", "delivery_status", "delivery_at", "delivery_error", "engine_decision_id",
 )  # fmt: skip
 _INSERT_DECISION = (
     f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}) VALUES ({', '.join('?' * len(_DECISION_COLUMNS))})"
@@ -213,14 +214,19 @@ def _resolve(future: asyncio.Future[Any] | None, result: Any, exc: BaseException
         pass
 
 
-class SQLiteStore:
-    """The `Store` on one SQLite file."""
+class SQLiteStore(ReviewQueries, WebhookQueries):
+    """The `Store` on one SQLite file. Listing, counts, reviews and pruning: `sqlite_review.py`;
+    what webhooks record (delivery status, failures, account state...): `sqlite_webhooks.py`."""
+
+    _select_columns = ", ".join(f"d.{column}" for column in _DECISION_COLUMNS)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._read = _connect(self.path)
         self._read.executescript(_SCHEMA)
+        migrate(self._read)
+        migrate_webhooks(self._read)
         self._writer = _Writer(self.path)
         self._writer.start()
         # Catalog facts change rarely and are read on every template send.
@@ -334,8 +340,12 @@ class SQLiteStore:
         await self._write(op)
 
     async def last_inbound(self, phone_number_id: str, recipient: str) -> float | None:
+        # None too once Meta reported the window closed (131047) after the last inbound message.
         row = self._read.execute(
-            "SELECT last_at FROM inbound WHERE phone_number_id = ? AND recipient = ?", (phone_number_id, recipient)
+            "SELECT last_at FROM inbound i WHERE phone_number_id = ? AND recipient = ? AND NOT EXISTS"
+            " (SELECT 1 FROM window_closures c WHERE c.phone_number_id = i.phone_number_id"
+            " AND c.recipient = i.recipient AND c.closed_at >= i.last_at)",
+            (phone_number_id, recipient),
         ).fetchone()
         return row[0] if row else None
 
@@ -361,9 +371,11 @@ class SQLiteStore:
     async def log_decision(self, record: DecisionRecord, send: SendRecord | None = None) -> None:
         row = _decision_row(record)
         rules = sorted({r["rule"] for r in record.reasons if isinstance(r.get("rule"), str)})
+        counts = count_rows(record, rules)
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(_INSERT_DECISION, row)
+            conn.executemany(UPSERT_COUNT, counts)  # the hourly rollup the overview reads
             if rules:
                 conn.executemany("INSERT OR IGNORE INTO decision_rules VALUES (?, ?)", [(record.id, r) for r in rules])
             if send is not None:
@@ -395,35 +407,8 @@ class SQLiteStore:
         # Not awaited: the record was committed before forwarding; this only completes it.
         self._writer.submit(op, None)
 
-    async def decisions(self, query: DecisionQuery) -> list[DecisionRecord]:
-        where: list[str] = []
-        args: list[Any] = []
-        if query.rule is not None:
-            where.append("id IN (SELECT decision_id FROM decision_rules WHERE rule = ?)")
-            args.append(query.rule)
-        for column, value in (
-            ("decision", query.decision),
-            ("account", query.account),
-            ("recipient_key", query.recipient_key),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if query.since is not None:
-            where.append("ts >= ?")
-            args.append(query.since)
-        if query.until is not None:
-            where.append("ts < ?")
-            args.append(query.until)
-        if query.before_id is not None:
-            where.append("id < ?")
-            args.append(query.before_id)
-        sql = f"SELECT {', '.join(_DECISION_COLUMNS)} FROM decisions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(query.limit)
-        return [_decision(row) for row in self._read.execute(sql, args).fetchall()]
+    def _to_record(self, row: Sequence[Any]) -> DecisionRecord:
+        return _decision(row)
 
     async def decision(self, decision_id: str) -> DecisionRecord | None:
         row = self._read.execute(
@@ -459,7 +444,8 @@ def _decision_row(r: DecisionRecord) -> tuple[Any, ...]:
         r.id, r.timestamp, r.endpoint, r.api_version, r.account, r.waba_id, r.recipient, r.recipient_key, r.type,
         r.template, r.category, r.decision, r.mode, int(r.forwarded), orjson.dumps(r.reasons).decode(),
         orjson.dumps(r.warnings).decode(), r.retry_after, r.policy_revision, r.eval_us, r.upstream_status,
-        r.upstream_message_id, r.upstream_error_code, r.upstream_error, _json(r.content),
+        r.upstream_message_id, r.upstream_error_code, r.upstream_error, _json(r.content), _json(r.facts),
+        r.delivery_status, r.delivery_at, r.delivery_error, r.engine_decision_id,
     )  # fmt: skip
 
 
@@ -490,4 +476,9 @@ def _decision(row: Sequence[Any]) -> DecisionRecord:
         upstream_error=values["upstream_error"],
         content=None if values["content"] is None else orjson.loads(values["content"]),
         recipient_key=values["recipient_key"],
+        facts=None if values["facts"] is None else orjson.loads(values["facts"]),
+        delivery_status=values["delivery_status"],
+        delivery_at=values["delivery_at"],
+        delivery_error=values["delivery_error"],
+        engine_decision_id=values["engine_decision_id"],
     )

@@ -1,0 +1,550 @@
+"""Metrics, per-account early warnings, and the health endpoints.
+
+- `Metrics`: the Prometheus series `GET /metrics` serves (one registry per app).
+- `Monitor`: rolling per-account counts (sends, rejections by rule, Meta error codes, webhook
+  failures) checked against the `alerts.thresholds`; an alert is a log line, a metric and a
+  POST to `alerts.url`, once per episode (when the condition starts holding, and once when it
+  stops). A threshold with `pause_marketing` also pauses marketing templates on the account
+  (the policy input's `account.marketing_paused`, rule `account.paused`) until an operator
+  clears it (`DELETE /admin/v1/accounts/{phone_number_id}/pause`).
+- `MonitoredRecorder` and `TimedUpstream`: the send path's recorder and upstream, reporting
+  to both.
+- `/metrics`, `/readyz` and the monitoring admin routes.
+
+Counts live in memory: a restart starts them afresh (pauses are in the store and survive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from cachetools import TTLCache
+from multidict import CIMultiDict
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from sendgate.config import Config
+from sendgate.gateway.errors import primary_reason
+from sendgate.gateway.recorder import DecisionRecorder, _meta_ids
+from sendgate.gateway.upstream import Upstream, UpstreamError, UpstreamResponse
+from sendgate.policy.watch import RELOADER
+from sendgate.state import SendRecord, Store
+from sendgate.webhooks.options import Threshold
+
+if TYPE_CHECKING:
+    from sendgate.gateway.send import SendCall
+    from sendgate.policy import PolicyEngine
+
+__all__ = ["MONITOR", "Metrics", "Monitor", "MonitoredRecorder", "TimedUpstream", "monitoring_routes"]
+
+log = logging.getLogger("sendgate.monitoring")
+
+_BUCKET = 10.0  # seconds per rolling-count bucket
+_CHECK_INTERVAL = 15.0  # seconds between checks for episodes that ended
+_READY_TIMEOUT = 2.0
+
+
+class Metrics:
+    """The Prometheus series, on a registry of their own (one per app)."""
+
+    def __init__(self, accounts: Callable[[str], bool]) -> None:
+        self._known = accounts
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.decisions = Counter(
+            "sendgate_decisions", "Send calls by decision, primary rule, mode and account",
+            ["decision", "rule", "mode", "account"], registry=r,
+        )  # fmt: skip
+        self.evaluation = Histogram(
+            "sendgate_policy_evaluation_seconds", "Policy evaluation time per send call", registry=r,
+            buckets=(10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0),
+        )  # fmt: skip
+        self.upstream = Histogram(
+            "sendgate_upstream_request_seconds", "Requests to Meta by HTTP status (timeout / error: no answer)",
+            ["status"], registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        )  # fmt: skip
+        self.upstream_errors = Counter(
+            "sendgate_upstream_errors", "Meta error codes, from send responses and failed-status webhooks",
+            ["account", "code", "source"], registry=r,
+        )  # fmt: skip
+        self.webhook_events = Counter("sendgate_webhook_events", "Webhook events received, by kind", ["kind"], registry=r)
+        self.webhook_requests = Counter(
+            "sendgate_webhook_requests", "Webhook deliveries by result", ["result"], registry=r
+        )
+        self.webhook_forwards = Counter(
+            "sendgate_webhook_forwards", "Webhook relays to the app by outcome", ["outcome"], registry=r
+        )
+        self.alerts = Counter("sendgate_alerts", "Alert episodes started", ["account", "alert"], registry=r)
+        self.alert_firing = Gauge("sendgate_alert_firing", "1 while an alert's condition holds", ["account", "alert"], registry=r)
+        self.marketing_paused = Gauge(
+            "sendgate_marketing_paused", "1 while marketing is paused on the account", ["account"], registry=r
+        )
+        self.template_syncs = Counter(
+            "sendgate_template_syncs", "Template catalog syncs by WABA and result", ["waba", "result"], registry=r
+        )
+
+    def account(self, phone_number_id: str | None) -> str:
+        """A label value: configured accounts by id, anything else as `unknown` (bounded cardinality)."""
+        return phone_number_id if phone_number_id and self._known(phone_number_id) else "unknown"
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RollingCounts:
+    """Per-account counts in `_BUCKET`-second buckets, kept for `horizon` seconds."""
+
+    def __init__(self, horizon: float) -> None:
+        self.horizon = horizon
+        self._buckets: dict[tuple[str, tuple[Any, ...]], deque[list[float]]] = defaultdict(deque)
+
+    def add(self, account: str, key: tuple[Any, ...], now: float, n: int = 1) -> None:
+        start = now - now % _BUCKET
+        buckets = self._buckets[(account, key)]
+        if buckets and buckets[-1][0] == start:
+            buckets[-1][1] += n
+        else:
+            buckets.append([start, n])
+        while buckets and buckets[0][0] <= now - self.horizon - _BUCKET:
+            buckets.popleft()
+
+    def total(self, account: str, key: tuple[Any, ...], now: float, window: float) -> int:
+        buckets = self._buckets.get((account, key))
+        if not buckets:
+            return 0
+        since = now - window
+        return int(sum(n for start, n in buckets if start + _BUCKET > since))
+
+    def keys(self, account: str) -> list[tuple[Any, ...]]:
+        return [key for (acct, key) in self._buckets if acct == account]
+
+    def accounts(self) -> set[str]:
+        return {acct for acct, _ in self._buckets}
+
+
+@dataclass
+class Episode:
+    alert: Threshold
+    account: str
+    started_at: float
+    value: int
+    sends: int
+
+
+class Monitor:
+    """Rolling counts and alert episodes per account (see the module docstring)."""
+
+    def __init__(
+        self, config: Config, metrics: Metrics, store: Callable[[], Store], clock: Callable[[], float] = time.time
+    ) -> None:
+        self._config = config
+        self._options = config.alerts
+        self._metrics = metrics
+        self._store = store
+        self._clock = clock
+        horizon = max([3600.0, *(t.window for t in self._options.thresholds)])
+        self.counts = RollingCounts(horizon)
+        self._firing: dict[tuple[str, str], Episode] = {}
+        self._seen: TTLCache[str, bool] = TTLCache(maxsize=200_000, ttl=86400)
+        self._state_tasks: set[asyncio.Task[Any]] = set()  # store writes a webhook answer waits for
+        self._background: set[asyncio.Task[Any]] = set()  # alert POSTs
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- what happened ------------------------------------------------------------------
+
+    def sent(self, account: str) -> None:
+        self.counts.add(account, ("sends",), self._clock())
+
+    def rejected(self, account: str, rules: list[str]) -> None:
+        now = self._clock()
+        self.counts.add(account, ("rejections",), now)
+        for rule in dict.fromkeys(rules):
+            self.counts.add(account, ("rejection", rule), now)
+        self._evaluate(account, "rejections", now)
+
+    def upstream_error(self, account: str, code: int, dedupe: str | None = None, source: str = "webhook") -> None:
+        """A Meta error code for a message of `account`; `dedupe` drops redeliveries of the same one."""
+        if dedupe is not None:
+            if dedupe in self._seen:
+                return
+            self._seen[dedupe] = True
+        now = self._clock()
+        self._metrics.upstream_errors.labels(self._metrics.account(account), str(code), source).inc()
+        self.counts.add(account, ("errors",), now)
+        self.counts.add(account, ("error", code), now)
+        self._evaluate(account, "errors", now)
+
+    def webhook_failure(self, accounts: list[str]) -> None:
+        now = self._clock()
+        for account in accounts or ["unknown"]:
+            self.counts.add(account, ("webhook_failures",), now)
+            self._evaluate(account, "webhook_failures", now)
+
+    # -- thresholds ---------------------------------------------------------------------
+
+    def _value(self, account: str, threshold: Threshold, now: float) -> tuple[int, int]:
+        window = threshold.window
+        total = self.counts.total
+        if threshold.metric == "errors":
+            keys = [("error", c) for c in threshold.codes] or [("errors",)]
+        elif threshold.metric == "rejections":
+            keys = [("rejection", r) for r in threshold.rules] or [("rejections",)]
+        else:
+            keys = [("webhook_failures",)]
+        value = sum(total(account, key, now, window) for key in keys)
+        return value, total(account, ("sends",), now, window)
+
+    @staticmethod
+    def _breached(threshold: Threshold, value: int, sends: int) -> bool:
+        if threshold.count is not None:
+            return value >= threshold.count
+        assert threshold.rate is not None
+        return sends >= threshold.min_sends and value > threshold.rate * sends
+
+    def _evaluate(self, account: str, metric: str | None, now: float) -> None:
+        for threshold in self._options.thresholds:
+            if metric is not None and threshold.metric != metric:
+                continue
+            key = (account, threshold.name)
+            value, sends = self._value(account, threshold, now)
+            breached = self._breached(threshold, value, sends)
+            episode = self._firing.get(key)
+            if breached and episode is None:
+                self._start(Episode(threshold, account, now, value, sends))
+            elif not breached and episode is not None:
+                self._end(episode, now, value, sends)
+
+    async def check(self) -> None:
+        """End the episodes whose condition no longer holds (counts age out of their window)."""
+        now = self._clock()
+        for account, _name in list(self._firing):
+            self._evaluate(account, None, now)
+
+    def firing(self, account: str | None = None) -> list[dict[str, Any]]:
+        return [
+            self._describe(e, "firing")
+            for (acct, _), e in sorted(self._firing.items())
+            if account is None or acct == account
+        ]
+
+    def _describe(self, episode: Episode, status: str, **extra: Any) -> dict[str, Any]:
+        t = episode.alert
+        condition = f"at least {t.count}" if t.count is not None else f"more than {t.rate:.2%} of sends (min {t.min_sends})"
+        what = {"errors": f"Meta errors {list(t.codes) or 'any'}", "rejections": f"rejections {list(t.rules) or 'any'}",
+                "webhook_failures": "webhook failures"}[t.metric]  # fmt: skip
+        return {
+            "alert": t.name,
+            "status": status,
+            "account": episode.account,
+            "metric": t.metric,
+            "codes": list(t.codes),
+            "rules": list(t.rules),
+            "value": episode.value,
+            "sends": episode.sends,
+            "threshold": {"count": t.count, "rate": t.rate, "min_sends": t.min_sends},
+            "window_seconds": t.window,
+            "started_at": episode.started_at,
+            "pause_marketing": t.pause_marketing,
+            "message": f"{what}: {episode.value} in the last {t.window:g}s ({episode.sends} sends); threshold: {condition}",
+            **extra,
+        }
+
+    def _start(self, episode: Episode) -> None:
+        self._firing[(episode.account, episode.alert.name)] = episode
+        alert = self._describe(episode, "firing")
+        log.warning("ALERT %s on account %s: %s", episode.alert.name, episode.account, alert["message"])
+        label = self._metrics.account(episode.account)
+        self._metrics.alerts.labels(label, episode.alert.name).inc()
+        self._metrics.alert_firing.labels(label, episode.alert.name).set(1)
+        if episode.alert.pause_marketing:
+            self._spawn(self._state_tasks, self._pause(episode, alert["message"]))
+        self._notify(alert)
+
+    def _end(self, episode: Episode, now: float, value: int, sends: int) -> None:
+        del self._firing[(episode.account, episode.alert.name)]
+        log.warning("RESOLVED %s on account %s", episode.alert.name, episode.account)
+        self._metrics.alert_firing.labels(self._metrics.account(episode.account), episode.alert.name).set(0)
+        episode.value, episode.sends = value, sends
+        self._notify(self._describe(episode, "resolved", ended_at=now))
+
+    async def _pause(self, episode: Episode, message: str) -> None:
+        created = await self._store().set_marketing_pause(episode.account, episode.alert.name, message, episode.started_at)
+        if created:
+            log.warning("marketing paused on account %s by alert %s until an operator clears it", episode.account, episode.alert.name)
+        self._metrics.marketing_paused.labels(self._metrics.account(episode.account)).set(1)
+
+    async def clear_pause(self, account: str) -> bool:
+        cleared = await self._store().clear_marketing_pause(account)
+        self._metrics.marketing_paused.labels(self._metrics.account(account)).set(0)
+        if cleared:
+            log.warning("marketing pause on account %s cleared by an operator", account)
+        return cleared
+
+    # -- alert delivery -------------------------------------------------------------------
+
+    def _spawn(self, tasks: set[asyncio.Task[Any]], work: Coroutine[Any, Any, Any]) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(work)
+        except RuntimeError:  # no loop (CLI use): nothing to deliver with
+            work.close()
+            return
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        task.add_done_callback(_log_failure)
+
+    def _notify(self, alert: dict[str, Any]) -> None:
+        if self._options.url is not None:
+            self._spawn(self._background, self._post(alert))
+
+    async def _post(self, alert: dict[str, Any]) -> None:
+        assert self._options.url is not None
+        session = self._session
+        if session is None or session.closed:
+            return
+        try:
+            async with session.post(
+                self._options.url,
+                data=orjson.dumps(alert),
+                headers={"Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=self._options.timeout),
+            ) as response:
+                if response.status >= 300:
+                    log.error("alert %s: %s answered %s", alert["alert"], self._options.url, response.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.error("alert %s: cannot reach %s: %s", alert["alert"], self._options.url, exc)
+
+    async def settle(self) -> None:
+        """Wait for the store writes alerts started (a pause), so a webhook's answer implies them."""
+        if self._state_tasks:
+            await asyncio.gather(*list(self._state_tasks), return_exceptions=True)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def context(self) -> Callable[[web.Application], AsyncIterable[None]]:
+        """A `cleanup_ctx` entry: the alert session and the periodic end-of-episode check."""
+
+        async def ctx(app: web.Application) -> Any:
+            app[MONITOR] = self
+            self._session = aiohttp.ClientSession()
+            pauses = await self._store().marketing_pauses()
+            for account in pauses:
+                self._metrics.marketing_paused.labels(self._metrics.account(account)).set(1)
+            ticker = asyncio.get_running_loop().create_task(self._tick())
+            try:
+                yield
+            finally:
+                ticker.cancel()
+                await asyncio.gather(ticker, return_exceptions=True)
+                pending = list(self._state_tasks | self._background)
+                if pending:
+                    await asyncio.wait(pending, timeout=self._options.timeout)
+                await self._session.close()
+
+        return ctx
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(_CHECK_INTERVAL)
+            try:
+                await self.check()
+            except Exception:  # never let the ticker die
+                log.exception("alert check failed")
+
+    def summary(self, account: str, window: float = 3600.0) -> dict[str, Any]:
+        now = self._clock()
+        keys = self.counts.keys(account)
+        total = self.counts.total
+        return {
+            "window_seconds": window,
+            "sends": total(account, ("sends",), now, window),
+            "rejections": {k[1]: n for k in keys if k[0] == "rejection" and (n := total(account, k, now, window))},
+            "errors": {str(k[1]): n for k in keys if k[0] == "error" and (n := total(account, k, now, window))},
+            "webhook_failures": total(account, ("webhook_failures",), now, window),
+            "alerts": self.firing(account),
+        }
+
+    def accounts(self) -> set[str]:
+        return self.counts.accounts() | {acct for acct, _ in self._firing}
+
+
+MONITOR = web.AppKey("monitor", Monitor)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("monitoring task failed: %s", task.exception())
+
+
+class MonitoredRecorder(DecisionRecorder):
+    """The send path's recorder, also feeding the metrics and the monitor."""
+
+    def __init__(self, *args: Any, metrics: Metrics, monitor: Monitor, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._metrics = metrics
+        self._monitor = monitor
+
+    async def record(self, call: SendCall, send: SendRecord | None = None) -> None:
+        await super().record(call, send)
+        account = call.phone_number_id
+        rule = primary_reason(call.reasons).get("rule", "none") if call.reasons else "none"
+        self._metrics.decisions.labels(call.outcome, str(rule), self._mode, self._metrics.account(account)).inc()
+        if call.eval_us is not None:
+            self._metrics.evaluation.observe(call.eval_us / 1e6)
+        if send is not None:
+            self._monitor.sent(account)
+        if call.outcome in ("deny", "defer"):
+            self._monitor.rejected(account, [str(r.get("rule")) for r in call.reasons if r.get("rule")])
+
+    def upstream_answered(self, call: SendCall, response: UpstreamResponse) -> None:
+        super().upstream_answered(call, response)
+        if response.status >= 300:
+            _, code = _meta_ids(response.body)
+            if code is not None:
+                self._monitor.upstream_error(call.phone_number_id, code, source="response")
+
+
+class TimedUpstream(Upstream):
+    """The upstream, timing each request into `sendgate_upstream_request_seconds`."""
+
+    def __init__(self, base_url: str, timeout: float, session: aiohttp.ClientSession, metrics: Metrics) -> None:
+        super().__init__(base_url, timeout, session)
+        self._metrics = metrics
+
+    async def send(
+        self,
+        method: str,
+        raw_path_qs: str,
+        headers: CIMultiDict[str] | dict[str, str],
+        body: bytes | AsyncIterable[bytes] | None,
+    ) -> UpstreamResponse:
+        started = time.perf_counter()
+        try:
+            response = await super().send(method, raw_path_qs, headers, body)
+        except UpstreamError as exc:
+            self._metrics.upstream.labels("timeout" if exc.timed_out else "error").observe(time.perf_counter() - started)
+            raise
+        self._metrics.upstream.labels(str(response.status)).observe(time.perf_counter() - started)
+        return response
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(value), content_type="application/json")
+
+
+def _admin_error(status: int, message: str) -> web.Response:
+    return _json({"error": {"message": message, "type": "SendgateAdminError", "code": status}}, status)
+
+
+def monitoring_routes(
+    config: Config,
+    metrics: Metrics,
+    monitor: Monitor,
+    store: Callable[[], Store],
+    engine: Callable[[], PolicyEngine],
+) -> list[web.RouteDef]:
+    """`/metrics`, `/readyz`, and the admin API's monitoring calls (bearer `admin_token`)."""
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def get_ready(request: web.Request) -> web.Response:
+        checks: dict[str, Any] = {}
+        ready = True
+        try:
+            await asyncio.wait_for(store().ping(), _READY_TIMEOUT)
+            checks["store"] = {"ok": True}
+        except Exception as exc:
+            ready = False
+            checks["store"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        checks["engine"] = await _engine_health(engine())
+        ready = ready and bool(checks["engine"].get("ok"))
+        reloader = request.app.get(RELOADER)
+        if reloader is not None:  # a refused reload is reported, not unready: the old revision serves
+            checks["policy_reload"] = reloader.status()
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return _json(body, 200 if ready else 503)
+
+    def guarded(handler: Callable[[web.Request], Awaitable[web.Response]]) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def check(request: web.Request) -> web.Response:
+            token = config.admin_token
+            if token is None:
+                return _admin_error(404, "the admin API is off: set admin_token to enable it")
+            given = request.headers.get("Authorization", "")
+            if not given.startswith("Bearer ") or not hmac.compare_digest(given.removeprefix("Bearer ").encode(), token.encode()):
+                return _admin_error(401, "admin API needs Authorization: Bearer <admin_token>")
+            return await handler(request)
+
+        return check
+
+    async def account_view(phone_number_id: str) -> dict[str, Any]:
+        account = config.account(phone_number_id)
+        waba_id = account.waba_id if account else None
+        return {
+            "phone_number_id": phone_number_id,
+            "waba_id": waba_id,
+            "known": account is not None,
+            "state": await store().account_state(phone_number_id, waba_id),  # as the policy input shows it
+            "monitoring": monitor.summary(phone_number_id),
+        }
+
+    async def get_monitoring(request: web.Request) -> web.Response:
+        pauses = await store().marketing_pauses()
+        ids = sorted({a.phone_number_id for a in config.accounts} | monitor.accounts() | set(pauses))
+        return _json({"accounts": [await account_view(pid) for pid in ids if pid != "unknown"],
+                      "firing": monitor.firing()})  # fmt: skip
+
+    async def get_account(request: web.Request) -> web.Response:
+        return _json(await account_view(request.match_info["phone_number_id"]))
+
+    async def put_pause(request: web.Request) -> web.Response:
+        phone_number_id = request.match_info["phone_number_id"]
+        try:
+            body = orjson.loads(await request.read() or b"{}")
+        except orjson.JSONDecodeError:
+            return _admin_error(400, "body must be JSON")
+        message = body.get("message") if isinstance(body, dict) else None
+        await store().set_marketing_pause(phone_number_id, "operator", str(message or "paused by an operator"), time.time())
+        metrics.marketing_paused.labels(metrics.account(phone_number_id)).set(1)
+        return _json(await account_view(phone_number_id))
+
+    async def delete_pause(request: web.Request) -> web.Response:
+        phone_number_id = request.match_info["phone_number_id"]
+        if not await monitor.clear_pause(phone_number_id):
+            return _admin_error(404, f"marketing is not paused on account {phone_number_id}")
+        return _json(await account_view(phone_number_id))
+
+    base = "/admin/v1"
+    return [
+        web.get("/metrics", get_metrics),
+        web.get("/readyz", get_ready),
+        web.get(f"{base}/monitoring", guarded(get_monitoring)),
+        web.get(f"{base}/accounts/{{phone_number_id}}", guarded(get_account)),
+        web.put(f"{base}/accounts/{{phone_number_id}}/pause", guarded(put_pause)),
+        web.delete(f"{base}/accounts/{{phone_number_id}}/pause", guarded(delete_pause)),
+    ]
+
+
+async def _engine_health(engine: PolicyEngine) -> dict[str, Any]:
+    """The engine's own health report where it has one, else a probe evaluation."""
+    try:
+        health = getattr(engine, "health", None)
+        if health is not None:
+            report = await asyncio.wait_for(health(), _READY_TIMEOUT)
+            return dict(report) if isinstance(report, dict) else {"ok": bool(report)}
+        await asyncio.wait_for(engine.evaluate({}), _READY_TIMEOUT)
+        return {"ok": True, "revision": engine.revision}
+    except Exception as exc:
+        return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}

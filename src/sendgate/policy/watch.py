@@ -1,0 +1,177 @@
+"""Hot reload of the policies: one entry point for the file watch, SIGHUP and the admin API.
+
+`PolicyReloader.reload(trigger)` asks the engine to load, compile and test the
+policy directory again; the engine swaps only if everything passes (the embedded
+engine compiles a new regorus engine and replaces a reference; the OPA engine
+pushes and holds decisions back meanwhile), so requests are never dropped: they
+are decided by the old revision or by the new one. A refused reload leaves the
+old revision serving; the reason is logged and kept (`status()`, shown by
+`GET /admin/v1/policy` and `/readyz`).
+
+The file watch polls the modification times and sizes of `policy_dir` (every
+second by default: a policy directory is a few dozen files), waits until a change
+has settled for one interval (an editor or `git pull` writes several files), then
+reloads. No dependency beyond the standard library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from sendgate.policy.base import EngineError, PolicyEngine, PolicyLoadError
+
+__all__ = ["RELOADER", "PolicyReloader", "ReloadStatus", "snapshot"]
+
+log = logging.getLogger("sendgate.policy")
+
+_WATCHED = (".rego", ".json", ".yaml", ".yml")
+WATCH_INTERVAL = 1.0  # seconds between scans of policy_dir
+
+
+def snapshot(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """(path, mtime_ns, size) of every policy or data file under `root`, sorted; () if it is gone."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.endswith(_WATCHED) and not name.startswith("."):
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue  # removed while we looked
+                found.append((os.path.relpath(path, root), st.st_mtime_ns, st.st_size))
+    return tuple(sorted(found))
+
+
+@dataclass
+class ReloadStatus:
+    revision: str
+    last_trigger: str | None = None  # startup | file | SIGHUP | admin
+    last_attempt_at: float | None = None
+    last_success_at: float | None = None
+    last_error: str | None = None  # None when the last attempt succeeded
+    last_error_at: float | None = None
+    reloads: int = 0
+    failures: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.last_error is None, **asdict(self)}
+
+
+class PolicyReloader:
+    """Serializes reloads of one engine and remembers how the last one went."""
+
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        policy_dir: str | Path | None,
+        *,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.time,
+        on_result: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.policy_dir = None if policy_dir is None else Path(policy_dir)
+        self.interval = WATCH_INTERVAL if interval is None else interval
+        self._clock = clock
+        self._on_result = on_result  # e.g. a metric
+        self._lock = asyncio.Lock()
+        self._status = ReloadStatus(revision=engine.revision)
+        self._task: asyncio.Task[None] | None = None
+
+    def bind_metrics(self, registry: Any) -> None:
+        """`sendgate_policy_reloads_total{result}` and `sendgate_policy_reload_failed` on a Prometheus registry."""
+        from prometheus_client import Counter, Gauge
+
+        reloads = Counter("sendgate_policy_reloads", "Policy reloads by result (ok / failed)", ["result"],
+                          registry=registry)
+        failed = Gauge("sendgate_policy_reload_failed", "1 while the last policy reload was refused "
+                       "(the previous revision keeps serving)", registry=registry)
+
+        def count(ok: bool) -> None:
+            reloads.labels("ok" if ok else "failed").inc()
+            failed.set(0 if ok else 1)
+
+        self._on_result = count
+
+    def status(self) -> dict[str, Any]:
+        self._status.revision = self.engine.revision
+        return self._status.as_json()
+
+    async def reload(self, trigger: str) -> tuple[bool, str, str | None]:
+        """(reloaded, serving revision, error). Never raises for a bad policy or an unreachable OPA."""
+        async with self._lock:
+            status = self._status
+            status.last_trigger, status.last_attempt_at = trigger, self._clock()
+            old = self.engine.revision
+            try:
+                revision = await self.engine.reload()
+            except (PolicyLoadError, EngineError) as exc:
+                status.failures += 1
+                status.last_error, status.last_error_at = str(exc), status.last_attempt_at
+                status.revision = self.engine.revision
+                log.error("policy reload (%s) refused, still serving %s: %s", trigger, self.engine.revision, exc)
+                self._notify(False)
+                return False, self.engine.revision, str(exc)
+            status.reloads += 1
+            status.last_error, status.last_success_at, status.revision = None, status.last_attempt_at, revision
+            if revision != old:
+                log.info("policy reload (%s): now serving %s (was %s)", trigger, revision, old)
+            self._notify(True)
+            return True, revision, None
+
+    def _notify(self, ok: bool) -> None:
+        if self._on_result is not None:
+            try:
+                self._on_result(ok)
+            except Exception:  # a metric must never break a reload
+                log.exception("reload callback failed")
+
+    # -- the file watch --------------------------------------------------------------------
+
+    def start_watching(self) -> None:
+        if self.policy_dir is None or self._task is not None:
+            return
+        self._task = asyncio.get_running_loop().create_task(self._watch(), name="sendgate-policy-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _watch(self) -> None:
+        assert self.policy_dir is not None
+        loop = asyncio.get_running_loop()
+        seen = await loop.run_in_executor(None, snapshot, self.policy_dir)
+        pending: tuple[tuple[str, int, int], ...] | None = None
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                now = await loop.run_in_executor(None, snapshot, self.policy_dir)
+            except OSError as exc:  # e.g. permissions; try again next time
+                log.warning("policy watch: cannot scan %s: %s", self.policy_dir, exc)
+                continue
+            if now == seen:
+                pending = None
+                continue
+            if now != pending:  # still changing: wait until it holds still for one interval
+                pending = now
+                continue
+            seen, pending = now, None
+            ok, _, _ = await self.reload("file")
+            if not ok and "changed while" in (self._status.last_error or ""):
+                seen = ()  # edited again during the test run: reload on the next poll
+
+
+RELOADER = web.AppKey("policy_reloader", PolicyReloader)  # the app's reloader: file watch, SIGHUP, admin

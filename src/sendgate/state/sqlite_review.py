@@ -1,0 +1,437 @@
+"""The decision log's review side on SQLite: filtered listing, hourly counts, the review trail, pruning.
+
+`SQLiteStore` mixes `ReviewQueries` in; the schema here is applied (and older files migrated)
+when a store opens.
+
+Listing stays fast on millions of records because every filter has an index that also yields
+rows newest first, so a page reads about as many rows as it shows:
+
+- rejections (`decision != 'allow'`) and shadow would-be rejections have partial indexes on `id`;
+- `account`, `recipient_key`, `template`, `decision` have `(column, id)` indexes;
+- a rule filter walks `decision_rules (rule, decision_id)` backwards;
+- decision ids are time-ordered (ULID layout, never earlier than the record's timestamp), so a
+  `since` bound becomes an `id` range too.
+
+The overview and `sendgate log stats` read `decision_counts`, a rollup per hour and per day (UTC)
+maintained in the same transaction as each decision record: a month of counts is a few thousand
+day rows, whatever the traffic. A range reads day rows for its whole days, hour rows for its
+whole hours around them, and the records themselves for partial hours at its ends, so counts
+are exact for any range.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from sendgate.state.base import (
+    DECISION_FILTERS,
+    DecisionCount,
+    DecisionQuery,
+    DecisionRecord,
+    InvalidRecord,
+    PruneResult,
+    ReviewRecord,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+__all__ = ["NEW_DECISION_COLUMNS", "ReviewQueries", "count_rows", "id_floor", "migrate", "rebuild_counts"]
+
+HOUR = 3600
+DAY = 86400
+HISTORY_SECONDS = 30 * 86400  # send history the frequency rules read (see SQLiteStore.send_history)
+PRUNE_BATCH = 2000  # records per write transaction: pruning never holds the writer for long
+MAX_NOTE = 4000
+
+# Columns added to `decisions` after its first release: ALTERed into older files on open.
+NEW_DECISION_COLUMNS = (
+    ("facts", "TEXT"),
+    ("delivery_status", "TEXT"),
+    ("delivery_at", "REAL"),
+    ("delivery_error", "TEXT"),
+    ("engine_decision_id", "TEXT"),
+)
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS reviews (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        decision_id TEXT NOT NULL,
+        reviewer TEXT NOT NULL,
+        note TEXT NOT NULL,
+        reviewed_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS reviews_decision ON reviews (decision_id, seq)",
+    """CREATE TRIGGER IF NOT EXISTS reviews_append_only BEFORE UPDATE ON reviews
+    BEGIN
+        SELECT RAISE(ABORT, 'the review trail is append-only');
+    END""",
+    "CREATE INDEX IF NOT EXISTS decisions_template ON decisions (template, id)",
+    "CREATE INDEX IF NOT EXISTS decisions_rejected ON decisions (id) WHERE decision != 'allow'",
+    "CREATE INDEX IF NOT EXISTS decisions_shadow ON decisions (id) WHERE mode = 'shadow' AND decision IN ('deny', 'defer')",
+)
+
+_COUNTS_SCHEMA = """
+CREATE TABLE decision_counts (
+    span INTEGER NOT NULL,  -- 3600: an hour row, 86400: a day row
+    start INTEGER NOT NULL,  -- Unix seconds, a multiple of span
+    dim TEXT NOT NULL,
+    key TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (span, start, dim, key, decision, mode)
+) WITHOUT ROWID;
+"""
+
+UPSERT_COUNT = (
+    "INSERT INTO decision_counts (span, start, dim, key, decision, mode, n) VALUES (?, ?, ?, ?, ?, ?, 1)"
+    " ON CONFLICT (span, start, dim, key, decision, mode) DO UPDATE SET n = n + 1"
+)
+
+_HOURS_FROM_RECORDS = (
+    "INSERT INTO decision_counts (span, start, dim, key, decision, mode, n)"
+    " SELECT 3600, CAST(ts / 3600 AS INTEGER) * 3600, 'all', '', decision, mode, count(*) FROM decisions"
+    " WHERE ts >= ? AND ts < ? GROUP BY 2, 5, 6",
+    "INSERT INTO decision_counts (span, start, dim, key, decision, mode, n)"
+    " SELECT 3600, CAST(ts / 3600 AS INTEGER) * 3600, 'account', account, decision, mode, count(*) FROM decisions"
+    " WHERE ts >= ? AND ts < ? GROUP BY 2, 4, 5, 6",
+    "INSERT INTO decision_counts (span, start, dim, key, decision, mode, n)"
+    " SELECT 3600, CAST(ts / 3600 AS INTEGER) * 3600, 'template', template, decision, mode, count(*) FROM decisions"
+    " WHERE ts >= ? AND ts < ? AND decision != 'allow' AND template IS NOT NULL GROUP BY 2, 4, 5, 6",
+    "INSERT INTO decision_counts (span, start, dim, key, decision, mode, n)"
+    " SELECT 3600, CAST(d.ts / 3600 AS INTEGER) * 3600, 'rule', r.rule, d.decision, d.mode, count(*)"
+    " FROM decision_rules r JOIN decisions d ON d.id = r.decision_id"
+    " WHERE d.ts >= ? AND d.ts < ? AND d.decision != 'allow' GROUP BY 2, 4, 5, 6",
+)
+_DAYS_FROM_HOURS = (
+    "INSERT INTO decision_counts (span, start, dim, key, decision, mode, n)"
+    " SELECT 86400, start / 86400 * 86400, dim, key, decision, mode, sum(n) FROM decision_counts"
+    " WHERE span = 3600 AND start >= ? AND start < ? GROUP BY 2, 3, 4, 5, 6"
+)
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as sendgate.ids
+
+
+def id_floor(ts: float) -> str:
+    """The smallest decision id issued at or after `ts` (ids are never earlier than their record)."""
+    millis = min(max(int(math.floor(ts * 1000)), 0), (1 << 48) - 1)
+    chars = []
+    for _ in range(10):
+        millis, digit = divmod(millis, 32)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars)) + "0" * 16
+
+
+def _hour(ts: float) -> int:
+    return int(ts // HOUR) * HOUR
+
+
+def _keys(decision: str, account: str, template: str | None, rules: Iterable[str]) -> list[tuple[str, str]]:
+    keys = [("all", ""), ("account", account)]
+    if decision != "allow":
+        if template is not None:
+            keys.append(("template", template))
+        keys.extend(("rule", rule) for rule in rules)
+    return keys
+
+
+def count_rows(record: DecisionRecord, rules: Iterable[str]) -> list[tuple[Any, ...]]:
+    """`UPSERT_COUNT` parameters for one new decision record: its hour row and its day row per key."""
+    hour = _hour(record.timestamp)
+    day = int(record.timestamp // DAY) * DAY
+    keys = _keys(record.decision, record.account, record.template, rules)
+    return [(span, start, dim, key, record.decision, record.mode) for span, start in ((HOUR, hour), (DAY, day))
+            for dim, key in keys]  # fmt: skip
+
+
+def rules_of(reasons: Sequence[Any]) -> list[str]:
+    """The rule ids `decision_rules` indexes for a record's reasons."""
+    return sorted({r["rule"] for r in reasons if isinstance(r, dict) and isinstance(r.get("rule"), str)})
+
+
+def rebuild_counts(conn: sqlite3.Connection, since: int | None = None, until: int | None = None) -> None:
+    """Recompute `decision_counts` from the records: everything, or the hours [since, until) and their days."""
+    if since is None or until is None:
+        since, until = -(2**62), 2**62
+    day_since, day_until = since // DAY * DAY, -(-until // DAY) * DAY
+    conn.execute("DELETE FROM decision_counts WHERE span = ? AND start >= ? AND start < ?", (HOUR, since, until))
+    for sql in _HOURS_FROM_RECORDS:
+        conn.execute(sql, (since, until))
+    conn.execute("DELETE FROM decision_counts WHERE span = ? AND start >= ? AND start < ?", (DAY, day_since, day_until))
+    conn.execute(_DAYS_FROM_HOURS, (day_since, day_until))
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store file up to this version's schema (idempotent, safe with a second process)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        present = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+        for name, kind in NEW_DECISION_COLUMNS:
+            if name not in present:
+                conn.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        has_counts = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decision_counts'"
+        ).fetchone()
+        if not has_counts:
+            conn.execute(_COUNTS_SCHEMA)
+            rebuild_counts(conn)  # a file from before the rollup: count what it already holds
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class ReviewQueries:
+    """Mixed into `SQLiteStore`: `_read`, `_write`, `_select` and `_to_record` come from there."""
+
+    _read: sqlite3.Connection
+    _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+    _select_columns: str  # the decision columns, each as d.<column>
+    _to_record: Callable[[Sequence[Any]], DecisionRecord]
+
+    # -- listing --------------------------------------------------------------------
+
+    async def decisions(self, query: DecisionQuery) -> list[DecisionRecord]:
+        sql, args = self._list_sql(query)
+        rows = self._read.execute(sql, args).fetchall()
+        if query.after_id is not None:
+            rows.reverse()  # fetched oldest first to find the page right after the cursor
+        return [self._to_record(row) for row in rows]
+
+    def _list_sql(self, query: DecisionQuery) -> tuple[str, list[Any]]:
+        if query.decision is not None and query.decision not in DECISION_FILTERS:
+            raise InvalidRecord(f"decision must be one of {sorted(DECISION_FILTERS)}")
+        where: list[str] = []
+        args: list[Any] = []
+        # Paging and time bounds go on the id the rows are ordered by: the rule table's copy of it
+        # when the rule filter drives the scan.
+        id_column = "d.id"
+        source = "decisions d"
+        if query.rule is not None:
+            source = "decision_rules dr CROSS JOIN decisions d ON d.id = dr.decision_id"
+            id_column = "dr.decision_id"
+            where.append("dr.rule = ?")
+            args.append(query.rule)
+        if query.decision == "rejected":
+            where.append("d.decision != 'allow'")  # exactly the partial index's condition
+        elif query.decision == "shadow":
+            where.append("d.mode = 'shadow' AND d.decision IN ('deny', 'defer')")
+            if query.rule is None:  # the planner would rather sort the (decision, id) index's two ranges
+                source = "decisions d INDEXED BY decisions_shadow"
+        elif query.decision is not None:
+            where.append("d.decision = ?")
+            args.append(query.decision)
+        for column, value in (
+            ("d.account", query.account),
+            ("d.recipient_key", query.recipient_key),
+            ("d.template", query.template),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.since is not None:
+            # `+` keeps the planner off the ts index: newest-first pages come from the id order.
+            where.append(f"+d.ts >= ? AND {id_column} >= ?")
+            args += [query.since, id_floor(query.since)]
+        if query.until is not None:
+            where.append("+d.ts < ?")
+            args.append(query.until)
+        if query.before_id is not None:
+            where.append(f"{id_column} < ?")
+            args.append(query.before_id)
+        if query.after_id is not None:
+            where.append(f"{id_column} > ?")
+            args.append(query.after_id)
+        if query.reviewed is True:
+            where.append("d.id IN (SELECT decision_id FROM reviews)")
+        elif query.reviewed is False:
+            where.append("NOT EXISTS (SELECT 1 FROM reviews rv WHERE rv.decision_id = d.id)")
+        sql = f"SELECT {self._select_columns} FROM {source}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {id_column} {'ASC' if query.after_id is not None else 'DESC'} LIMIT ?"
+        args.append(query.limit)
+        return sql, args
+
+    # -- counts ---------------------------------------------------------------------
+
+    async def decision_counts(
+        self, since: float, until: float, bucket: int | None = None, dimension: str | None = None
+    ) -> list[DecisionCount]:
+        if bucket is not None and (bucket <= 0 or bucket % HOUR):
+            raise InvalidRecord("bucket must be a whole number of hours, in seconds")
+        if until <= since:
+            return []
+        totals: Counter[tuple[Any, ...]] = Counter()
+        first_hour = math.ceil(since / HOUR) * HOUR
+        last_hour = _hour(until)
+        if first_hour < last_hour:
+            first_day = math.ceil(first_hour / DAY) * DAY
+            last_day = last_hour // DAY * DAY
+            if (bucket is None or bucket % DAY == 0) and first_day < last_day:
+                self._count_rollup(HOUR, first_hour, first_day, bucket, dimension, totals)
+                self._count_rollup(DAY, first_day, last_day, bucket, dimension, totals)
+                self._count_rollup(HOUR, last_day, last_hour, bucket, dimension, totals)
+            else:
+                self._count_rollup(HOUR, first_hour, last_hour, bucket, dimension, totals)
+            edges = [(since, first_hour), (last_hour, until)]
+        else:
+            edges = [(since, until)]
+        for start, end in edges:
+            if start < end:
+                self._count_records(start, end, bucket, dimension, totals)
+        return [
+            DecisionCount(bucket=b, dimension=dim, key=key, decision=decision, mode=mode, count=n)
+            for (b, dim, key, decision, mode), n in sorted(totals.items(), key=lambda item: item[0][:3])
+            if n
+        ]
+
+    def _count_rollup(
+        self,
+        span: int,
+        since: int,
+        until: int,
+        bucket: int | None,
+        dimension: str | None,
+        totals: Counter[tuple[Any, ...]],
+    ) -> None:
+        if since >= until:
+            return
+        where = "span = ? AND start >= ? AND start < ?" + (" AND dim = ?" if dimension is not None else "")
+        args: list[Any] = [span, since, until] + ([dimension] if dimension is not None else [])
+        if bucket is None:
+            sql = (
+                f"SELECT NULL, dim, key, decision, mode, sum(n) FROM decision_counts WHERE {where} GROUP BY 2, 3, 4, 5"
+            )
+        elif bucket == span:  # the rows are the buckets: nothing to group
+            sql = f"SELECT start, dim, key, decision, mode, n FROM decision_counts WHERE {where}"
+        else:
+            sql = f"SELECT start / ? * ?, dim, key, decision, mode, sum(n) FROM decision_counts WHERE {where} GROUP BY 1, 2, 3, 4, 5"
+            args = [bucket, bucket, *args]
+        for b, dim, key, decision, mode, n in self._read.execute(sql, args):
+            totals[(None if b is None else float(b), dim, key, decision, mode)] += n
+
+    def _count_records(
+        self, since: float, until: float, bucket: int | None, dimension: str | None, totals: Counter[tuple[Any, ...]]
+    ) -> None:
+        """Count partial hours from the records themselves (rules from their reasons, as `decision_rules`)."""
+        rows = self._read.execute(
+            "SELECT ts, decision, mode, account, template, reasons FROM decisions WHERE ts >= ? AND ts < ?",
+            (since, until),
+        )
+        for ts, decision, mode, account, template, reasons in rows:
+            b = None if bucket is None else float(int(ts // bucket) * bucket)
+            rules = rules_of(orjson.loads(reasons)) if decision != "allow" else ()
+            for dim, key in _keys(decision, account, template, rules):
+                if dimension is None or dim == dimension:
+                    totals[(b, dim, key, decision, mode)] += 1
+
+    # -- review trail ---------------------------------------------------------------
+
+    async def add_review(self, review: ReviewRecord) -> ReviewRecord | None:
+        """Append a review note; None when there is no such decision."""
+        if not review.reviewer:
+            raise InvalidRecord("a review needs a reviewer")
+        if len(review.note) > MAX_NOTE:
+            raise InvalidRecord(f"a review note is at most {MAX_NOTE} characters")
+        if self._read.execute("SELECT 1 FROM decisions WHERE id = ?", (review.decision_id,)).fetchone() is None:
+            return None
+
+        def op(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO reviews (decision_id, reviewer, note, reviewed_at) VALUES (?, ?, ?, ?)",
+                (review.decision_id, review.reviewer, review.note, review.reviewed_at),
+            )
+            return int(cursor.lastrowid or 0)
+
+        seq = await self._write(op)
+        return ReviewRecord(review.decision_id, review.reviewer, review.note, review.reviewed_at, seq)
+
+    async def reviews(self, decision_ids: list[str]) -> dict[str, list[ReviewRecord]]:
+        """The review trail of each given decision, oldest note first (decisions without notes are left out)."""
+        trail: dict[str, list[ReviewRecord]] = {}
+        for chunk in _chunks(list(dict.fromkeys(decision_ids))):
+            rows = self._read.execute(
+                "SELECT seq, decision_id, reviewer, note, reviewed_at FROM reviews"
+                f" WHERE decision_id IN ({_placeholders(len(chunk))}) ORDER BY seq",
+                list(chunk),
+            ).fetchall()
+            for seq, decision_id, reviewer, note, reviewed_at in rows:
+                trail.setdefault(decision_id, []).append(ReviewRecord(decision_id, reviewer, note, reviewed_at, seq))
+        return trail
+
+    # -- retention ------------------------------------------------------------------
+
+    async def prune_decisions(self, before: float, now: float) -> PruneResult:
+        """Delete decision records older than `before`, with their rule index entries and review notes.
+
+        Review notes of kept records are never touched. Forwarded-message history (`sends`) goes
+        too once it is older than both `before` and the 30 days the frequency rules read. Runs in
+        batches of `PRUNE_BATCH` records, each its own short transaction, so sends keep flowing.
+        """
+        decisions = reviews = sends = 0
+
+        def prune_batch(conn: sqlite3.Connection) -> tuple[int, int]:
+            rows = conn.execute(
+                "SELECT id, reasons FROM decisions WHERE ts < ? ORDER BY ts LIMIT ?", (before, PRUNE_BATCH)
+            ).fetchall()
+            if not rows:
+                return 0, 0
+            ids = [row[0] for row in rows]
+            pairs = [(rule, row[0]) for row in rows for rule in rules_of(orjson.loads(row[1]))]
+            conn.executemany("DELETE FROM decision_rules WHERE rule = ? AND decision_id = ?", pairs)
+            removed_reviews = conn.execute(
+                f"DELETE FROM reviews WHERE decision_id IN ({_placeholders(len(ids))})", ids
+            ).rowcount
+            conn.execute(f"DELETE FROM decisions WHERE id IN ({_placeholders(len(ids))})", ids)
+            return len(ids), removed_reviews
+
+        while True:
+            removed, removed_reviews = await self._write(prune_batch)
+            decisions += removed
+            reviews += removed_reviews
+            if removed < PRUNE_BATCH:
+                break
+
+        boundary = _hour(before)
+
+        def fix_counts(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM decision_counts WHERE span = ? AND start < ?", (HOUR, boundary))
+            conn.execute("DELETE FROM decision_counts WHERE span = ? AND start < ?", (DAY, boundary // DAY * DAY))
+            # The hour and the day `before` falls in lost their first part: count them again.
+            rebuild_counts(conn, boundary, boundary + HOUR if boundary < before else boundary)
+
+        await self._write(fix_counts)
+
+        sends_before = min(before, now - HISTORY_SECONDS)
+
+        def prune_sends(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM sends WHERE rowid IN (SELECT rowid FROM sends WHERE sent_at < ? LIMIT ?)",
+                (sends_before, PRUNE_BATCH),
+            ).rowcount
+
+        while True:
+            removed = await self._write(prune_sends)
+            sends += removed
+            if removed < PRUNE_BATCH:
+                break
+        return PruneResult(decisions=decisions, reviews=reviews, sends=sends)

@@ -1,0 +1,431 @@
+"""What Meta's webhooks tell the gateway, on SQLite: `SQLiteStore` mixes `WebhookQueries` in.
+
+Every write here is idempotent under Meta's redeliveries, duplicates and out-of-order events:
+
+- times only move forward (`max()`), or a change applies only if it is not older than the
+  last one applied to the same thing (template fields, account state);
+- delivery statuses only move forward (sent < delivered < read < played < failed);
+- delivery failures are keyed by (message id, code);
+- consent records from webhooks (append-only ledger) are keyed by the event (`webhook_events`),
+  checked in the same transaction as the append, and never override a newer record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from cachetools import TTLCache
+
+from sendgate.state.base import ConsentRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+__all__ = ["CONSENT_ACTIONS", "DELIVERY_RANK", "FAILURE_HISTORY_SECONDS", "WebhookQueries", "migrate_webhooks"]
+
+FAILURE_HISTORY_SECONDS = 30 * 86400  # delivery failures the policy input shows
+DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5}
+CONSENT_ACTIONS = frozenset({"opt_out", "resubscribe", "resume"})
+_SEVERITY = ("DELETED", "DISABLED", "RESTRICTED", "SCHEDULED_FOR_DISABLE", "VIOLATION", "FLAGGED")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS webhook_events (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID",
+    # The newest consent event seen per recipient, appended or not: an older one arriving later is stale.
+    "CREATE TABLE IF NOT EXISTS consent_events (recipient TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS entry_points (
+        phone_number_id TEXT NOT NULL, recipient TEXT NOT NULL, at REAL NOT NULL, source TEXT,
+        PRIMARY KEY (phone_number_id, recipient)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS window_closures (
+        phone_number_id TEXT NOT NULL, recipient TEXT NOT NULL, closed_at REAL NOT NULL,
+        PRIMARY KEY (phone_number_id, recipient)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS delivery_failures (
+        message_id TEXT NOT NULL, code INTEGER NOT NULL, recipient TEXT NOT NULL, phone_number_id TEXT,
+        at REAL NOT NULL, PRIMARY KEY (message_id, code)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS delivery_failures_recipient ON delivery_failures (recipient, at)",
+    """CREATE TABLE IF NOT EXISTS account_state (
+        scope TEXT NOT NULL, id TEXT NOT NULL, field TEXT NOT NULL, value TEXT, at REAL NOT NULL, detail TEXT,
+        PRIMARY KEY (scope, id, field)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS phone_numbers (
+        phone_number_id TEXT PRIMARY KEY, display_phone_number TEXT, waba_id TEXT, seen_at REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS phone_numbers_display ON phone_numbers (display_phone_number)",
+    """CREATE TABLE IF NOT EXISTS template_events (
+        waba_id TEXT NOT NULL, template TEXT NOT NULL, field TEXT NOT NULL, at REAL NOT NULL,
+        PRIMARY KEY (waba_id, template, field)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS marketing_pauses (
+        phone_number_id TEXT PRIMARY KEY, alert TEXT NOT NULL, message TEXT NOT NULL, since REAL NOT NULL)""",
+)
+
+
+def migrate_webhooks(conn: sqlite3.Connection) -> None:
+    """Create this module's tables (idempotent)."""
+    for statement in _SCHEMA:
+        conn.execute(statement)
+
+
+def _latest_consent(conn: sqlite3.Connection, recipient: str, status: str | None = None) -> tuple[Any, ...] | None:
+    where = "recipient = ?" + (" AND status = ?" if status else "")
+    args = (recipient, status) if status else (recipient,)
+    return conn.execute(
+        f"SELECT status, categories, recorded_at FROM consent WHERE {where} ORDER BY seq DESC LIMIT 1", args
+    ).fetchone()
+
+
+class WebhookQueries:
+    """Mixed into `SQLiteStore`: `_read`, `_write` and `_template_cache` come from there."""
+
+    _read: sqlite3.Connection
+    _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+    _template_cache: TTLCache[Any, Any]
+    _account_cache: TTLCache[tuple[str, str | None], dict[str, Any]]
+
+    def _account_cache_get(self) -> TTLCache[tuple[str, str | None], dict[str, Any]]:
+        cache = self.__dict__.get("_account_cache")
+        if cache is None:
+            cache = TTLCache(maxsize=1024, ttl=5.0)
+            self._account_cache = cache
+        return cache
+
+    # -- health ---------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """A trivial read, then a round trip through the writer: raises when the store is unusable."""
+        self._read.execute("SELECT 1").fetchone()
+        await self._write(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- recipients: free entry point, window closures, delivery failures -------------
+
+    async def record_entry_point(self, phone_number_id: str, recipient: str, at: float, source: str | None) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO entry_points VALUES (?, ?, ?, ?) ON CONFLICT (phone_number_id, recipient) DO UPDATE"
+                " SET at = excluded.at, source = excluded.source WHERE excluded.at > entry_points.at",
+                (phone_number_id, recipient, at, source),
+            )
+
+        await self._write(op)
+
+    async def close_window(self, phone_number_id: str, recipient: str, at: float) -> None:
+        """Meta said the window was closed at `at` (131047): inbound messages up to then no longer count."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO window_closures VALUES (?, ?, ?) ON CONFLICT (phone_number_id, recipient)"
+                " DO UPDATE SET closed_at = max(closed_at, excluded.closed_at)",
+                (phone_number_id, recipient, at),
+            )
+
+        await self._write(op)
+
+    async def record_delivery_failure(
+        self, message_id: str, code: int, recipient: str, phone_number_id: str | None, at: float
+    ) -> bool:
+        """True when this (message, code) is new."""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO delivery_failures VALUES (?, ?, ?, ?, ?)",
+                (message_id, code, recipient, phone_number_id, at),
+            )
+            return cursor.rowcount > 0
+
+        return bool(await self._write(op))
+
+    async def recipient_signals(self, phone_number_id: str, recipient: str, now: float) -> dict[str, Any]:
+        """`delivery_failures` (last 30 days, newest first) and `free_entry_point_at` for the policy input."""
+        failures = self._read.execute(
+            "SELECT code, at FROM delivery_failures WHERE recipient = ? AND at > ? ORDER BY at DESC LIMIT 100",
+            (recipient, now - FAILURE_HISTORY_SECONDS),
+        ).fetchall()
+        entry = self._read.execute(
+            "SELECT at FROM entry_points WHERE phone_number_id = ? AND recipient = ?", (phone_number_id, recipient)
+        ).fetchone()
+        return {
+            "delivery_failures": [{"code": code, "at": at} for code, at in failures],
+            "free_entry_point_at": entry[0] if entry else None,
+        }
+
+    # -- decision records: what finally happened to each forwarded message -----------
+
+    async def record_delivery_status(
+        self, message_id: str, status: str, at: float, error: str | None
+    ) -> tuple[str, str] | None:
+        """Set `delivery_status` on the decision that got `message_id` from Meta, moving only forward.
+
+        A `failed` status also marks the send failed, so frequency counters leave it out. Returns
+        (decision id, account) when a record changed, None otherwise (unknown message, or a status
+        that is not newer than the one recorded).
+        """
+        rank = DELIVERY_RANK.get(status)
+        if rank is None:
+            return None
+
+        def op(conn: sqlite3.Connection) -> tuple[str, str] | None:
+            row = conn.execute(
+                "SELECT id, account, delivery_status FROM decisions WHERE upstream_message_id = ? LIMIT 1",
+                (message_id,),
+            ).fetchone()
+            if row is None or DELIVERY_RANK.get(row[2] or "", 0) >= rank:
+                return None
+            conn.execute(
+                "UPDATE decisions SET delivery_status = ?, delivery_at = ?, delivery_error = ? WHERE id = ?",
+                (status, at, error, row[0]),
+            )
+            if status == "failed":  # never delivered: the send history's counters leave it out
+                conn.execute("UPDATE sends SET failed = 1 WHERE decision_id = ?", (row[0],))
+            return row[0], row[1]
+
+        return await self._write(op)
+
+    # -- consent ledger entries from webhooks -----------------------------------------
+
+    async def apply_consent_event(self, key: str, record: ConsentRecord, action: str) -> ConsentRecord | None:
+        """Append `record` for webhook event `key` unless the event was seen or changes nothing.
+
+        `action`:
+        - `opt_out`: unless the latest record already is an opt-out covering the same categories
+          (no categories = everything);
+        - `resubscribe` (an opt-in keyword): only when the latest record is an opt-out; the
+          categories are those of the last opt-in record, else `record.categories`;
+        - `resume` (user_preferences resume): the last opt-in's categories plus `record.categories`,
+          unless the latest record already holds them.
+
+        An event older than the recipient's latest ledger record, or than the newest consent
+        event seen for them (even one that appended nothing), never goes in: a late delivery
+        must not override what the user said since. Returns the appended record, or None.
+        """
+        if action not in CONSENT_ACTIONS:
+            raise ValueError(f"unknown consent action {action!r}")
+
+        def op(conn: sqlite3.Connection) -> ConsentRecord | None:
+            if conn.execute("INSERT OR IGNORE INTO webhook_events VALUES (?, ?)", (key, record.recorded_at)).rowcount == 0:
+                return None
+            latest = _latest_consent(conn, record.recipient)
+            if latest is not None and latest[2] > record.recorded_at:
+                return None
+            seen = conn.execute("SELECT at FROM consent_events WHERE recipient = ?", (record.recipient,)).fetchone()
+            if seen is not None and seen[0] > record.recorded_at:
+                return None
+            conn.execute(
+                "INSERT INTO consent_events VALUES (?, ?) ON CONFLICT (recipient) DO UPDATE SET at = max(at, excluded.at)",
+                (record.recipient, record.recorded_at),
+            )
+            latest_categories = set(orjson.loads(latest[1])) if latest else set()
+            new = record
+            if action == "opt_out":
+                if latest is not None and latest[0] == "opted_out" and (
+                    not latest_categories or (record.categories and set(record.categories) <= latest_categories)
+                ):
+                    return None
+            else:
+                previous = latest if latest is not None and latest[0] == "opted_in" else None
+                previous = previous or _latest_consent(conn, record.recipient, "opted_in")
+                held = tuple(orjson.loads(previous[1])) if previous else ()
+                if action == "resubscribe":
+                    if latest is None or latest[0] != "opted_out":
+                        return None
+                    categories = held or record.categories
+                else:
+                    categories = tuple(dict.fromkeys([*held, *record.categories]))
+                    if latest is not None and latest[0] == "opted_in" and set(categories) <= latest_categories:
+                        return None
+                new = dataclasses.replace(record, categories=categories)
+            conn.execute(
+                "INSERT INTO consent (recipient, status, categories, source, evidence, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    new.recipient,
+                    new.status,
+                    orjson.dumps(list(new.categories)).decode(),
+                    new.source,
+                    new.evidence,
+                    new.recorded_at,
+                ),
+            )
+            return new
+
+        return await self._write(op)
+
+    # -- template catalog changes -------------------------------------------------------
+
+    async def update_template(
+        self,
+        waba_id: str,
+        *,
+        template_id: str | None,
+        name: str | None,
+        language: str | None,
+        at: float,
+        status: str | None = None,
+        quality: str | None = None,
+        category: str | None = None,
+    ) -> bool | None:
+        """Change one template's status, quality score or category in the WABA's catalog.
+
+        Matches by template id, else by name (and language when given). Returns True when
+        applied, False when an event at least as new was applied before (out of order), None
+        when the catalog has no such template (a sync will bring it).
+        """
+        changes = {k: v for k, v in (("status", status), ("quality", quality), ("category", category)) if v}
+        if not changes:
+            return False
+
+        def op(conn: sqlite3.Connection) -> bool | None:
+            row = conn.execute("SELECT body FROM catalogs WHERE waba_id = ?", (waba_id,)).fetchone()
+            if row is None:
+                return None
+            body = orjson.loads(row[0])
+            templates = body.get("data", [])
+            matches = [t for t in templates if template_id is not None and str(t.get("id")) == template_id]
+            if not matches and name is not None:
+                matches = [
+                    t for t in templates if t.get("name") == name and (language is None or t.get("language") == language)
+                ]
+            if not matches:
+                return None
+            applied = False
+            for template in matches:
+                key = f"{template.get('name')}:{template.get('language')}"
+                for field_name, value in changes.items():
+                    seen = conn.execute(
+                        "SELECT at FROM template_events WHERE waba_id = ? AND template = ? AND field = ?",
+                        (waba_id, key, field_name),
+                    ).fetchone()
+                    if seen is not None and seen[0] > at:
+                        continue  # a newer change to this field was applied already
+                    conn.execute(
+                        "INSERT OR REPLACE INTO template_events VALUES (?, ?, ?, ?)", (waba_id, key, field_name, at)
+                    )
+                    applied = True
+                    if field_name == "status":
+                        template["status"] = value
+                    elif field_name == "quality":
+                        template["quality_score"] = {"score": value, "date": int(at)}
+                    else:
+                        if template.get("category") != value:
+                            template["previous_category"] = template.get("category")
+                        template["category"] = value
+                conn.execute(
+                    "UPDATE templates SET status = ?, category = ? WHERE waba_id = ? AND name = ? AND language = ?",
+                    (
+                        str(template.get("status", "")).upper(),
+                        str(template["category"]).upper() if template.get("category") else None,
+                        waba_id,
+                        template.get("name"),
+                        template.get("language"),
+                    ),
+                )
+            if applied:
+                conn.execute(
+                    "UPDATE catalogs SET body = ? WHERE waba_id = ?", (orjson.dumps(body).decode(), waba_id)
+                )
+            return applied
+
+        result = await self._write(op)
+        self._template_cache.clear()
+        return result
+
+    # -- phone numbers and account state -------------------------------------------------
+
+    async def learn_phone_numbers(self, numbers: dict[str, tuple[str | None, str | None]], at: float) -> None:
+        """phone_number_id -> (display number, WABA id), as message webhooks' metadata show them."""
+        rows = [(pid, display, waba, at) for pid, (display, waba) in numbers.items()]
+        if not rows:
+            return
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO phone_numbers VALUES (?, ?, ?, ?) ON CONFLICT (phone_number_id) DO UPDATE SET"
+                " display_phone_number = coalesce(excluded.display_phone_number, display_phone_number),"
+                " waba_id = coalesce(excluded.waba_id, waba_id), seen_at = excluded.seen_at",
+                rows,
+            )
+
+        await self._write(op)
+
+    async def phone_number_ids(self, display_phone_number: str) -> list[str]:
+        rows = self._read.execute(
+            "SELECT phone_number_id FROM phone_numbers WHERE display_phone_number = ?", (display_phone_number,)
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    async def set_account_state(
+        self, scope: str, key: str, values: dict[str, str | None], at: float, detail: dict[str, Any] | None = None
+    ) -> bool:
+        """Set fields (`quality`, `status`, `messaging_limit`) of a `phone` (phone number id) or `waba`.
+
+        A field changes only if `at` is not older than its last change. True when any changed.
+        """
+        if scope not in ("phone", "waba"):
+            raise ValueError("scope must be 'phone' or 'waba'")
+        encoded = None if detail is None else orjson.dumps(detail).decode()
+
+        def op(conn: sqlite3.Connection) -> bool:
+            changed = False
+            for field_name, value in values.items():
+                cursor = conn.execute(
+                    "INSERT INTO account_state VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, id, field) DO UPDATE"
+                    " SET value = excluded.value, at = excluded.at, detail = excluded.detail"
+                    " WHERE excluded.at >= account_state.at",
+                    (scope, key, field_name, value, at, encoded),
+                )
+                changed = changed or cursor.rowcount > 0
+            return changed
+
+        changed = bool(await self._write(op))
+        self._account_cache_get().clear()
+        return changed
+
+    async def set_marketing_pause(self, phone_number_id: str, alert: str, message: str, since: float) -> bool:
+        """Pause marketing on an account until `clear_marketing_pause`; False if already paused."""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO marketing_pauses VALUES (?, ?, ?, ?)", (phone_number_id, alert, message, since)
+            )
+            return cursor.rowcount > 0
+
+        created = bool(await self._write(op))
+        self._account_cache_get().clear()
+        return created
+
+    async def clear_marketing_pause(self, phone_number_id: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM marketing_pauses WHERE phone_number_id = ?", (phone_number_id,)).rowcount > 0
+
+        cleared = bool(await self._write(op))
+        self._account_cache_get().clear()
+        return cleared
+
+    async def marketing_pauses(self) -> dict[str, dict[str, Any]]:
+        rows = self._read.execute("SELECT phone_number_id, alert, message, since FROM marketing_pauses").fetchall()
+        return {pid: {"alert": alert, "message": message, "since": since} for pid, alert, message, since in rows}
+
+    async def account_state(self, phone_number_id: str, waba_id: str | None) -> dict[str, Any]:
+        """`quality`, `status` (the most severe of the number's and the WABA's), `messaging_limit`, `marketing_paused`."""
+        cache = self._account_cache_get()
+        key = (phone_number_id, waba_id)
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+        rows = self._read.execute(
+            "SELECT scope, field, value FROM account_state WHERE (scope = 'phone' AND id = ?) OR (scope = 'waba' AND id = ?)",
+            (phone_number_id, waba_id or ""),
+        ).fetchall()
+        fields: dict[tuple[str, str], str | None] = {(scope, name): value for scope, name, value in rows}
+        statuses = [s for s in (fields.get(("phone", "status")), fields.get(("waba", "status"))) if s]
+        statuses.sort(key=lambda s: _SEVERITY.index(s) if s in _SEVERITY else len(_SEVERITY))
+        pause = self._read.execute(
+            "SELECT alert, message, since FROM marketing_pauses WHERE phone_number_id = ?", (phone_number_id,)
+        ).fetchone()
+        state = {
+            "quality": fields.get(("phone", "quality")),
+            "status": statuses[0] if statuses else None,
+            "messaging_limit": fields.get(("phone", "messaging_limit")),
+            "marketing_paused": None if pause is None else {"alert": pause[0], "message": pause[1], "since": pause[2]},
+        }
+        cache[key] = state
+        return state

@@ -1,0 +1,315 @@
+"""A Meta webhook body into typed events (FACTS.md §7).
+
+`parse_webhook` never raises on odd shapes: Meta adds fields and kinds over time, and a
+webhook sendgate does not understand is still relayed to the app. What it cannot read it
+reports in `Parsed.unknown` (the kinds) and `Parsed.problems` (malformed parts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sendgate.messages import normalize_recipient
+
+__all__ = [
+    "AccountEvent",
+    "InboundMessage",
+    "Parsed",
+    "StatusEvent",
+    "TemplateEvent",
+    "UserPreference",
+    "parse_webhook",
+]
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A user wrote to a business number (any type, including button taps and system messages)."""
+
+    waba_id: str | None
+    phone_number_id: str
+    display_phone_number: str | None
+    sender: str  # normalized wa_id, or the BSUID when there is no phone number
+    message_id: str
+    timestamp: float
+    type: str
+    text: str | None  # text.body
+    button_payload: str | None  # type "button": a template quick-reply tap
+    button_text: str | None
+    referral: dict[str, Any] | None  # Click-to-WhatsApp ad / Page CTA entry
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """What became of a message the business sent."""
+
+    waba_id: str | None
+    phone_number_id: str
+    display_phone_number: str | None
+    message_id: str
+    status: str  # sent | delivered | read | played | failed | ...
+    timestamp: float
+    recipient: str | None
+    errors: tuple[tuple[int, str], ...]  # (code, title)
+
+
+@dataclass(frozen=True)
+class UserPreference:
+    """`user_preferences`: the user stopped or resumed a category (marketing) in WhatsApp."""
+
+    waba_id: str | None
+    phone_number_id: str | None
+    recipient: str
+    category: str
+    value: str  # stop | resume
+    timestamp: float
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class TemplateEvent:
+    """A template's status, quality or category changed."""
+
+    waba_id: str
+    field: str  # message_template_status_update | message_template_quality_update | template_category_update
+    template_id: str | None
+    name: str | None
+    language: str | None
+    status: str | None
+    quality: str | None
+    category: str | None
+    timestamp: float
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AccountEvent:
+    """`phone_number_quality_update` (one number) or `account_update` (the whole WABA)."""
+
+    waba_id: str
+    field: str
+    event: str | None
+    display_phone_number: str | None
+    timestamp: float
+    detail: dict[str, Any]
+
+
+@dataclass
+class Parsed:
+    messages: list[InboundMessage] = field(default_factory=list)
+    statuses: list[StatusEvent] = field(default_factory=list)
+    preferences: list[UserPreference] = field(default_factory=list)
+    templates: list[TemplateEvent] = field(default_factory=list)
+    accounts: list[AccountEvent] = field(default_factory=list)
+    phone_numbers: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)  # id -> (display, waba)
+    unknown: list[str] = field(default_factory=list)  # fields sendgate does not act on
+    problems: list[str] = field(default_factory=list)
+
+    def kinds(self) -> list[str]:
+        """One label per event, for the webhook events metric."""
+        out = ["message"] * len(self.messages)
+        out += [f"status.{s.status}" for s in self.statuses]
+        out += ["user_preferences"] * len(self.preferences)
+        out += [t.field for t in self.templates]
+        out += [a.field for a in self.accounts]
+        out += self.unknown
+        return out
+
+
+def _str(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _time(value: Any, default: float) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return default
+    return seconds if seconds > 0 else default
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def parse_webhook(body: Any, received_at: float) -> Parsed:
+    """Every event in a webhook body; times default to `received_at` where Meta gives none."""
+    parsed = Parsed()
+    if not isinstance(body, dict):
+        parsed.problems.append("body is not a JSON object")
+        return parsed
+    if body.get("object") not in (None, "whatsapp_business_account"):
+        parsed.unknown.append(f"object:{body.get('object')}")
+        return parsed
+    for entry in _dicts(body.get("entry")):
+        waba_id = _str(entry.get("id"))
+        entry_time = _time(entry.get("time"), received_at)
+        for change in _dicts(entry.get("changes")):
+            name = change.get("field")
+            value = change.get("value")
+            if not isinstance(value, dict):
+                parsed.problems.append(f"{name}: value is not an object")
+                continue
+            if name == "messages":
+                _messages(parsed, waba_id, value, entry_time)
+            elif name == "user_preferences":
+                _preferences(parsed, waba_id, value, entry_time)
+            elif name in ("message_template_status_update", "message_template_quality_update", "template_category_update"):
+                if waba_id is None:
+                    parsed.problems.append(f"{name}: entry has no WABA id")
+                else:
+                    parsed.templates.append(_template(waba_id, name, value, entry_time))
+            elif name in ("phone_number_quality_update", "account_update"):
+                if waba_id is None:
+                    parsed.problems.append(f"{name}: entry has no WABA id")
+                else:
+                    parsed.accounts.append(
+                        AccountEvent(
+                            waba_id=waba_id,
+                            field=name,
+                            event=_str(value.get("event")),
+                            display_phone_number=_digits(value.get("display_phone_number")),
+                            timestamp=_time(value.get("timestamp"), entry_time),
+                            detail=value,
+                        )
+                    )
+            else:
+                parsed.unknown.append(str(name))
+    return parsed
+
+
+def _digits(value: Any) -> str | None:
+    text = _str(value)
+    if text is None:
+        return None
+    digits = "".join(ch for ch in text if ch.isdigit())
+    return digits or None
+
+
+def _metadata(parsed: Parsed, waba_id: str | None, value: dict[str, Any]) -> tuple[str | None, str | None]:
+    metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+    phone_number_id = _str(metadata.get("phone_number_id"))
+    display = _digits(metadata.get("display_phone_number"))
+    if phone_number_id is not None:
+        parsed.phone_numbers[phone_number_id] = (display, waba_id)
+    return phone_number_id, display
+
+
+def _sender(message: dict[str, Any], contacts: list[dict[str, Any]]) -> str | None:
+    """The user's wa_id (normalized as sends are), or their BSUID when Meta sends no phone number."""
+    for key in ("from", "from_user_id", "user_id"):
+        value = _str(message.get(key))
+        if value:
+            return normalize_recipient(value)
+    if len(contacts) == 1:
+        for key in ("wa_id", "user_id"):
+            value = _str(contacts[0].get(key))
+            if value:
+                return normalize_recipient(value)
+    return None
+
+
+def _messages(parsed: Parsed, waba_id: str | None, value: dict[str, Any], entry_time: float) -> None:
+    phone_number_id, display = _metadata(parsed, waba_id, value)
+    contacts = _dicts(value.get("contacts"))
+    messages = _dicts(value.get("messages"))
+    statuses = _dicts(value.get("statuses"))
+    if phone_number_id is None and (messages or statuses):
+        parsed.problems.append("messages: metadata.phone_number_id is missing")
+        return
+    for message in messages:
+        sender = _sender(message, contacts)
+        message_id = _str(message.get("id"))
+        if sender is None or message_id is None:
+            parsed.problems.append("messages: a message without a sender or id")
+            continue
+        text = message.get("text") if isinstance(message.get("text"), dict) else {}
+        button = message.get("button") if isinstance(message.get("button"), dict) else {}
+        referral = message.get("referral") if isinstance(message.get("referral"), dict) else None
+        parsed.messages.append(
+            InboundMessage(
+                waba_id=waba_id,
+                phone_number_id=phone_number_id,  # type: ignore[arg-type]
+                display_phone_number=display,
+                sender=sender,
+                message_id=message_id,
+                timestamp=_time(message.get("timestamp"), entry_time),
+                type=str(message.get("type") or "unknown"),
+                text=text.get("body") if isinstance(text.get("body"), str) else None,
+                button_payload=button.get("payload") if isinstance(button.get("payload"), str) else None,
+                button_text=button.get("text") if isinstance(button.get("text"), str) else None,
+                referral=referral,
+            )
+        )
+    for status in statuses:
+        message_id = _str(status.get("id"))
+        state = _str(status.get("status"))
+        if message_id is None or state is None:
+            parsed.problems.append("messages: a status without an id or status")
+            continue
+        recipient = _str(status.get("recipient_id")) or _str(status.get("recipient_user_id"))
+        errors = tuple(
+            (error["code"], str(error.get("title") or error.get("message") or ""))
+            for error in _dicts(status.get("errors"))
+            if isinstance(error.get("code"), int) and not isinstance(error.get("code"), bool)
+        )
+        parsed.statuses.append(
+            StatusEvent(
+                waba_id=waba_id,
+                phone_number_id=phone_number_id,  # type: ignore[arg-type]
+                display_phone_number=display,
+                message_id=message_id,
+                status=state.lower(),
+                timestamp=_time(status.get("timestamp"), entry_time),
+                recipient=None if recipient is None else normalize_recipient(recipient),
+                errors=errors,
+            )
+        )
+
+
+def _preferences(parsed: Parsed, waba_id: str | None, value: dict[str, Any], entry_time: float) -> None:
+    phone_number_id, _ = _metadata(parsed, waba_id, value)
+    for item in _dicts(value.get("user_preferences")):
+        recipient = _str(item.get("wa_id")) or _str(item.get("user_id"))
+        choice = _str(item.get("value"))
+        if recipient is None or choice is None:
+            parsed.problems.append("user_preferences: an item without wa_id or value")
+            continue
+        parsed.preferences.append(
+            UserPreference(
+                waba_id=waba_id,
+                phone_number_id=phone_number_id,
+                recipient=normalize_recipient(recipient),
+                category=str(item.get("category") or "marketing_messages"),
+                value=choice.lower(),
+                timestamp=_time(item.get("timestamp"), entry_time),
+                detail=_str(item.get("detail")),
+            )
+        )
+
+
+def _template(waba_id: str, name: str, value: dict[str, Any], entry_time: float) -> TemplateEvent:
+    status = quality = category = None
+    if name == "message_template_status_update":
+        status = _str(value.get("event"))
+    elif name == "message_template_quality_update":
+        quality = _str(value.get("new_quality_score"))
+    else:
+        category = _str(value.get("new_category")) or _str(value.get("category"))
+    return TemplateEvent(
+        waba_id=waba_id,
+        field=name,
+        template_id=_str(value.get("message_template_id")),
+        name=_str(value.get("message_template_name")),
+        language=_str(value.get("message_template_language")),
+        status=None if status is None else status.upper(),
+        quality=None if quality is None else quality.upper(),
+        category=None if category is None else category.upper(),
+        timestamp=_time(value.get("timestamp"), entry_time),
+        detail=value,
+    )

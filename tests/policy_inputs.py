@@ -1,0 +1,224 @@
+"""Hypothesis strategies for policy input documents (docs/input.md), edge cases included.
+
+The `message` part is a Cloud API send body run through the gateway's own
+`normalize()`, so its shape (texts, words, links, limited_texts, components) is
+exactly what the gateway builds. The facts around it (clock, account, consent,
+window, history, catalog, local time) are drawn directly, leaning on the
+boundaries the rules test: cap limits and their windows, the 24-hour window, the
+pair-rate interval, the quiet-hour edges, Meta's length caps, and absent facts
+(null) everywhere a fact may be absent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from sendgate.messages import InvalidMessage, normalize
+
+NOW = 1795557600.0  # 2026-11-24 22:00 UTC
+WINDOW = 86400
+DAY, WEEK = 86400, 604800
+PAIR = 6
+
+BANNED = ["firearms", "casino", "buy followers", "payday loan", "fake id"]
+WORDS = ["hello", "order", "ready", "table", "casino", "Casinos", "firearm", "buy", "followers", "loan", "sale",
+         "ñandú", "café", "fake", "ID", "x"]
+URLS = ["https://bit.ly/abc", "http://www.tinyurl.com/x", "https://go.bit.ly/y", "https://cdn.acme.example/a.png",
+        "https://acme.example/promo?x=1", "https://t.co/z", "http://user:pw@BIT.ly:8080/q", "https://example.org/",
+        "https://notbit.ly/x", "www.cutt.ly/a"]
+TYPES = ["text", "image", "video", "audio", "document", "sticker", "location", "contacts", "interactive", "template",
+         "reaction"]
+
+
+def _around(center: float, spread: float = 2.0) -> st.SearchStrategy[float]:
+    """Just before, at and just after a boundary (whole and fractional seconds)."""
+    return st.one_of(
+        st.sampled_from([center - 1, center - 0.5, center - 0.001, center, center + 0.001, center + 0.5, center + 1]),
+        st.floats(center - spread, center + spread, allow_nan=False, allow_infinity=False),
+    )
+
+
+texts = st.one_of(
+    st.lists(st.sampled_from(WORDS + BANNED), min_size=0, max_size=6).map(" ".join),
+    st.builds(lambda w, u: f"{w} {u}", st.sampled_from(WORDS), st.sampled_from(URLS)),
+    st.text(max_size=40),
+    st.sampled_from(["a" * 4096, "a" * 4097, "b" * 1024, "b" * 1025, "Cheap FIREARMS!", "casino-night", "fake  id"]),
+)
+
+
+@st.composite
+def send_bodies(draw: st.DrawFn, message_type: str) -> dict[str, Any]:
+    to = draw(st.sampled_from(["16505551234", "+1 (650) 555-1234", "5511987654321", "919876543210", "447700900123",
+                               "US.13491208655302741918"]))
+    body: dict[str, Any] = {"messaging_product": "whatsapp", "to": to, "type": message_type}
+    if draw(st.booleans()):
+        body["context"] = {"message_id": "wamid.ABC"}
+    text = draw(texts)
+    if message_type == "text":
+        body["text"] = {"body": text or "hi", "preview_url": draw(st.booleans())}
+    elif message_type in ("image", "video", "document"):
+        media: dict[str, Any] = {"link": draw(st.sampled_from(URLS))} if draw(st.booleans()) else {"id": "123"}
+        if draw(st.booleans()):
+            media["caption"] = text
+        body[message_type] = media
+    elif message_type in ("audio", "sticker"):
+        body[message_type] = {"id": "456"}
+    elif message_type == "location":
+        body["location"] = {"latitude": 1.5, "longitude": 2.5, "name": text, "address": draw(texts)}
+    elif message_type == "contacts":
+        body["contacts"] = [{"name": {"formatted_name": text or "Ana"}, "urls": [{"url": draw(st.sampled_from(URLS))}]}]
+    elif message_type == "interactive":
+        body["interactive"] = {"type": "button", "body": {"text": text or "Pick"},
+                               "action": {"buttons": [{"type": "reply", "reply": {"id": "1", "title": "Yes"}}]}}
+    elif message_type == "reaction":
+        body["reaction"] = {"message_id": "wamid.ABC", "emoji": "👍"}
+    elif message_type == "template":
+        name = draw(st.sampled_from(["order_update", "spring_sale", "hello_world", "missing"]))
+        components = []
+        for kind in draw(st.lists(st.sampled_from(["header", "body", "button"]), max_size=3, unique=True)):
+            params = [{"type": "text", "text": draw(texts)} for _ in range(draw(st.integers(0, 3)))]
+            component: dict[str, Any] = {"type": kind, "parameters": params}
+            if kind == "button":
+                component.update(sub_type="url", index=draw(st.sampled_from([0, 1, "0"])))
+                params[:] = [{"type": "text", "text": draw(st.sampled_from(URLS))}] * len(params)
+            components.append(component)
+        template: dict[str, Any] = {"name": name, "language": {"code": draw(st.sampled_from(["en_US", "pt_BR", "de"]))}}
+        if components or draw(st.booleans()):
+            template["components"] = components
+        body["template"] = template
+    return body
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """(endpoint, normalized message)."""
+    kind = draw(st.sampled_from(["send"] * 12 + ["status", "encrypted", "marketing"]))
+    if kind == "status":
+        body: dict[str, Any] = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.X"}
+        if draw(st.booleans()):
+            body["typing_indicator"] = {"type": "text"}
+        endpoint = "messages"
+    elif kind == "encrypted":
+        body = {"messaging_product": "whatsapp", "encrypted_contents": "eyJ.x.y"}
+        if draw(st.booleans()):
+            body["to"] = "16505551234"
+        endpoint = "messages_encrypted"
+    elif kind == "marketing":
+        body, endpoint = draw(send_bodies("template")), "marketing_messages"
+    else:
+        body, endpoint = draw(send_bodies(draw(st.sampled_from(TYPES)))), "messages"
+    try:
+        return endpoint, normalize(body, endpoint)
+    except InvalidMessage:
+        assume(False)
+        raise  # unreachable
+
+
+def _time_or_null(draw: st.DrawFn, now: float, boundaries: list[float]) -> float | None:
+    choice = draw(st.sampled_from(["null", "boundary", "any"]))
+    if choice == "null":
+        return None
+    if choice == "boundary":
+        return now - draw(_around(draw(st.sampled_from(boundaries))))
+    return now - draw(st.floats(0, 40 * DAY, allow_nan=False))
+
+
+@st.composite
+def input_documents(draw: st.DrawFn) -> dict[str, Any]:
+    now = draw(st.one_of(st.just(NOW), st.floats(1.7e9, 1.9e9, allow_nan=False),
+                         st.integers(1_700_000_000, 1_900_000_000).map(float)))
+    endpoint, message = draw(messages())
+    recipient_id = message.get("recipient")
+    known = draw(st.booleans()) or draw(st.booleans())
+    account = {
+        "phone_number_id": draw(st.sampled_from(["106540352242922", "106540352242999"])),
+        "known": known,
+        "waba_id": "102290129340398" if known else None,
+        "name": draw(st.sampled_from(["Acme", None])) if known else None,
+        "markets": draw(st.sampled_from([None, ["US", "BR"], ["us"], [], ["GB", "IN"]])) if known else None,
+        "quality": draw(st.sampled_from([None, "GREEN", "YELLOW", "RED"])),
+        "status": draw(st.sampled_from([None, "CONNECTED", "FLAGGED", "RESTRICTED"])),
+        "messaging_limit": draw(st.sampled_from([None, "TIER_1K", "TIER_250"])),
+        "marketing_paused": draw(st.sampled_from([None, {"alert": "operator", "message": "paused", "since": NOW - 60}])),
+    }
+    recipient: dict[str, Any] | None = None
+    if recipient_id is not None and not message.get("is_status"):
+        zone = draw(st.sampled_from([("US", "America/Los_Angeles"), ("BR", "America/Sao_Paulo"), ("IN", "Asia/Kolkata"),
+                                     ("us", "America/New_York"), (None, None)]))
+        local_time = None
+        if zone[1] is not None and draw(st.integers(0, 9)) > 0:
+            hour, minute = draw(st.one_of(
+                st.sampled_from([(20, 59), (21, 0), (21, 1), (7, 59), (8, 0), (8, 1), (0, 0), (23, 59), (12, 0)]),
+                st.tuples(st.integers(0, 23), st.integers(0, 59)),
+            ))
+            local_time = {"hour": hour, "minute": minute, "weekday": draw(st.integers(0, 6))}
+        consent = draw(st.one_of(
+            st.none(),
+            st.builds(
+                lambda status, cats, source, at: {"status": status, "categories": cats, "source": source,
+                                                  "updated_at": at},
+                st.sampled_from(["opted_in", "opted_out"]),
+                st.lists(st.sampled_from(["marketing", "utility", "authentication", "Marketing"]), max_size=3,
+                         unique=True),
+                st.sampled_from(["web-form", None]),
+                st.sampled_from([now - DAY, now - 0.5]),
+            ),
+        ))
+        marketing = draw(st.one_of(
+            st.none(),
+            st.lists(st.one_of(_around(DAY).map(lambda d: now - d), _around(WEEK).map(lambda d: now - d),
+                               st.floats(0, 30 * DAY, allow_nan=False).map(lambda d: now - d)), max_size=4),
+        ))
+        if marketing is not None:
+            marketing.sort(reverse=True)  # newest first, as the store gives them
+        if draw(st.integers(0, 5)) > 0:
+            history = {"last_sent_at": _time_or_null(draw, now, [PAIR, 0.0, 2.0]), "marketing_sent_at": marketing}
+        else:
+            history = {"last_sent_at": None, "marketing_sent_at": None}
+        recipient = {
+            "id": recipient_id,
+            "country": zone[0],
+            "timezone": zone[1],
+            "local_time": local_time,
+            "consent": consent,
+            "last_inbound_at": _time_or_null(draw, now, [WINDOW, 0.0, 60.0]),
+            "history": history,
+            "delivery_failures": draw(st.sampled_from([[], [{"code": 131049, "at": now - 3600}]])),
+            "free_entry_point_at": _time_or_null(draw, now, [3 * DAY]),
+        }
+    template_facts = None
+    template = message.get("template")
+    if template is not None:
+        found = draw(st.booleans()) or draw(st.booleans())
+        language_found = found and draw(st.integers(0, 4)) > 0
+        placeholders = draw(st.one_of(
+            st.none(),
+            st.fixed_dictionaries({"header": st.integers(0, 2), "body": st.integers(0, 3)},
+                                  optional={"button_0": st.integers(0, 1), "button_1": st.just(1)}),
+        ))
+        if placeholders is None and found and draw(st.booleans()):
+            placeholders = {}
+        template_facts = {
+            "found": found,
+            "language_found": language_found,
+            "languages": draw(st.sampled_from([["en_US"], ["en_US", "pt_BR"], []])) if found else [],
+            "status": draw(st.sampled_from(["APPROVED", "PAUSED", "PENDING", "REJECTED", "DISABLED"]))
+            if language_found else None,
+            "category": draw(st.sampled_from(["MARKETING", "UTILITY", "AUTHENTICATION", "marketing"]))
+            if language_found else None,
+            "placeholders": placeholders if language_found else {},
+        }
+    return {
+        "now": now,
+        "endpoint": endpoint,
+        "api_version": "v23.0",
+        "gateway": {"mode": draw(st.sampled_from(["enforce", "shadow"])),
+                    "allow_unknown_accounts": draw(st.booleans())},
+        "account": account,
+        "message": message,
+        "recipient": recipient,
+        "template": template_facts,
+    }

@@ -1,0 +1,274 @@
+"""The review query layer of the store: filters, paging, hourly counts, the review trail, pruning, migration."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sendgate.admin.records import decision_query
+from sendgate.gateway.recorder import recipient_key
+from sendgate.ids import DecisionIds
+from sendgate.state import DecisionQuery, DecisionRecord, InvalidRecord, ReviewRecord, SendRecord
+from sendgate.state.sqlite import SQLiteStore
+from sendgate.state.sqlite_review import id_floor
+
+from .review_seed import ACCOUNTS, seed, synthetic
+
+NOW = 1795557600.0  # 2026-11-24 22:00 UTC
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    store = SQLiteStore(tmp_path / "s.db")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def seeded(store: SQLiteStore) -> list[DecisionRecord]:
+    records = await seed(store, NOW, 700, span=3 * 86400)
+    # A few shadow-mode would-be rejections, and an allowed record with a rule-less warning.
+    rng = random.Random(3)
+    ids = DecisionIds()
+    extra = [
+        synthetic(ids, NOW + i, rng, mode="shadow", decision="deny", forwarded=True,
+                  reasons=[{"rule": "window.closed", "message": "closed"}])
+        for i in range(1, 6)
+    ]  # fmt: skip
+    for record in extra:
+        await store.log_decision(record)
+    return records + extra
+
+
+def _rules(record: DecisionRecord) -> set[str]:
+    return {r["rule"] for r in record.reasons}
+
+
+def _expected(records: list[DecisionRecord], keep) -> list[str]:
+    return [r.id for r in sorted(records, key=lambda r: r.id, reverse=True) if keep(r)]
+
+
+async def _ids(store: SQLiteStore, **filters) -> list[str]:
+    return [r.id for r in await store.decisions(DecisionQuery(limit=1000, **filters))]
+
+
+async def test_every_filter_matches_a_brute_force_scan(store: SQLiteStore, seeded: list[DecisionRecord]) -> None:
+    some = seeded[123]
+    cases = {
+        "rejected": ({"decision": "rejected"}, lambda r: r.decision != "allow"),
+        "shadow": ({"decision": "shadow"}, lambda r: r.mode == "shadow" and r.decision in ("deny", "defer")),
+        "deny": ({"decision": "deny"}, lambda r: r.decision == "deny"),
+        "invalid": ({"decision": "invalid"}, lambda r: r.decision == "invalid"),
+        "rule": ({"rule": "consent.missing"}, lambda r: "consent.missing" in _rules(r)),
+        "template": ({"template": "spring_sale"}, lambda r: r.template == "spring_sale"),
+        "account": ({"account": ACCOUNTS[1]}, lambda r: r.account == ACCOUNTS[1]),
+        "recipient": ({"recipient_key": some.recipient_key}, lambda r: r.recipient_key == some.recipient_key),
+        "since": ({"since": NOW - 86400}, lambda r: r.timestamp >= NOW - 86400),
+        "range": ({"since": NOW - 2 * 86400, "until": NOW - 86400},
+                  lambda r: NOW - 2 * 86400 <= r.timestamp < NOW - 86400),
+        "combined": ({"decision": "rejected", "rule": "window.closed", "account": ACCOUNTS[0], "since": NOW - 2 * 86400},
+                     lambda r: r.decision != "allow" and "window.closed" in _rules(r) and r.account == ACCOUNTS[0]
+                     and r.timestamp >= NOW - 2 * 86400),
+        "template+rule": ({"template": "paused_promo", "rule": "template.paused"},
+                          lambda r: r.template == "paused_promo" and "template.paused" in _rules(r)),
+    }  # fmt: skip
+    for name, (filters, keep) in cases.items():
+        expected = _expected(seeded, keep)
+        assert expected, name  # every case selects something
+        assert await _ids(store, **filters) == expected, name
+
+
+async def test_reviewed_filter_and_trail(store: SQLiteStore, seeded: list[DecisionRecord]) -> None:
+    rejected = [r for r in seeded if r.decision != "allow"]
+    picked = rejected[:3]
+    for i, record in enumerate(picked):
+        saved = await store.add_review(ReviewRecord(record.id, "ana", f"checked {i}", NOW + 100 + i))
+        assert saved is not None and saved.seq is not None
+    await store.add_review(ReviewRecord(picked[0].id, "bo", "second look", NOW + 200))
+    reviewed = await _ids(store, decision="rejected", reviewed=True)
+    assert reviewed == sorted((r.id for r in picked), reverse=True)
+    unreviewed = await _ids(store, decision="rejected", reviewed=False)
+    assert set(unreviewed) == {r.id for r in rejected} - {r.id for r in picked}
+    trail = await store.reviews([picked[0].id, picked[1].id, "nope"])
+    assert [(r.reviewer, r.note) for r in trail[picked[0].id]] == [("ana", "checked 0"), ("bo", "second look")]
+    assert "nope" not in trail
+    assert await store.add_review(ReviewRecord("no-such-decision", "ana", "", NOW)) is None
+    with pytest.raises(InvalidRecord):
+        await store.add_review(ReviewRecord(picked[0].id, "ana", "x" * 4001, NOW))
+    conn = sqlite3.connect(store.path)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE reviews SET note = 'rewritten'")
+    conn.close()
+
+
+async def test_paging_newest_first_both_ways(store: SQLiteStore, seeded: list[DecisionRecord]) -> None:
+    everything = _expected(seeded, lambda r: r.decision != "allow")
+    pages, cursor = [], None
+    while True:
+        page = await _ids_page(store, before_id=cursor)
+        if not page:
+            break
+        pages.append(page)
+        cursor = page[-1]
+    assert [i for p in pages for i in p] == everything
+    # From the third page, `after` gives back the second one, still newest first.
+    assert await _ids_page(store, after_id=pages[2][0]) == pages[1]
+
+
+async def _ids_page(store: SQLiteStore, **paging) -> list[str]:
+    return [r.id for r in await store.decisions(DecisionQuery(decision="rejected", limit=40, **paging))]
+
+
+def _brute_counts(records: list[DecisionRecord], since: float, until: float, bucket: int | None) -> Counter:
+    counts: Counter = Counter()
+    for r in records:
+        if not since <= r.timestamp < until:
+            continue
+        b = None if bucket is None else float(int(r.timestamp // bucket) * bucket)
+        counts[(b, "all", "", r.decision, r.mode)] += 1
+        counts[(b, "account", r.account, r.decision, r.mode)] += 1
+        if r.decision != "allow":
+            if r.template is not None:
+                counts[(b, "template", r.template, r.decision, r.mode)] += 1
+            for rule in _rules(r):
+                counts[(b, "rule", rule, r.decision, r.mode)] += 1
+    return counts
+
+
+async def _counts(
+    store: SQLiteStore, since: float, until: float, bucket: int | None, dimension: str | None = None
+) -> Counter:
+    return Counter({(c.bucket, c.dimension, c.key, c.decision, c.mode): c.count
+                    for c in await store.decision_counts(since, until, bucket, dimension)})  # fmt: skip
+
+
+async def test_counts_are_exact_on_any_range(store: SQLiteStore, seeded: list[DecisionRecord]) -> None:
+    for since, until, bucket in (
+        (NOW - 3 * 86400, NOW + 10, None),  # everything
+        (NOW - 86400 + 1234.5, NOW - 3600 * 5 + 77, None),  # neither end on an hour
+        (NOW - 1800, NOW - 600, None),  # inside one hour
+        (NOW - 86400, NOW + 3600, 3600),
+        (NOW - 3 * 86400 - 500, NOW + 10, 86400),  # day rows, hour rows and records
+        (NOW - 3 * 86400 - 500, NOW + 10, 7200),  # buckets of two hours from hour rows
+        (NOW - 2 * 86400, NOW - 3600, None),  # whole days and whole hours
+    ):
+        assert await _counts(store, since, until, bucket) == _brute_counts(seeded, since, until, bucket), (since, until)
+        rules_only = Counter({k: n for k, n in _brute_counts(seeded, since, until, bucket).items() if k[1] == "rule"})
+        assert await _counts(store, since, until, bucket, "rule") == rules_only
+    with pytest.raises(InvalidRecord):
+        await store.decision_counts(NOW - 10, NOW, 600)
+
+
+async def test_prune_removes_old_records_their_rules_and_notes_only(
+    store: SQLiteStore, seeded: list[DecisionRecord]
+) -> None:
+    cutoff = NOW - 86400 - 1000.5  # not on an hour: the boundary hour's counts are recomputed
+    old = next(r for r in seeded if r.timestamp < cutoff and r.decision == "deny")
+    kept = next(r for r in reversed(seeded) if r.timestamp >= cutoff and r.decision == "deny")
+    await store.add_review(ReviewRecord(old.id, "ana", "old note", NOW))
+    await store.add_review(ReviewRecord(kept.id, "ana", "kept note", NOW))
+    # Send history: rows inside the 30 days the frequency rules read stay whatever the cutoff.
+    await store.log_decision(
+        replace(kept, id="S1", timestamp=cutoff - 10),
+        SendRecord("S1", "1", "2", "16505550001", "marketing", cutoff - 10),
+    )
+    await store.log_decision(replace(kept, id="S2", timestamp=NOW - 40 * 86400),
+                             SendRecord("S2", "1", "2", "16505550001", "marketing", NOW - 40 * 86400))  # fmt: skip
+    result = await store.prune_decisions(cutoff, NOW)
+    survivors = [r for r in seeded if r.timestamp >= cutoff]
+    assert result.decisions == len(seeded) - len(survivors) + 2 and result.reviews == 1 and result.sends == 1
+    assert set(await _ids(store)) == {r.id for r in survivors}
+    assert await store.decision(old.id) is None
+    assert await store.reviews([old.id]) == {}
+    assert [r.note for r in (await store.reviews([kept.id]))[kept.id]] == ["kept note"]
+    assert await _ids(store, rule=next(iter(_rules(old)))) == _expected(survivors, lambda r: _rules(old) & _rules(r))
+    assert await _counts(store, 0, NOW + 10, 3600) == _brute_counts(survivors, 0, NOW + 10, 3600)
+    history = await store.send_history("1", "2", "16505550001", NOW)
+    assert history["marketing_sent_at"] == [cutoff - 10]
+
+
+async def test_prune_works_in_batches(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sendgate.state.sqlite_review as review_sql
+
+    monkeypatch.setattr(review_sql, "PRUNE_BATCH", 7)
+    records = await seed(store, NOW, 60, span=86400)
+    result = await store.prune_decisions(NOW - 3600 * 6, NOW)
+    assert result.decisions == sum(1 for r in records if r.timestamp < NOW - 3600 * 6)
+    assert len(await _ids(store)) == 60 - result.decisions
+
+
+_OLD_SCHEMA = """
+CREATE TABLE decisions (
+    id TEXT PRIMARY KEY, ts REAL NOT NULL, endpoint TEXT NOT NULL, api_version TEXT NOT NULL, account TEXT NOT NULL,
+    waba_id TEXT, recipient TEXT, recipient_key TEXT, type TEXT, template TEXT, category TEXT, decision TEXT NOT NULL,
+    mode TEXT NOT NULL, forwarded INTEGER NOT NULL, reasons TEXT NOT NULL, warnings TEXT NOT NULL, retry_after INTEGER,
+    policy_revision TEXT, eval_us REAL, upstream_status INTEGER, upstream_message_id TEXT,
+    upstream_error_code INTEGER, upstream_error TEXT, content TEXT
+);
+CREATE TABLE decision_rules (decision_id TEXT NOT NULL, rule TEXT NOT NULL, PRIMARY KEY (rule, decision_id)) WITHOUT ROWID;
+INSERT INTO decisions VALUES ('01OLD0000000000000000000001', 1795550000.5, 'messages', 'v23.0', '1', '2', '16505551234',
+    'k', 'text', NULL, NULL, 'deny', 'enforce', 0, '[{"rule":"window.closed","message":"closed"}]', '[]', NULL, 'r1',
+    12.0, NULL, NULL, NULL, NULL, '{"to":"16505551234"}');
+INSERT INTO decision_rules VALUES ('01OLD0000000000000000000001', 'window.closed');
+"""
+
+
+async def test_a_file_from_before_the_review_pages_is_migrated(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "old.db")
+    conn.executescript(_OLD_SCHEMA)
+    conn.close()
+    store = SQLiteStore(tmp_path / "old.db")
+    try:
+        [record] = await store.decisions(DecisionQuery(decision="rejected"))
+        assert (record.facts, record.delivery_status) == (None, None)
+        counts = await store.decision_counts(0, 2e9)
+        assert {(c.dimension, c.key, c.count) for c in counts} == {
+            ("all", "", 1),
+            ("account", "1", 1),
+            ("rule", "window.closed", 1),
+        }
+        await store.log_decision(replace(record, id="01NEW", facts={"recipient": None, "template": None}))
+        assert (await store.decision("01NEW")).facts == {"recipient": None, "template": None}  # type: ignore[union-attr]
+    finally:
+        await store.close()
+    SQLiteStore(tmp_path / "old.db")._read.close()  # opening again is a no-op
+
+
+def test_id_floor_orders_like_decision_ids() -> None:
+    ids = DecisionIds()
+    for ts in (0.0, 1.5, NOW, NOW + 0.0005):
+        issued = ids.new(ts)
+        assert id_floor(ts) <= issued < id_floor(ts + 0.001)
+
+
+async def test_list_queries_read_an_index_in_order(store: SQLiteStore, seeded: list[DecisionRecord]) -> None:
+    """No list filter sorts: each walks an index newest first and stops after one page."""
+    for params in (
+        {},
+        {"decision": "shadow"},
+        {"decision": "deny"},
+        {"rule": "window.closed"},
+        {"template": "spring_sale"},
+        {"account": ACCOUNTS[0]},
+        {"recipient": "16505550001"},
+        {"since": str(NOW - 86400)},
+        {"reviewed": "no"},
+        {"reviewed": "no", "rule": "window.closed", "since": str(NOW - 86400)},
+    ):
+        query = decision_query({"decision": "rejected", **params, "limit": "51"})
+        sql, args = store._list_sql(query)
+        plan = " | ".join(row[3] for row in store._read.execute("EXPLAIN QUERY PLAN " + sql, args))
+        assert "TEMP B-TREE" not in plan, (params, plan)
+
+
+async def test_recipient_filter_uses_the_unmasked_key(store: SQLiteStore) -> None:
+    ids = DecisionIds()
+    record = synthetic(ids, NOW, random.Random(1), recipient="*******1234", recipient_key=recipient_key("16505551234"))
+    await store.log_decision(record)
+    query = decision_query({"recipient": "+1 (650) 555-1234"})
+    assert [r.id for r in await store.decisions(query)] == [record.id]
