@@ -142,7 +142,8 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
         "quality": draw(st.sampled_from([None, "GREEN", "YELLOW", "RED"])),
         "status": draw(st.sampled_from([None, "CONNECTED", "FLAGGED", "RESTRICTED"])),
         "messaging_limit": draw(st.sampled_from([None, "TIER_1K", "TIER_250"])),
-        "marketing_paused": draw(st.sampled_from([None, {"alert": "operator", "message": "paused", "since": NOW - 60}])),
+        "marketing_paused": draw(st.sampled_from([None, {"alert": "operator", "message": "paused",
+                                                         "since": NOW - 60}])),
     }
     recipient: dict[str, Any] | None = None
     if recipient_id is not None and not message.get("is_status"):

@@ -98,8 +98,8 @@ async def _record(client: Any, decision_id: str) -> Any:
 
 
 @pytest.mark.parametrize("on_engine_error", ["deny", "allow"])
-async def test_unreachable_opa_follows_on_engine_error(gateway_factory: GatewayFactory, fake_graph: tuple[FakeGraph, str],
-                                                       on_engine_error: str) -> None:
+async def test_unreachable_opa_follows_on_engine_error(gateway_factory: GatewayFactory,
+                                                       fake_graph: tuple[FakeGraph, str], on_engine_error: str) -> None:
     client = await gateway_factory(engine="opa", opa_url=f"http://127.0.0.1:{free_port()}", opa_policies="bundle",
                                    on_engine_error=on_engine_error)
     await _open_window(client)
@@ -197,7 +197,8 @@ def _text_document(body: str) -> dict[str, Any]:
                         "context_message_id": None, "texts": [body], "words": words, "urls": [], "links": [],
                         "limited_texts": [], "media": None, "interactive_type": None, "template": None},
             "recipient": {"id": US_RECIPIENT, "country": "US", "timezone": None, "local_time": None, "consent": None,
-                          "last_inbound_at": AFTERNOON - 60, "history": {"last_sent_at": None, "marketing_sent_at": []}},
+                          "last_inbound_at": AFTERNOON - 60,
+                          "history": {"last_sent_at": None, "marketing_sent_at": []}},
             "template": None}
 
 
@@ -338,7 +339,8 @@ def test_policy_bundle_loads_into_a_stock_opa(tmp_path: Path, capsys: pytest.Cap
             expected = await _EMBEDDED.evaluate(_text_document("cheap firearms"))
             assert (decision.deny, decision.revision) == (expected.deny, revision)
             params = await engine.params()
-            assert params == PolicyBundle.load(POLICIES).data["sendgate"]["params"]
+            assert params == PolicyBundle.load(POLICIES).data["sendgate"]["params"] == await _EMBEDDED.params()
+            assert (await _EMBEDDED.health())["ok"] is True
         finally:
             await engine.close()
 

@@ -52,7 +52,8 @@ def _opa_test_results(directory: Path) -> dict[str, str]:
     result = _run(require_tool("opa"), "test", str(directory), "--format", "json")
     out = {}
     for test in json.loads(result.stdout):
-        status = "SKIPPED" if test.get("skip") else "ERROR" if test.get("error") else "FAIL" if test.get("fail") else "PASS"
+        status = ("SKIPPED" if test.get("skip") else "ERROR" if test.get("error")
+                  else "FAIL" if test.get("fail") else "PASS")
         out[f"data.{test['package'].removeprefix('data.')}.{test['name']}"] = status
     return out
 

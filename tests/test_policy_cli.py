@@ -10,7 +10,16 @@ import pytest
 
 from sendgate.cli import main
 
-from .conftest import AFTERNOON, CATALOG, PHONE_NUMBER_ID, POLICIES, US_RECIPIENT, WABA_ID, template_message, text_message
+from .conftest import (
+    AFTERNOON,
+    CATALOG,
+    PHONE_NUMBER_ID,
+    POLICIES,
+    US_RECIPIENT,
+    WABA_ID,
+    template_message,
+    text_message,
+)
 
 
 @pytest.fixture
@@ -60,7 +69,8 @@ def test_message_with_recipient_state_options(config: Path, files: dict[str, Pat
     explain = out["explain"]
     assert explain["reasons_by_package"]["sendgate.consent"]["deny"] == ["consent.opted_out"]
     assert any(line.startswith("consent.rego:") and "deny contains" in line for line in explain["fired"])
-    assert any(line.startswith("lib.rego:") and line.split(": ", 1)[1].startswith("marketing") for line in explain["fired"])
+    heads = [line.split(": ", 1) for line in explain["fired"]]
+    assert any(where.startswith("lib.rego:") and head.startswith("marketing") for where, head in heads)
     code, out = run(capsys, *sale, "--consent", "opted_in", "--categories", "marketing", "--last-sent", "2s")
     assert code == 3 and [r["rule"] for r in out["defer"]] == ["frequency.pair_rate"] and out["retry_after"] == 4
 

@@ -124,17 +124,24 @@ class PolicyBundle:
                 raise PolicyLoadError(f"{rel}: no package declaration")
             seen: dict[str, int] = {}
             found: list[RegoTest] = []
-
-            def rename(match: re.Match[str], rel: str = rel, package: str = package.group(1)) -> str:
-                name = match.group(1)
-                n = seen.get(name, 0)
-                seen[name] = n + 1
-                shown, rule = (name, name) if n == 0 else (f"{name}#{n:02d}", f"{name}__body{n:02d}")
-                found.append(RegoTest(package, shown, rel, rule, name.startswith("todo_")))
-                return rule
-
+            rename = _renamer(rel, package.group(1), seen, found)
             out[rel] = (_TEST_HEAD.sub(rename, source), found)
         return out
+
+
+def _renamer(rel: str, package: str, seen: dict[str, int], found: list[RegoTest]) -> Any:
+    """The `re.sub` callback naming each body of a test rule, and noting each test in `found`."""
+
+    def rename(match: re.Match[str]) -> str:
+        name = match.group(1)
+        n = seen.get(name, 0)
+        seen[name] = n + 1
+        shown, rule = (name, name) if n == 0 else (f"{name}#{n:02d}", f"{name}__body{n:02d}")
+        found.append(RegoTest(package, shown, rel, rule, name.startswith("todo_")))
+        return rule
+
+    return rename
+
 
 def _read(path: Path) -> str:
     try:

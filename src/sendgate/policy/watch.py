@@ -116,7 +116,9 @@ class PolicyReloader:
             old = self.engine.revision
             try:
                 revision = await self.engine.reload()
-            except (PolicyLoadError, EngineError) as exc:
+            except Exception as exc:  # refused (PolicyLoadError, EngineError) or a bug: either way, keep serving
+                if not isinstance(exc, (PolicyLoadError, EngineError)):
+                    log.exception("policy reload (%s) failed unexpectedly", trigger)
                 status.failures += 1
                 status.last_error, status.last_error_at = str(exc), status.last_attempt_at
                 status.revision = self.engine.revision
