@@ -7,6 +7,7 @@ pooled session, relay status, body and content type) and nothing else.
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import aiohttp
 from aiohttp import web
@@ -35,13 +36,23 @@ def make_app(upstream: str) -> web.Application:
     return app
 
 
+async def _serve(port: int, upstream: str) -> None:
+    runner = web.AppRunner(make_app(upstream), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print(f"bare proxy listening on http://127.0.0.1:{port}", flush=True)  # only once it accepts
+    try:
+        await asyncio.Event().wait()  # until SIGTERM
+    finally:
+        await runner.cleanup()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     args = parser.parse_args()
-    print(f"bare proxy listening on http://127.0.0.1:{args.port}", flush=True)
-    web.run_app(make_app(args.upstream.rstrip("/")), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    asyncio.run(_serve(args.port, args.upstream.rstrip("/")))
 
 
 if __name__ == "__main__":
