@@ -11,7 +11,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sendgate.fakegraph import FakeGraph
-from sendgate.policy.embedded import EmbeddedEngine
 
 from .conftest import (
     AFTERNOON,

@@ -15,7 +15,7 @@ from sendgate.admin.logcli import add_log_commands
 from sendgate.config import Config, ConfigError, load_config
 from sendgate.policy import EngineError, PolicyLoadError
 from sendgate.policy.cli import add_policy_commands
-from sendgate.state import InvalidRecord, Store, open_store
+from sendgate.state import InvalidRecord, Store, run_with_store
 
 __all__ = ["main"]
 
@@ -25,14 +25,7 @@ def _dump(value: Any) -> None:
 
 
 def _with_store(config: Config, work: Callable[[Store], Awaitable[int]]) -> int:
-    async def run() -> int:
-        store = open_store(config.state)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
+    return run_with_store(config.state, work)
 
 
 # -- serve ---------------------------------------------------------------------------

@@ -6,7 +6,6 @@ Tables (rich) when stdout is a terminal; JSON lines (or CSV with `--format csv`)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import re
 import sys
@@ -27,7 +26,7 @@ from sendgate.admin.review import (
 )
 from sendgate.config import Config, ConfigError
 from sendgate.retention import parse_age, prune_older_than
-from sendgate.state import DECISION_FILTERS, DecisionRecord, InvalidRecord, ReviewRecord, Store, open_store
+from sendgate.state import DECISION_FILTERS, DecisionRecord, InvalidRecord, ReviewRecord, Store, run_with_store
 
 __all__ = ["add_log_commands"]
 
@@ -36,14 +35,7 @@ _RELATIVE = re.compile(r"\s*\d+(?:\.\d+)?\s*[smhdw]\s*")
 
 
 def _with_store(config: Config, work: Callable[[Store], Awaitable[int]]) -> int:
-    async def run() -> int:
-        store = open_store(config.state)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
+    return run_with_store(config.state, work)
 
 
 def _time(value: str, now: float) -> str:

@@ -8,6 +8,9 @@ history and the decision log.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 from sendgate.state.base import (
     CONSENT_CATEGORIES,
     CONSENT_STATUSES,
@@ -39,6 +42,7 @@ __all__ = [
     "Store",
     "TemplateFacts",
     "open_store",
+    "run_with_store",
 ]
 
 
@@ -49,3 +53,16 @@ def open_store(url: str) -> Store:
     if not url.startswith("sqlite:///"):
         raise ValueError(f"unsupported state URL {url!r}: use sqlite:///path")
     return SQLiteStore(url.removeprefix("sqlite:///"))
+
+
+def run_with_store(url: str, work: Callable[[Store], Awaitable[int]]) -> int:
+    """Open the store, run `work` on it in a fresh event loop, close it: the CLI's commands."""
+
+    async def run() -> int:
+        store = open_store(url)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
