@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,6 @@ __all__ = ["main"]
 
 def _dump(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-def _with_store(config: Config, work: Callable[[Store], Awaitable[int]]) -> int:
-    return run_with_store(config.state, work)
 
 
 # -- serve ---------------------------------------------------------------------------
@@ -87,7 +83,7 @@ def _consent_set(config: Config, args: argparse.Namespace) -> int:
         _dump(record.as_json())
         return 0
 
-    return _with_store(config, work)
+    return run_with_store(config.state, work)
 
 
 def _consent_show(config: Config, args: argparse.Namespace) -> int:
@@ -103,7 +99,7 @@ def _consent_show(config: Config, args: argparse.Namespace) -> int:
         _dump({"recipient": recipient, "current": history[-1].as_json(), "history": [r.as_json() for r in history]})
         return 0
 
-    return _with_store(config, work)
+    return run_with_store(config.state, work)
 
 
 def _consent_import(config: Config, args: argparse.Namespace) -> int:
@@ -115,7 +111,7 @@ def _consent_import(config: Config, args: argparse.Namespace) -> int:
         print(f"imported {await store.import_consent(records)} consent records")
         return 0
 
-    return _with_store(config, work)
+    return run_with_store(config.state, work)
 
 
 # -- templates, inbound --------------------------------------------------------------
@@ -128,7 +124,7 @@ def _templates_load(config: Config, args: argparse.Namespace) -> int:
         print(f"loaded {await store.put_templates(args.waba, body)} templates for WABA {args.waba}")
         return 0
 
-    return _with_store(config, work)
+    return run_with_store(config.state, work)
 
 
 def _templates_sync(config: Config, args: argparse.Namespace) -> int:
@@ -146,7 +142,7 @@ def _templates_show(config: Config, args: argparse.Namespace) -> int:
         _dump(catalog)
         return 0
 
-    return _with_store(config, work)
+    return run_with_store(config.state, work)
 
 
 def _inbound(config: Config, args: argparse.Namespace) -> int:
@@ -163,7 +159,7 @@ def _inbound(config: Config, args: argparse.Namespace) -> int:
         print(f"window open for {recipient} on {args.phone_number_id} from {at:.0f}")
         return 0
 
-    return _with_store(config, work)
+    return run_with_store(config.state, work)
 
 
 # -- policy ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import getpass
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import IO, Any
 
 import orjson
@@ -32,10 +32,6 @@ __all__ = ["add_log_commands"]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _RELATIVE = re.compile(r"\s*\d+(?:\.\d+)?\s*[smhdw]\s*")
-
-
-def _with_store(config: Config, work: Callable[[Store], Awaitable[int]]) -> int:
-    return run_with_store(config.state, work)
 
 
 def _time(value: str, now: float) -> str:
@@ -111,7 +107,7 @@ def log_list(config: Config, args: argparse.Namespace) -> int:
                 print(f"more: --before {records[-1].id}", file=sys.stderr)
         return 0
 
-    return _with_store(config, work)
+    return run_with_store(config.state, work)
 
 
 def _table(view: ReviewView, records: list[DecisionRecord], trail: dict[str, list[ReviewRecord]]) -> None:
@@ -177,7 +173,7 @@ def log_show(config: Config, args: argparse.Namespace) -> int:
             _show(view, record, reviews)
         return 0
 
-    return _with_store(config, work)
+    return run_with_store(config.state, work)
 
 
 def _show(view: ReviewView, record: DecisionRecord, reviews: list[ReviewRecord]) -> None:
@@ -298,7 +294,7 @@ def log_stats(config: Config, args: argparse.Namespace) -> int:
             console.print(table)
         return 0
 
-    return _with_store(config, work)
+    return run_with_store(config.state, work)
 
 
 # -- export -----------------------------------------------------------------------------
@@ -332,7 +328,7 @@ def log_export(config: Config, args: argparse.Namespace) -> int:
             print(f"exported {count} decision records to {args.output}", file=sys.stderr)
         return 0
 
-    return _with_store(config, work)
+    return run_with_store(config.state, work)
 
 
 # -- review, prune ----------------------------------------------------------------------
@@ -349,7 +345,7 @@ def log_review(config: Config, args: argparse.Namespace) -> int:
         print(f"decision {args.id} reviewed by {reviewer} at {fmt_time(saved.reviewed_at)} UTC")
         return 0
 
-    return _with_store(config, work)
+    return run_with_store(config.state, work)
 
 
 def _whoami() -> str:
@@ -385,7 +381,7 @@ def log_prune(config: Config, args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _with_store(config, work)
+    return run_with_store(config.state, work)
 
 
 # -- parser -----------------------------------------------------------------------------

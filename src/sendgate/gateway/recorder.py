@@ -95,9 +95,13 @@ class DecisionRecorder:
             return reasons
         return mask_in_reasons(reasons, recipient, mask_recipient(recipient))
 
+    def _keeps_content(self, call: SendCall) -> bool:
+        """Rejected sends keep what reviewers need; allowed ones only when configured."""
+        return call.outcome != "allow" or self._options.keep_allowed_content
+
     def _facts(self, call: SendCall) -> dict[str, Any] | None:
         """The input document's `recipient` and `template` facts, kept when the content is."""
-        if call.outcome == "allow" and not self._options.keep_allowed_content:
+        if not self._keeps_content(call):
             return None
         document = call.input or {}
         recipient, template = document.get("recipient"), document.get("template")
@@ -108,7 +112,7 @@ class DecisionRecorder:
         return {"recipient": recipient, "template": template}
 
     def _content(self, call: SendCall) -> Any:
-        if call.outcome == "allow" and not self._options.keep_allowed_content:
+        if not self._keeps_content(call):
             return None
         if isinstance(call.body, dict) and self._options.mask_recipients:
             return {k: self._shown(v) if k in ("to", "recipient") and isinstance(v, str) else v for k, v in call.body.items()}
