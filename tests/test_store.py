@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -73,6 +74,7 @@ async def test_templates_replace_atomically_and_answer_facts(store: SQLiteStore)
     facts = await store.template_facts("222", "promo", "en_US")
     assert (facts.found, facts.language_found, facts.status, facts.category) == (True, True, "APPROVED", "MARKETING")
     assert facts.languages == ["en_US", "pt_BR"] and facts.placeholders == {"header": 0, "body": 1}
+    assert facts.as_input() == dataclasses.asdict(facts)  # every field reaches the policy input
     facts = await store.template_facts("222", "promo", "de")
     assert facts.found and not facts.language_found and facts.status is None
     await store.put_templates("222", {"data": [{"name": "other", "language": "en", "status": "APPROVED"}]})

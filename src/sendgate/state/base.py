@@ -68,7 +68,15 @@ class TemplateFacts:
     placeholders: dict[str, int]
 
     def as_input(self) -> dict[str, Any]:
-        return asdict(self)
+        # Spelled out: built on every template send, and asdict() deep-copies through reflection.
+        return {
+            "found": self.found,
+            "language_found": self.language_found,
+            "languages": list(self.languages),
+            "status": self.status,
+            "category": self.category,
+            "placeholders": dict(self.placeholders),
+        }
 
 
 @dataclass

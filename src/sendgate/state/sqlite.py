@@ -1,22 +1,20 @@
 """SQLite store: reads on the caller's thread, writes through one group-committing writer.
 
 Reads are short indexed lookups, cheaper than a thread hop, so they run inline.
-Writes go to a single writer thread that commits whatever has queued up in one
-transaction (group commit): a send awaits the commit of its decision record
-before it is forwarded, so every message that reached Meta has a committed
-record even if the process is killed, and a burst of sends shares one commit.
-WAL with synchronous=NORMAL survives a process kill; only an OS crash can
+Writes go to a single writer thread (`sqlite_writer.py`) that commits whatever has
+queued up in one transaction (group commit): a send awaits the commit of its
+decision record before it is forwarded, so every message that reached Meta has a
+committed record even if the process is killed, and a burst of sends shares one
+commit. WAL with synchronous=NORMAL survives a process kill; only an OS crash can
 lose the last transactions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from sendgate.state.base import (
 from sendgate.state.catalog import count_placeholders, validate_catalog
 from sendgate.state.sqlite_review import UPSERT_COUNT, ReviewQueries, count_rows, migrate
 from sendgate.state.sqlite_webhooks import WebhookQueries, migrate_webhooks
+from sendgate.state.sqlite_writer import GroupCommitWriter, Op, Rows, Statement
 
 __all__ = ["SQLiteStore"]
 
@@ -129,7 +128,10 @@ _INSERT_DECISION = (
     f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}) VALUES ({', '.join('?' * len(_DECISION_COLUMNS))})"
 )
 
-_Op = Callable[[sqlite3.Connection], Any]
+_UPDATE_UPSTREAM = (
+    "UPDATE decisions SET upstream_status = ?, upstream_message_id = ?, upstream_error_code = ?, upstream_error = ?"
+    " WHERE id = ?"
+)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -138,80 +140,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
-
-
-class _Writer(threading.Thread):
-    """Runs queued write operations in batches, one transaction per batch."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(name="sendgate-sqlite-writer", daemon=True)
-        self._conn = _connect(path)
-        self._queue: queue.SimpleQueue[tuple[_Op, asyncio.Future[Any] | None] | None] = queue.SimpleQueue()
-
-    def submit(self, op: _Op, future: asyncio.Future[Any] | None) -> None:
-        self._queue.put((op, future))
-
-    def stop(self) -> None:
-        self._queue.put(None)
-
-    def run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch = [self._queue.get()]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if None in batch:
-                stopping = True
-                batch = [item for item in batch if item is not None]
-            if batch:
-                self._commit(batch)  # type: ignore[arg-type]
-        self._conn.close()
-
-    def _commit(self, batch: list[tuple[_Op, asyncio.Future[Any] | None]]) -> None:
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            results = [op(self._conn) for op, _ in batch]
-            self._conn.execute("COMMIT")
-        except Exception:  # one bad op must not fail its neighbours: retry each alone
-            self._conn.execute("ROLLBACK")
-            for item in batch:
-                self._commit_one(*item)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            _resolve(future, result, None)
-
-    def _commit_one(self, op: _Op, future: asyncio.Future[Any] | None) -> None:
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            result = op(self._conn)
-            self._conn.execute("COMMIT")
-        except Exception as exc:
-            self._conn.execute("ROLLBACK")
-            _resolve(future, None, exc)
-        else:
-            _resolve(future, result, None)
-
-
-def _resolve(future: asyncio.Future[Any] | None, result: Any, exc: BaseException | None) -> None:
-    if future is None:
-        return
-    loop = future.get_loop()
-
-    def settle() -> None:
-        if future.done():
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # loop already closed: nobody is waiting any more
-        pass
 
 
 class SQLiteStore(ReviewQueries, WebhookQueries):
@@ -227,13 +155,13 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         self._read.executescript(_SCHEMA)
         migrate(self._read)
         migrate_webhooks(self._read)
-        self._writer = _Writer(self.path)
+        self._writer = GroupCommitWriter(lambda: _connect(self.path), UPSERT_COUNT)
         self._writer.start()
         # Catalog facts change rarely and are read on every template send.
         self._template_cache: TTLCache[tuple[str, str], list[tuple[Any, ...]]] = TTLCache(maxsize=4096, ttl=5.0)
         self._closed = False
 
-    async def _write(self, op: _Op) -> Any:
+    async def _write(self, op: Op) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._writer.submit(op, future)
         return await future
@@ -369,22 +297,20 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
     # -- decision log ---------------------------------------------------------------
 
     async def log_decision(self, record: DecisionRecord, send: SendRecord | None = None) -> None:
-        row = _decision_row(record)
         rules = sorted({r["rule"] for r in record.reasons if isinstance(r.get("rule"), str)})
-        counts = count_rows(record, rules)
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(_INSERT_DECISION, row)
-            conn.executemany(UPSERT_COUNT, counts)  # the hourly rollup the overview reads
-            if rules:
-                conn.executemany("INSERT OR IGNORE INTO decision_rules VALUES (?, ?)", [(record.id, r) for r in rules])
-            if send is not None:
-                conn.execute(
-                    "INSERT INTO sends VALUES (?, ?, ?, ?, ?, ?, 0)",
-                    (send.decision_id, send.phone_number_id, send.waba_id, send.recipient, send.category, send.sent_at),
-                )
-
-        await self._write(op)
+        statements: list[Statement] = [(_INSERT_DECISION, [_decision_row(record)])]
+        if rules:
+            statements.append(("INSERT OR IGNORE INTO decision_rules VALUES (?, ?)", [(record.id, r) for r in rules]))
+        if send is not None:
+            statements.append((
+                "INSERT INTO sends VALUES (?, ?, ?, ?, ?, ?, 0)",
+                [(send.decision_id, send.phone_number_id, send.waba_id, send.recipient, send.category, send.sent_at)],
+            ))  # fmt: skip
+        # With the hourly rollup the overview reads, in the same transaction.
+        rows = Rows(statements, count_rows(record, rules), name=f"decision {record.id}")
+        await self._writer.write_rows(rows, wait=True)  # type: ignore[misc]
+        if rows.error is not None:
+            raise rows.error
 
     def log_upstream(
         self,
@@ -395,17 +321,11 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         error: str | None,
         send_failed: bool,
     ) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE decisions SET upstream_status = ?, upstream_message_id = ?, upstream_error_code = ?,"
-                " upstream_error = ? WHERE id = ?",
-                (status, message_id, error_code, error, decision_id),
-            )
-            if send_failed:
-                conn.execute("UPDATE sends SET failed = 1 WHERE decision_id = ?", (decision_id,))
-
+        statements: list[Statement] = [(_UPDATE_UPSTREAM, [(status, message_id, error_code, error, decision_id)])]
+        if send_failed:
+            statements.append(("UPDATE sends SET failed = 1 WHERE decision_id = ?", [(decision_id,)]))
         # Not awaited: the record was committed before forwarding; this only completes it.
-        self._writer.submit(op, None)
+        self._writer.write_rows(Rows(statements, name=f"upstream outcome of {decision_id}"), wait=False)
 
     def _to_record(self, row: Sequence[Any]) -> DecisionRecord:
         return _decision(row)

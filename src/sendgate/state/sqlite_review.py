@@ -90,9 +90,9 @@ CREATE TABLE decision_counts (
 ) WITHOUT ROWID;
 """
 
-UPSERT_COUNT = (
-    "INSERT INTO decision_counts (span, start, dim, key, decision, mode, n) VALUES (?, ?, ?, ?, ?, ?, 1)"
-    " ON CONFLICT (span, start, dim, key, decision, mode) DO UPDATE SET n = n + 1"
+UPSERT_COUNT = (  # parameters: a count_rows() row, then how many decisions it counts
+    "INSERT INTO decision_counts (span, start, dim, key, decision, mode, n) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (span, start, dim, key, decision, mode) DO UPDATE SET n = n + excluded.n"
 )
 
 _HOURS_FROM_RECORDS = (

@@ -1,0 +1,204 @@
+"""One writer thread for a SQLite file: everything queued commits together (group commit).
+
+Two kinds of writes are queued:
+
+- `Rows`: parameter rows for fixed statements (a decision record, its rules, its send,
+  the upstream outcome). Consecutive ones are merged per statement into one
+  `executemany`, and all of their waiters share one future per batch, settled with a
+  single wake-up of the event loop. This is the send path's write: a call per
+  message, so its cost per message is what the gateway's throughput pays.
+- an operation `op(conn)` with a future of its own (consent, catalogs, reviews,
+  pruning...), run in submission order, its result or exception returned to its caller.
+
+A batch is one transaction. If it fails, each of its writes is retried in a
+transaction of its own, so one bad write never fails its neighbours. `decision_counts`
+increments are summed over the batch and upserted once per key, before any
+operation runs, so operations (pruning, rebuilds) see them applied.
+
+SQLite runs with the GIL released, so the commit work overlaps the event loop's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["GroupCommitWriter", "Op", "Rows"]
+
+log = logging.getLogger("sendgate.state")
+
+Op = Callable[[sqlite3.Connection], Any]
+Statement = tuple[str, Sequence[tuple[Any, ...]]]
+
+
+@dataclass
+class Rows:
+    """Rows for fixed statements, and rollup rows to add 1 to; `name` says what they record."""
+
+    statements: list[Statement]
+    counts: list[tuple[Any, ...]] = field(default_factory=list)
+    name: str = ""
+    awaited: bool = False
+    error: BaseException | None = None  # set, before its batch settles, when these rows failed
+
+
+@dataclass
+class _OpItem:
+    op: Op
+    future: asyncio.Future[Any] | None
+
+
+@dataclass
+class _Batch:
+    items: list[Rows | _OpItem]
+    shared: asyncio.Future[None] | None  # what waiting `Rows` await
+    settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = field(default_factory=list)
+
+
+class GroupCommitWriter(threading.Thread):
+    def __init__(self, connect: Callable[[], sqlite3.Connection], upsert_count: str) -> None:
+        super().__init__(name="sendgate-sqlite-writer", daemon=True)
+        self._conn = connect()
+        self._upsert_count = upsert_count  # parameters: a counts row, then the number to add
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._items: list[Rows | _OpItem] = []
+        self._shared: asyncio.Future[None] | None = None
+        self._stopping = False
+        self._counts: collections.Counter[tuple[Any, ...]] = collections.Counter()
+
+    # -- the event loop's side ------------------------------------------------------
+
+    def write_rows(self, rows: Rows, wait: bool) -> asyncio.Future[None] | None:
+        """Queue `rows`; with `wait`, the future of the batch that will commit them, shared with
+        the other rows of that batch: once it is done, `rows.error` says whether these failed."""
+        rows.awaited = wait
+        with self._lock:
+            self._items.append(rows)
+            shared = None
+            if wait:
+                if self._shared is None:
+                    self._shared = asyncio.get_running_loop().create_future()
+                shared = self._shared
+            self._wake.notify()
+        return shared
+
+    def submit(self, op: Op, future: asyncio.Future[Any] | None) -> None:
+        with self._lock:
+            self._items.append(_OpItem(op, future))
+            self._wake.notify()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._wake.notify()
+
+    # -- the writer thread ----------------------------------------------------------
+
+    def run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._items and not self._stopping:
+                    self._wake.wait()
+                batch = _Batch(self._items, self._shared)
+                self._items, self._shared = [], None
+                stopping = self._stopping and not batch.items
+            if batch.items:
+                self._commit(batch)
+                self._settle(batch)
+            if stopping:
+                break
+        self._conn.close()
+
+    def _commit(self, batch: _Batch) -> None:
+        results: list[tuple[_OpItem, Any]] = []
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            pending: list[Rows] = []
+            for item in batch.items:
+                if isinstance(item, Rows):
+                    pending.append(item)
+                    continue
+                self._write_rows(pending)
+                pending = []
+                results.append((item, item.op(self._conn)))
+            self._write_rows(pending)
+            self._conn.execute("COMMIT")
+        except Exception:  # one bad write must not fail its neighbours: retry each alone
+            self._rollback()
+            for item in batch.items:
+                self._commit_one(item, batch)
+            return
+        batch.settled.extend((item.future, result, None) for item, result in results if item.future is not None)
+
+    def _commit_one(self, item: Rows | _OpItem, batch: _Batch) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            if isinstance(item, Rows):
+                self._write_rows([item])
+                result = None
+            else:
+                result = item.op(self._conn)
+            self._conn.execute("COMMIT")
+        except Exception as exc:
+            self._rollback()
+            if isinstance(item, _OpItem):
+                if item.future is not None:
+                    batch.settled.append((item.future, None, exc))
+            elif item.awaited:
+                item.error = exc
+            else:  # nobody waits for it (the upstream outcome): say so, since it is lost
+                log.error("state write failed (%s): %s", item.name or "unnamed", exc)
+        else:
+            if isinstance(item, _OpItem) and item.future is not None:
+                batch.settled.append((item.future, result, None))
+
+    def _rollback(self) -> None:
+        self._counts.clear()
+        if self._conn.in_transaction:  # not when BEGIN itself failed (a lock held too long)
+            self._conn.execute("ROLLBACK")
+
+    def _write_rows(self, group: list[Rows]) -> None:
+        """One executemany per statement for consecutive `Rows`, then their summed counts."""
+        if not group:
+            return
+        merged: dict[str, list[tuple[Any, ...]]] = {}
+        for rows in group:
+            for sql, params in rows.statements:
+                merged.setdefault(sql, []).extend(params)
+            self._counts.update(rows.counts)
+        for sql, params in merged.items():
+            if params:
+                self._conn.executemany(sql, params)
+        if self._counts:
+            self._conn.executemany(self._upsert_count, [(*key, n) for key, n in self._counts.items()])
+            self._counts.clear()
+
+    def _settle(self, batch: _Batch) -> None:
+        """Hand every result of the batch to its event loop in one wake-up."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+        if batch.shared is not None:
+            by_loop[batch.shared.get_loop()] = [(batch.shared, None, None)]
+        for settled in batch.settled:
+            by_loop.setdefault(settled[0].get_loop(), []).append(settled)
+        for loop, outcomes in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_set_all, outcomes)
+            except RuntimeError:  # loop already closed: nobody is waiting any more
+                pass
+
+
+def _set_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, exc in outcomes:
+        if future.done():
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)

@@ -1,0 +1,128 @@
+"""The group-committing writer: batching, failure isolation, ordering, rollups, wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sendgate.state.sqlite_writer import GroupCommitWriter, Rows
+
+UPSERT = "INSERT INTO counts VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET n = n + excluded.n"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    return conn
+
+
+@pytest.fixture
+async def writer(tmp_path: Path) -> AsyncIterator[GroupCommitWriter]:
+    path = tmp_path / "w.db"
+    with _connect(path) as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)")
+        conn.execute("CREATE TABLE counts (key TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    w = GroupCommitWriter(lambda: _connect(path), UPSERT)
+    w.path = path  # type: ignore[attr-defined]
+    w.start()
+    yield w
+    w.stop()
+    await asyncio.get_running_loop().run_in_executor(None, w.join)
+
+
+def _rows(i: int, *keys: str) -> Rows:
+    return Rows([("INSERT INTO items VALUES (?, ?)", [(i, f"v{i}")])], [(k,) for k in keys], name=f"item {i}")
+
+
+async def _op(writer: GroupCommitWriter, op: Any) -> Any:
+    future = asyncio.get_running_loop().create_future()
+    writer.submit(op, future)
+    return await future
+
+
+def _read(writer: GroupCommitWriter, sql: str) -> list[tuple[Any, ...]]:
+    with _connect(writer.path) as conn:  # type: ignore[attr-defined]
+        return conn.execute(sql).fetchall()
+
+
+async def test_rows_queued_together_share_one_commit_and_sum_their_counts(writer: GroupCommitWriter) -> None:
+    # Hold the writer in a slow operation so that the next 50 rows queue up behind it.
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(conn: sqlite3.Connection) -> None:
+        loop.call_soon_threadsafe(started.set)
+        time.sleep(0.2)
+
+    blocker = asyncio.ensure_future(_op(writer, slow))
+    await started.wait()
+    futures = [writer.write_rows(_rows(i, "all", f"odd{i % 2}"), wait=True) for i in range(50)]
+    assert len({id(f) for f in futures}) == 1  # one batch, one future, one wake-up of the loop
+    await asyncio.gather(blocker, *futures)  # type: ignore[arg-type]
+    assert _read(writer, "SELECT count(*) FROM items") == [(50,)]
+    assert dict(_read(writer, "SELECT key, n FROM counts")) == {"all": 50, "odd0": 25, "odd1": 25}
+
+
+async def test_a_bad_row_fails_alone_and_its_neighbours_commit(writer: GroupCommitWriter) -> None:
+    good = [_rows(i, "all") for i in range(5)]
+    clash = _rows(2, "all")  # primary key taken by good[2]
+    futures = [writer.write_rows(r, wait=True) for r in [*good[:3], clash, *good[3:]]]
+    await asyncio.gather(*futures)  # type: ignore[arg-type]
+    assert all(r.error is None for r in good)
+    assert isinstance(clash.error, sqlite3.IntegrityError)
+    assert _read(writer, "SELECT id FROM items ORDER BY id") == [(i,) for i in range(5)]
+    assert _read(writer, "SELECT n FROM counts") == [(5,)]  # the failed row's count was not kept
+
+
+async def test_operations_see_the_rows_and_counts_queued_before_them(writer: GroupCommitWriter) -> None:
+    for i in range(10):
+        writer.write_rows(_rows(i, "all"), wait=False)
+    seen = await _op(writer, lambda conn: (conn.execute("SELECT count(*) FROM items").fetchone()[0],
+                                           conn.execute("SELECT n FROM counts").fetchone()[0]))
+    assert seen == (10, 10)
+
+
+async def test_a_failing_operation_raises_to_its_caller_only(writer: GroupCommitWriter) -> None:
+    def bad(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO nowhere VALUES (1)")
+
+    rows = _rows(1, "all")
+    results = await asyncio.gather(
+        writer.write_rows(rows, wait=True),  # type: ignore[arg-type]
+        _op(writer, bad),
+        _op(writer, lambda conn: conn.execute("SELECT count(*) FROM items").fetchone()[0]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], sqlite3.OperationalError) and "nowhere" in str(results[1])
+    assert results[2] == 1 and rows.error is None
+
+
+async def test_a_lost_write_that_nobody_awaits_is_logged(
+    writer: GroupCommitWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="sendgate.state")
+    writer.write_rows(Rows([("UPDATE nowhere SET x = ?", [(1,)])], name="upstream outcome of X"), wait=False)
+    await _op(writer, lambda conn: None)  # after it
+    assert "state write failed (upstream outcome of X)" in caplog.text and "nowhere" in caplog.text
+
+
+async def test_stop_commits_what_is_queued(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    with _connect(path) as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)")
+        conn.execute("CREATE TABLE counts (key TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    writer = GroupCommitWriter(lambda: _connect(path), UPSERT)
+    for i in range(20):
+        writer.write_rows(_rows(i), wait=False)
+    writer.start()
+    writer.stop()
+    await asyncio.get_running_loop().run_in_executor(None, writer.join)
+    with _connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (20,)
