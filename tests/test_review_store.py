@@ -188,8 +188,7 @@ async def test_prune_removes_old_records_their_rules_and_notes_only(
     assert [r.note for r in (await store.reviews([kept.id]))[kept.id]] == ["kept note"]
     assert await _ids(store, rule=next(iter(_rules(old)))) == _expected(survivors, lambda r: _rules(old) & _rules(r))
     assert await _counts(store, 0, NOW + 10, 3600) == _brute_counts(survivors, 0, NOW + 10, 3600)
-    history = await store.send_history("1", "2", "16505550001", NOW)
-    assert history["marketing_sent_at"] == [cutoff - 10]
+    assert (await store.recipient_facts("1", "2", "16505550001", NOW)).marketing_sent_at == [cutoff - 10]
 
 
 async def test_prune_works_in_batches(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,10 +3,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from sendgate.places import recipient_place
 from sendgate.state import ConsentRecord, DecisionQuery, DecisionRecord, InvalidRecord, SendRecord
 from sendgate.state.catalog import count_placeholders
 from sendgate.state.sqlite import SQLiteStore
@@ -34,11 +36,11 @@ def _decision(i: int, **fields) -> DecisionRecord:
 async def test_consent_is_append_only_and_latest_wins(store: SQLiteStore) -> None:
     await store.record_consent(ConsentRecord("1650", "opted_in", ("marketing",), "web", "form #1", 100.0))
     await store.record_consent(ConsentRecord("1650", "opted_out", (), "whatsapp", "STOP", 200.0))
-    current = await store.consent("1650")
+    current = (await store.recipient_facts("111", None, "1650", 300.0)).consent
     assert current is not None and current.status == "opted_out" and current.evidence == "STOP"
     history = await store.consent_history("1650")
     assert [(r.status, r.recorded_at) for r in history] == [("opted_in", 100.0), ("opted_out", 200.0)]
-    assert await store.consent("999") is None
+    assert (await store.recipient_facts("111", None, "999", 300.0)).consent is None
 
 
 def test_consent_record_validation() -> None:
@@ -87,8 +89,8 @@ async def test_templates_replace_atomically_and_answer_facts(store: SQLiteStore)
 async def test_inbound_window_never_moves_back(store: SQLiteStore) -> None:
     await store.record_inbound("111", "1650", 500.0)
     await store.record_inbound("111", "1650", 400.0)  # a late redelivery
-    assert await store.last_inbound("111", "1650") == 500.0
-    assert await store.last_inbound("999", "1650") is None
+    assert (await store.recipient_facts("111", None, "1650", 600.0)).last_inbound_at == 500.0
+    assert (await store.recipient_facts("999", None, "1650", 600.0)).last_inbound_at is None
 
 
 async def test_send_history_counts_per_business_and_skips_failures(store: SQLiteStore) -> None:
@@ -104,9 +106,9 @@ async def test_send_history_counts_per_business_and_skips_failures(store: SQLite
         await store.log_decision(_decision(i, id=send.decision_id), send)
     store.log_upstream("d5", None, None, None, "timeout", send_failed=True)
     await store.flush()
-    history = await store.send_history("111", "222", "1650", now)
-    assert history["last_sent_at"] == now - 10
-    assert history["marketing_sent_at"] == [now - 3600, now - 7200]
+    facts = await store.recipient_facts("111", "222", "1650", now)
+    assert facts.last_sent_at == now - 10
+    assert facts.marketing_sent_at == [now - 3600, now - 7200]
 
 
 async def test_decision_log_filters_and_pages(store: SQLiteStore) -> None:
@@ -145,3 +147,36 @@ async def test_upstream_outcome_completes_the_record(store: SQLiteStore) -> None
     record = await store.decision(_decision(1).id)
     assert record is not None
     assert (record.upstream_status, record.upstream_message_id, record.content) == (200, "wamid.X", {"to": "1650"})
+
+
+async def test_recipient_facts_keep_times_exact_and_places_stored(store: SQLiteStore) -> None:
+    # Times go through SQLite's JSON functions: every digit of a float must come back.
+    now = 1_795_557_600.123456789
+    at = [now - 0.000_123_456, now - 86_399.987_654_321]
+    for i, sent_at in enumerate(at):
+        send = SendRecord(f"d{i}", "111", "222", "16505551234", "marketing", sent_at)
+        await store.log_decision(_decision(i, id=f"d{i}"), send)
+    await store.record_delivery_failure("wamid.1", 131049, "16505551234", "111", now - 1.000_000_7)
+    await store.record_consent(ConsentRecord("16505551234", "opted_in", ("marketing",), "web", None, now - 5.5e-7))
+    await store.record_inbound("111", "442079460000", now - 3.25)
+    await store.record_inbound("111", "447700900123", now - 3.25)  # a number phonenumbers cannot place
+    facts = await store.recipient_facts("111", "222", "16505551234", now)
+    assert facts.marketing_sent_at == at and facts.last_sent_at == at[0]
+    assert facts.delivery_failures == [{"code": 131049, "at": now - 1.000_000_7}]
+    assert facts.consent is not None and facts.consent.recorded_at == now - 5.5e-7
+    # Where the number is: stored when consent or an inbound message made it known, as placed by
+    # phonenumbers; not stored for a number never seen.
+    assert facts.place == ("US", "America/Los_Angeles") == recipient_place("16505551234")
+    assert (await store.recipient_facts("111", None, "442079460000", now)).place == ("GB", "Europe/London")
+    assert (await store.recipient_facts("111", None, "447700900123", now)).place == (None, None)
+    assert (await store.recipient_facts("111", None, "5511987654321", now)).place is None
+
+
+async def test_places_from_older_metadata_are_not_used(store: SQLiteStore, tmp_path: Path) -> None:
+    await store.record_consent(ConsentRecord("16505551234", "opted_in", ("utility",), "web", None, 1.0))
+    await store.flush()
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE places SET country = 'ZZ', data = 'phonenumbers 0.0.1'")
+    assert (await store.recipient_facts("111", None, "16505551234", 2.0)).place is None
+    await store.record_consent(ConsentRecord("16505551234", "opted_in", ("utility",), "web", None, 3.0))
+    assert (await store.recipient_facts("111", None, "16505551234", 4.0)).place == ("US", "America/Los_Angeles")

@@ -90,7 +90,7 @@ async def test_without_app_secret_the_endpoint_is_off(gateway_factory: GatewayFa
     assert response.status == 404
     status, _ = await post_webhook(client, inbound_text("hi", clock.now))
     assert status == 404
-    assert await store_of(client).last_inbound(PHONE_NUMBER_ID, US_RECIPIENT) is None
+    assert (await store_of(client).recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, clock.now)).last_inbound_at is None
 
 
 async def test_bad_or_missing_signature_is_refused_and_changes_nothing(
@@ -106,7 +106,7 @@ async def test_bad_or_missing_signature_is_refused_and_changes_nothing(
     tampered = body.replace(b"hello", b"STOP!")
     assert (await post_webhook(client, None, raw=tampered, signature=sign(body)))[0] == 401
     assert app.received == []  # nothing relayed
-    assert await store_of(client).last_inbound(PHONE_NUMBER_ID, US_RECIPIENT) is None
+    assert (await store_of(client).recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, 0.0)).last_inbound_at is None
     status, _, answer = await send(client, text_message())
     assert status == 403 and answer["error"]["code"] == 131047  # the window is still closed
 
@@ -136,7 +136,7 @@ async def test_meta_examples_update_the_window(gateway_factory: GatewayFactory) 
                  "Unsupported Message", "Interactive List Reply Message", "Order Message", "System Message"):  # fmt: skip
         assert (await post_webhook(client, EXAMPLES[name]))[0] == 200
     # The newest of them (the system message, 1750269342) is the window's last inbound time.
-    assert await store.last_inbound(PHONE_NUMBER_ID, US_RECIPIENT) == 1750269342
+    assert (await store.recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, 0.0)).last_inbound_at == 1750269342
     # A group lifecycle event changes no recipient state but is accepted.
     assert (await post_webhook(client, EXAMPLES["Group Create Message"]))[0] == 200
     metrics = await (await client.get("/metrics")).text()
@@ -171,7 +171,7 @@ async def test_app_unreachable_is_an_error_too(gateway_factory: GatewayFactory, 
     client = await gateway_factory(webhooks=webhook_config("http://127.0.0.1:9/hook", forward_timeout=2))
     status, _ = await post_webhook(client, inbound_text("hi", clock.now - 60))
     assert status == 502
-    assert await store_of(client).last_inbound(PHONE_NUMBER_ID, US_RECIPIENT) == int(clock.now - 60)
+    assert (await store_of(client).recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, clock.now)).last_inbound_at == int(clock.now - 60)
 
 
 async def test_without_forward_to_state_is_updated_and_meta_gets_200(gateway_factory: GatewayFactory, clock: Clock) -> None:
@@ -207,7 +207,7 @@ async def test_inbound_message_opens_the_window_for_free_form_sends(gateway_fact
     await allowed_send(client, text_message())
     # A redelivered older message never moves the window back.
     assert (await post_webhook(client, inbound_text("earlier", clock.now - 90000)))[0] == 200
-    assert await store_of(client).last_inbound(PHONE_NUMBER_ID, US_RECIPIENT) == int(clock.now - 300)
+    assert (await store_of(client).recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, clock.now)).last_inbound_at == int(clock.now - 300)
 
 
 async def test_click_to_whatsapp_referral_marks_the_free_entry_point(gateway_factory: GatewayFactory, clock: Clock) -> None:
@@ -217,8 +217,8 @@ async def test_click_to_whatsapp_referral_marks_the_free_entry_point(gateway_fac
     message["timestamp"] = str(int(clock.now - 600))
     assert (await post_webhook(client, payload))[0] == 200
     store = store_of(client)
-    signals = await store.recipient_signals(PHONE_NUMBER_ID, US_RECIPIENT, clock.now)
-    assert signals["free_entry_point_at"] == int(clock.now - 600)
+    facts = await store.recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, clock.now)
+    assert facts.free_entry_point_at == int(clock.now - 600)
     # The policy input carries it (kept in the decision record's facts here).
     _, headers, _ = await send(client, text_message())
     record = await store.decision(headers["X-Sendgate-Decision-Id"])
@@ -226,7 +226,7 @@ async def test_click_to_whatsapp_referral_marks_the_free_entry_point(gateway_fac
     assert record.facts["recipient"]["free_entry_point_at"] == int(clock.now - 600)
     # A plain message is no entry point.
     assert (await post_webhook(client, inbound_text("hi", clock.now - 60, sender="5511987654321")))[0] == 200
-    assert (await store.recipient_signals(PHONE_NUMBER_ID, "5511987654321", clock.now))["free_entry_point_at"] is None
+    assert (await store.recipient_facts(PHONE_NUMBER_ID, None, "5511987654321", clock.now)).free_entry_point_at is None
 
 
 async def test_bsuid_sender_without_wa_id_is_keyed_by_user_id(gateway_factory: GatewayFactory, clock: Clock) -> None:
@@ -237,7 +237,7 @@ async def test_bsuid_sender_without_wa_id_is_keyed_by_user_id(gateway_factory: G
     del value["messages"][0]["from"]
     value["messages"][0]["from_user_id"] = "US.13491208655302741918"
     assert (await post_webhook(client, payload))[0] == 200
-    assert await store_of(client).last_inbound(PHONE_NUMBER_ID, "US.13491208655302741918") == int(clock.now - 60)
+    assert (await store_of(client).recipient_facts(PHONE_NUMBER_ID, None, "US.13491208655302741918", clock.now)).last_inbound_at == int(clock.now - 60)
 
 
 # -- opt-out and opt-in ------------------------------------------------------------------------------
@@ -382,8 +382,8 @@ async def test_failed_131049_and_131026_are_recorded_against_the_recipient(
         payload = status_update(message_id, "failed", at, error=code)
         assert (await post_webhook(client, payload))[0] == 200
         assert (await post_webhook(client, payload))[0] == 200  # a duplicate
-    signals = await store.recipient_signals(PHONE_NUMBER_ID, US_RECIPIENT, clock.now)
-    assert signals["delivery_failures"] == [{"code": 131026, "at": int(clock.now - 2)},
+    facts = await store.recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, clock.now)
+    assert facts.delivery_failures == [{"code": 131026, "at": int(clock.now - 2)},
                                             {"code": 131049, "at": int(clock.now - 5)}]  # fmt: skip
     clock.advance(10)
     _, headers, _ = await send(client, template_message())
@@ -391,8 +391,8 @@ async def test_failed_131049_and_131026_are_recorded_against_the_recipient(
     assert record is not None and record.facts is not None
     assert [f["code"] for f in record.facts["recipient"]["delivery_failures"]] == [131026, 131049]
     # Older than 30 days: gone from the input.
-    later = await store.recipient_signals(PHONE_NUMBER_ID, US_RECIPIENT, clock.now + 31 * 86400)
-    assert later["delivery_failures"] == []
+    later = await store.recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, clock.now + 31 * 86400)
+    assert later.delivery_failures == []
 
 
 async def test_failed_131050_records_a_marketing_optout(gateway_factory: GatewayFactory, clock: Clock) -> None:

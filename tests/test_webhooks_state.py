@@ -95,7 +95,7 @@ async def test_optin_keyword_resubscribes_when_policy_data_says_so(store: SQLite
     other = "5511987654321"
     await applier.apply(parse_webhook(inbound_text("stop", NOW - 200, sender=other), NOW), NOW)
     await applier.apply(parse_webhook(inbound_text("start", NOW - 100, sender=other), NOW), NOW)
-    assert (await store.consent(other)).categories == ("utility",)  # type: ignore[union-attr]
+    assert (await store.recipient_facts(PHONE_NUMBER_ID, None, other, NOW)).consent.categories == ("utility",)  # type: ignore[union-attr]
 
 
 async def test_consent_events_are_idempotent_and_never_go_back(store: SQLiteStore) -> None:
@@ -162,10 +162,10 @@ async def test_account_state_keeps_the_newest_and_the_most_severe_status(store: 
 async def test_window_closure_and_reopening(store: SQLiteStore) -> None:
     await store.record_inbound(PHONE_NUMBER_ID, US_RECIPIENT, NOW - 100)
     await store.close_window(PHONE_NUMBER_ID, US_RECIPIENT, NOW - 50)
-    assert await store.last_inbound(PHONE_NUMBER_ID, US_RECIPIENT) is None
+    assert (await store.recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, NOW)).last_inbound_at is None
     await store.close_window(PHONE_NUMBER_ID, US_RECIPIENT, NOW - 80)  # an older report changes nothing
     await store.record_inbound(PHONE_NUMBER_ID, US_RECIPIENT, NOW - 10)
-    assert await store.last_inbound(PHONE_NUMBER_ID, US_RECIPIENT) == NOW - 10
+    assert (await store.recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, NOW)).last_inbound_at == NOW - 10
 
 
 async def test_user_preference_other_categories_are_ignored(store: SQLiteStore) -> None:
@@ -176,7 +176,7 @@ async def test_user_preference_other_categories_are_ignored(store: SQLiteStore) 
     payload = user_preference("stop", NOW)
     payload["entry"][0]["changes"][0]["value"]["user_preferences"][0]["category"] = "calls"
     await applier.apply(parse_webhook(payload, NOW), NOW)
-    assert await store.consent(US_RECIPIENT) is None
+    assert (await store.recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, NOW)).consent is None
 
 
 @pytest.mark.parametrize(

@@ -7,29 +7,11 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
-from phonenumbers import timezone as phone_timezone
-
 from sendgate.config import Config
+from sendgate.places import recipient_place
 from sendgate.state import Store
 
-__all__ = ["build_input", "recipient_place"]
-
-
-@lru_cache(maxsize=65536)
-def recipient_place(recipient: str) -> tuple[str | None, str | None]:
-    """Country code and first time zone of a phone number; (None, None) for BSUIDs and unknowns."""
-    if not recipient.isdigit():
-        return None, None
-    try:
-        number = phonenumbers.parse("+" + recipient)
-    except phonenumbers.NumberParseException:
-        return None, None
-    country = phonenumbers.region_code_for_number(number)
-    if country in (None, "ZZ"):
-        return None, None
-    zones = [z for z in phone_timezone.time_zones_for_number(number) if z != "Etc/Unknown"]
-    return country, zones[0] if zones else None
+__all__ = ["build_input"]
 
 
 @lru_cache(maxsize=1024)
@@ -59,12 +41,10 @@ async def build_input(
     recipient: dict[str, Any] | None = None
     template_facts: dict[str, Any] | None = None
     if recipient_id is not None and not message.get("is_status"):
-        # Sequential on purpose: the SQLite reads finish inline, so tasks would only add overhead.
-        consent = await store.consent(recipient_id)
-        last_inbound = await store.last_inbound(phone_number_id, recipient_id)
-        history = await store.send_history(phone_number_id, waba_id, recipient_id, now)
-        signals = await store.recipient_signals(phone_number_id, recipient_id, now)  # from webhooks
-        country, zone_name = recipient_place(recipient_id)
+        known = await store.recipient_facts(phone_number_id, waba_id, recipient_id, now)
+        # Stored for every number with consent or an inbound message; worked out here otherwise.
+        country, zone_name = known.place if known.place is not None else recipient_place(recipient_id)
+        consent = known.consent
         recipient = {
             "id": recipient_id,
             "country": country,
@@ -78,10 +58,10 @@ async def build_input(
                 "source": consent.source,
                 "updated_at": consent.recorded_at,
             },
-            "last_inbound_at": last_inbound,
-            "history": history,
-            "delivery_failures": signals["delivery_failures"],
-            "free_entry_point_at": signals["free_entry_point_at"],
+            "last_inbound_at": known.last_inbound_at,
+            "history": {"last_sent_at": known.last_sent_at, "marketing_sent_at": known.marketing_sent_at},
+            "delivery_failures": known.delivery_failures,
+            "free_entry_point_at": known.free_entry_point_at,
         }
     if template is not None:
         if waba_id is None:

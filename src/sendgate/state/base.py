@@ -15,6 +15,7 @@ __all__ = [
     "DecisionRecord",
     "InvalidRecord",
     "PruneResult",
+    "RecipientFacts",
     "ReviewRecord",
     "SendRecord",
     "Store",
@@ -77,6 +78,19 @@ class TemplateFacts:
             "category": self.category,
             "placeholders": dict(self.placeholders),
         }
+
+
+@dataclass(frozen=True)
+class RecipientFacts:
+    """What the store knows of one recipient, for the policy input (docs/input.md `recipient`)."""
+
+    consent: ConsentRecord | None  # the latest ledger record
+    place: tuple[str | None, str | None] | None  # (country, time zone) as stored; None: not stored
+    last_inbound_at: float | None  # None too once Meta reported the window closed after it
+    last_sent_at: float | None  # from this phone number
+    marketing_sent_at: list[float]  # same business (WABA, else phone number), newest first
+    delivery_failures: list[dict[str, Any]]  # {"code", "at"}, newest first
+    free_entry_point_at: float | None
 
 
 @dataclass
@@ -196,7 +210,6 @@ class Store(Protocol):
     # Consent ledger: append-only; the latest record per recipient is its state.
     async def record_consent(self, record: ConsentRecord) -> None: ...
     async def import_consent(self, records: list[ConsentRecord]) -> int: ...
-    async def consent(self, recipient: str) -> ConsentRecord | None: ...
     async def consent_history(self, recipient: str) -> list[ConsentRecord]: ...
 
     # Template catalog, per WABA, in Graph's message_templates shape.
@@ -206,12 +219,13 @@ class Store(Protocol):
 
     # Inbound messages: the 24-hour customer-service window.
     async def record_inbound(self, phone_number_id: str, recipient: str, at: float) -> None: ...
-    async def last_inbound(self, phone_number_id: str, recipient: str) -> float | None: ...
 
-    # Send history.
-    async def send_history(
+    # Everything the send path reads about a recipient, in one call per message: the latest
+    # consent record, the window, the send history (last 30 days), Meta's delivery failures
+    # (last 30 days) and the free entry point, from webhooks, and where the number is.
+    async def recipient_facts(
         self, phone_number_id: str, waba_id: str | None, recipient: str, now: float
-    ) -> dict[str, Any]: ...
+    ) -> RecipientFacts: ...
 
     # Decision log.
     async def log_decision(self, record: DecisionRecord, send: SendRecord | None = None) -> None: ...
@@ -242,7 +256,6 @@ class Store(Protocol):
     async def record_delivery_failure(
         self, message_id: str, code: int, recipient: str, phone_number_id: str | None, at: float
     ) -> bool: ...
-    async def recipient_signals(self, phone_number_id: str, recipient: str, now: float) -> dict[str, Any]: ...
     async def record_delivery_status(
         self, message_id: str, status: str, at: float, error: str | None
     ) -> tuple[str, str] | None: ...

@@ -21,15 +21,17 @@ from typing import Any
 import orjson
 from cachetools import TTLCache
 
+from sendgate.places import PLACE_DATA, recipient_place
 from sendgate.state.base import (
     ConsentRecord,
     DecisionRecord,
+    RecipientFacts,
     SendRecord,
     TemplateFacts,
 )
 from sendgate.state.catalog import count_placeholders, validate_catalog
 from sendgate.state.sqlite_review import UPSERT_COUNT, ReviewQueries, count_rows, migrate
-from sendgate.state.sqlite_webhooks import WebhookQueries, migrate_webhooks
+from sendgate.state.sqlite_webhooks import FAILURE_HISTORY_SECONDS, WebhookQueries, migrate_webhooks
 from sendgate.state.sqlite_writer import GroupCommitWriter, Op, Rows, Statement
 
 __all__ = ["SQLiteStore"]
@@ -61,6 +63,15 @@ CREATE TABLE IF NOT EXISTS templates (
     placeholders TEXT NOT NULL,
     PRIMARY KEY (waba_id, name, language)
 );
+
+-- Where each known recipient's number is (sendgate.places), kept when the number is learnt of
+-- (consent, inbound) so the send path reads it instead of running phonenumbers per message.
+CREATE TABLE IF NOT EXISTS places (
+    recipient TEXT PRIMARY KEY,
+    country TEXT,
+    timezone TEXT,
+    data TEXT NOT NULL  -- the metadata that placed it (sendgate.places.PLACE_DATA)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS inbound (
     phone_number_id TEXT NOT NULL,
@@ -128,6 +139,26 @@ _INSERT_DECISION = (
     f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}) VALUES ({', '.join('?' * len(_DECISION_COLUMNS))})"
 )
 
+# The send path's per-message read (`recipient_facts`). Lists come back as JSON arrays, their
+# times as text with 17 significant digits: JSON's own rendering of a REAL keeps only 15.
+_RECIPIENT_FACTS = """
+SELECT c.status, c.categories, c.source, c.evidence, c.recorded_at,
+    p.recipient IS NOT NULL, p.country, p.timezone,
+    (SELECT json_group_array(json_array(phone_number_id, waba_id, category, printf('%!.17g', sent_at)))
+        FROM (SELECT phone_number_id, waba_id, category, sent_at FROM sends
+              WHERE recipient = :r AND sent_at > :sends_since AND failed = 0 ORDER BY sent_at DESC)),
+    -- None too once Meta reported the window closed (131047) after the last inbound message.
+    (SELECT last_at FROM inbound i WHERE phone_number_id = :p AND recipient = :r AND NOT EXISTS
+        (SELECT 1 FROM window_closures w WHERE w.phone_number_id = i.phone_number_id
+         AND w.recipient = i.recipient AND w.closed_at >= i.last_at)),
+    (SELECT json_group_array(json_array(code, printf('%!.17g', at)))
+        FROM (SELECT code, at FROM delivery_failures WHERE recipient = :r AND at > :failures_since
+              ORDER BY at DESC LIMIT 100)),
+    (SELECT at FROM entry_points WHERE phone_number_id = :p AND recipient = :r)
+FROM (SELECT :r AS recipient) k
+LEFT JOIN (SELECT * FROM consent WHERE recipient = :r ORDER BY seq DESC LIMIT 1) c
+LEFT JOIN places p ON p.recipient = k.recipient AND p.data = :data
+"""
 _UPDATE_UPSTREAM = (
     "UPDATE decisions SET upstream_status = ?, upstream_message_id = ?, upstream_error_code = ?, upstream_error = ?"
     " WHERE id = ?"
@@ -183,17 +214,10 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            _remember_places(conn, {r.recipient for r in records})
             return len(rows)
 
         return await self._write(op)
-
-    async def consent(self, recipient: str) -> ConsentRecord | None:
-        row = self._read.execute(
-            "SELECT recipient, status, categories, source, evidence, recorded_at FROM consent"
-            " WHERE recipient = ? ORDER BY seq DESC LIMIT 1",
-            (recipient,),
-        ).fetchone()
-        return _consent(row) if row else None
 
     async def consent_history(self, recipient: str) -> list[ConsentRecord]:
         rows = self._read.execute(
@@ -264,35 +288,36 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
                 " DO UPDATE SET last_at = max(last_at, excluded.last_at)",
                 (phone_number_id, recipient, at),
             )
+            _remember_places(conn, {recipient})
 
         await self._write(op)
 
-    async def last_inbound(self, phone_number_id: str, recipient: str) -> float | None:
-        # None too once Meta reported the window closed (131047) after the last inbound message.
-        row = self._read.execute(
-            "SELECT last_at FROM inbound i WHERE phone_number_id = ? AND recipient = ? AND NOT EXISTS"
-            " (SELECT 1 FROM window_closures c WHERE c.phone_number_id = i.phone_number_id"
-            " AND c.recipient = i.recipient AND c.closed_at >= i.last_at)",
-            (phone_number_id, recipient),
-        ).fetchone()
-        return row[0] if row else None
+    # -- what the send path reads per message -------------------------------------------
 
-    # -- send history ---------------------------------------------------------------
-
-    async def send_history(
+    async def recipient_facts(
         self, phone_number_id: str, waba_id: str | None, recipient: str, now: float
-    ) -> dict[str, Any]:
-        rows = self._read.execute(
-            "SELECT phone_number_id, waba_id, category, sent_at FROM sends"
-            " WHERE recipient = ? AND sent_at > ? AND failed = 0 ORDER BY sent_at DESC",
-            (recipient, now - _HISTORY_DAYS * 86400),
-        ).fetchall()
-        last_sent = next((r[3] for r in rows if r[0] == phone_number_id), None)
-        same_business = (
-            (lambda r: r[1] == waba_id) if waba_id is not None else (lambda r: r[0] == phone_number_id)
+    ) -> RecipientFacts:
+        # One statement for all of it: a statement costs more than the index lookups it makes.
+        params = {
+            "p": phone_number_id,
+            "r": recipient,
+            "sends_since": now - _HISTORY_DAYS * 86400,
+            "failures_since": now - FAILURE_HISTORY_SECONDS,
+            "data": PLACE_DATA,
+        }
+        row = self._read.execute(_RECIPIENT_FACTS, params).fetchone()
+        consent = None if row[0] is None else ConsentRecord(recipient, row[0], tuple(orjson.loads(row[1])), row[2], row[3], row[4])
+        sends = [(pid, wid, category, float(at)) for pid, wid, category, at in orjson.loads(row[8])]
+        same_business = (lambda s: s[1] == waba_id) if waba_id is not None else (lambda s: s[0] == phone_number_id)
+        return RecipientFacts(
+            consent=consent,
+            place=(row[6], row[7]) if row[5] else None,
+            last_inbound_at=row[9],
+            last_sent_at=next((s[3] for s in sends if s[0] == phone_number_id), None),
+            marketing_sent_at=[s[3] for s in sends if s[2] == "marketing" and same_business(s)],
+            delivery_failures=[{"code": code, "at": float(at)} for code, at in orjson.loads(row[10])],
+            free_entry_point_at=row[11],
         )
-        marketing = [r[3] for r in rows if r[2] == "marketing" and same_business(r)]
-        return {"last_sent_at": last_sent, "marketing_sent_at": marketing}
 
     # -- decision log ---------------------------------------------------------------
 
@@ -349,6 +374,21 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         self._writer.stop()
         await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
         self._read.close()
+
+
+def _remember_places(conn: sqlite3.Connection, recipients: set[str]) -> None:
+    """Store where these numbers are, unless already stored from the same metadata (writer thread)."""
+    known = {
+        r for (r,) in conn.execute(
+            "SELECT recipient FROM places WHERE data = ? AND recipient IN (SELECT value FROM json_each(?))",
+            (PLACE_DATA, orjson.dumps(sorted(recipients)).decode()),
+        )
+    }  # fmt: skip
+    conn.executemany(
+        "INSERT INTO places VALUES (?, ?, ?, ?) ON CONFLICT (recipient)"
+        " DO UPDATE SET country = excluded.country, timezone = excluded.timezone, data = excluded.data",
+        [(r, *recipient_place(r), PLACE_DATA) for r in recipients - known],
+    )
 
 
 def _consent(row: Sequence[Any]) -> ConsentRecord:

@@ -134,20 +134,6 @@ class WebhookQueries:
 
         return bool(await self._write(op))
 
-    async def recipient_signals(self, phone_number_id: str, recipient: str, now: float) -> dict[str, Any]:
-        """`delivery_failures` (last 30 days, newest first) and `free_entry_point_at` for the policy input."""
-        failures = self._read.execute(
-            "SELECT code, at FROM delivery_failures WHERE recipient = ? AND at > ? ORDER BY at DESC LIMIT 100",
-            (recipient, now - FAILURE_HISTORY_SECONDS),
-        ).fetchall()
-        entry = self._read.execute(
-            "SELECT at FROM entry_points WHERE phone_number_id = ? AND recipient = ?", (phone_number_id, recipient)
-        ).fetchone()
-        return {
-            "delivery_failures": [{"code": code, "at": at} for code, at in failures],
-            "free_entry_point_at": entry[0] if entry else None,
-        }
-
     # -- decision records: what finally happened to each forwarded message -----------
 
     async def record_delivery_status(
