@@ -1,14 +1,17 @@
 """Gateway throughput and latency against a bare pass-through proxy, in one run.
 
-Starts the fake Graph API, sendgate (default policies, a populated SQLite store)
-and a bare aiohttp proxy as separate processes, drives the same load at each
-(N concurrent connections for D seconds, allowed messages only: texts inside an
-open window and utility templates to opted-in recipients, each recipient once so
-the pair-rate rule does not defer), and prints messages/s, p50/p99 latency, the
-sendgate/bare ratio and the policy evaluation time per message from the
+Starts the fake Graph API, sendgate (default policies, a populated SQLite store),
+sendgate again with a one-line allow-all policy (the gateway's own cost: HTTP,
+facts, decision log) and a bare aiohttp proxy, as separate processes, and drives
+the same load at each (N concurrent connections, allowed messages only: texts
+inside an open window and utility templates to opted-in recipients, each
+recipient once so the pair-rate rule does not defer). The targets take turns, in
+rounds, so a change in the machine's load hits them alike. Prints messages/s,
+p50/p99 latency and the CPU each proxy process used per message, the
+sendgate/bare ratios, and the policy evaluation time per message from the
 decision log.
 
-    python bench/gateway.py [--concurrency 32] [--duration 10]
+    python bench/gateway.py [--concurrency 32] [--duration 10] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -133,6 +137,40 @@ async def _drive(url: str, start: int, concurrency: int, duration: float) -> tup
     return latencies, statuses, next(counter)
 
 
+ALLOW_ALL = """package sendgate
+
+# METADATA
+# entrypoint: true
+decision := {"allow": true, "deny": [], "defer": [], "warn": [], "retry_after": null}
+"""
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _Target:
+    def __init__(self, name: str, port: int, proc: subprocess.Popen[bytes], db: Path | None) -> None:
+        self.name, self.url, self.proc, self.db = name, f"http://127.0.0.1:{port}/v23.0/{PHONE_NUMBER_ID}/messages", proc, db
+        self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.seconds = 0.0
+        self.cpu = 0.0
+
+    def summary(self) -> dict[str, float]:
+        self.latencies.sort()
+        count = len(self.latencies)
+        rate = count / self.seconds
+        p50 = self.latencies[count // 2] * 1000
+        p99 = self.latencies[int(count * 0.99)] * 1000
+        cpu_ms = self.cpu / count * 1000
+        print(f"{self.name:20} {rate:7.0f} msg/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   "
+              f"CPU {cpu_ms:5.3f} ms/msg   statuses {self.statuses}")  # fmt: skip
+        return {"rate": rate, "p50": p50, "p99": p99, "cpu_ms": cpu_ms}
+
+
 def _summary(name: str, latencies: list[float], statuses: dict[int, int], duration: float) -> dict[str, float]:
     latencies.sort()
     rate = len(latencies) / duration
@@ -142,66 +180,91 @@ def _summary(name: str, latencies: list[float], statuses: dict[int, int], durati
     return {"rate": rate, "p50": p50, "p99": p99}
 
 
+def _evaluation(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    evals = sorted(row[0] for row in conn.execute("SELECT eval_us FROM decisions WHERE eval_us IS NOT NULL"))
+    decisions = dict(conn.execute("SELECT decision, count(*) FROM decisions GROUP BY decision").fetchall())
+    conn.close()
+    return (f"median {statistics.median(evals):.1f} us, p99 {evals[int(len(evals) * 0.99)]:.1f} us"
+            f" over {len(evals)} decisions {decisions}")  # fmt: skip
+
+
 async def _run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="sendgate-bench-"))
     db = work / "sendgate.db"
     await _populate(db, RECIPIENTS)
-    fake_port, gate_port, bare_port = _free_port(), _free_port(), _free_port()
+    floor_db = work / "allow-all.db"
+    shutil.copyfile(db, floor_db)
+    allow_all = work / "allow-all-policy"
+    allow_all.mkdir()
+    (allow_all / "allow_all.rego").write_text(ALLOW_ALL)
+    fake_port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     upstream = f"http://127.0.0.1:{fake_port}"
     procs = [_start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], "listening", env)]
-    gate_env = {
-        **env,
-        "SENDGATE_LISTEN": f"127.0.0.1:{gate_port}",
-        "SENDGATE_UPSTREAM_URL": upstream,
-        "SENDGATE_STATE": f"sqlite:///{db}",
-        "SENDGATE_POLICY_DIR": str(ROOT / "policies"),
-        "SENDGATE_ACCOUNTS": orjson.dumps(
-            [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "name": "Bench", "markets": ["US"]}]
-        ).decode(),
-        "SENDGATE_LOG": "{level: WARNING}",
-    }
-    try:
+
+    def gateway(database: Path, policies: Path) -> tuple[int, subprocess.Popen[bytes]]:
+        port = _free_port()
+        gate_env = {
+            **env,
+            "SENDGATE_LISTEN": f"127.0.0.1:{port}",
+            "SENDGATE_UPSTREAM_URL": upstream,
+            "SENDGATE_STATE": f"sqlite:///{database}",
+            "SENDGATE_POLICY_DIR": str(policies),
+            "SENDGATE_ACCOUNTS": orjson.dumps(
+                [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "name": "Bench", "markets": ["US"]}]
+            ).decode(),
+            "SENDGATE_LOG": "{level: WARNING}",
+        }
         procs.append(_start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env))
-        procs.append(
-            _start(
-                [sys.executable, str(ROOT / "bench" / "bare_proxy.py"), "--port", str(bare_port), "--upstream", upstream],
-                "listening",
-                env,
-            )
-        )
-        path = f"/v23.0/{PHONE_NUMBER_ID}/messages"
-        print(f"load: {args.concurrency} concurrent connections, {args.duration:g} s per target, after a 1 s warm-up\n")
-        results = {}
+        return port, procs[-1]
+
+    try:
+        bare_port = _free_port()
+        procs.append(_start([sys.executable, str(ROOT / "bench" / "bare_proxy.py"), "--port", str(bare_port),
+                             "--upstream", upstream], "listening", env))  # fmt: skip
+        targets = [
+            _Target("bare", bare_port, procs[-1], None),
+            _Target("sendgate", *gateway(db, ROOT / "policies"), db),
+            _Target("sendgate, allow-all", *gateway(floor_db, allow_all), floor_db),
+        ]
+        per_round = args.duration / args.rounds
+        print(f"load: {args.concurrency} concurrent connections, {args.duration:g} s per target"
+              f" in {args.rounds} rounds of {per_round:g} s, after a 1 s warm-up each\n")  # fmt: skip
         next_recipient = 0
-        for name, port in (("bare", bare_port), ("sendgate", gate_port)):
-            url = f"http://127.0.0.1:{port}{path}"
-            _, _, next_recipient = await _drive(url, next_recipient, args.concurrency, 1.0)  # warm-up
-            latencies, statuses, next_recipient = await _drive(url, next_recipient, args.concurrency, args.duration)
-            results[name] = _summary(name, latencies, statuses, args.duration)
-        ratio = results["sendgate"]["rate"] / results["bare"]["rate"]
-        print(f"\nthroughput ratio sendgate/bare: {ratio:.2f}x (target >= 0.5x)")
-        print(f"p50 latency added by sendgate: {results['sendgate']['p50'] - results['bare']['p50']:.2f} ms")
+        for target in targets:
+            _, _, next_recipient = await _drive(target.url, next_recipient, args.concurrency, 1.0)
+        for _ in range(args.rounds):
+            for target in targets:
+                cpu = _cpu_seconds(target.proc.pid)
+                started = time.perf_counter()
+                latencies, statuses, next_recipient = await _drive(target.url, next_recipient, args.concurrency, per_round)
+                target.seconds += time.perf_counter() - started
+                target.cpu += _cpu_seconds(target.proc.pid) - cpu
+                target.latencies.extend(latencies)
+                for status, n in statuses.items():
+                    target.statuses[status] = target.statuses.get(status, 0) + n
+        results = {target.name: target.summary() for target in targets}
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=10)
-    conn = sqlite3.connect(db)
-    evals = sorted(row[0] for row in conn.execute("SELECT eval_us FROM decisions WHERE eval_us IS NOT NULL"))
-    decisions = dict(conn.execute("SELECT decision, count(*) FROM decisions GROUP BY decision").fetchall())
-    conn.close()
-    print(
-        f"policy evaluation per message: median {statistics.median(evals):.1f} us,"
-        f" p99 {evals[int(len(evals) * 0.99)]:.1f} us over {len(evals)} decisions (target median < 100 us)"
-    )
-    print(f"decisions logged: {decisions}")
+    bare, gate, floor = results["bare"], results["sendgate"], results["sendgate, allow-all"]
+    print(f"\nthroughput ratio sendgate/bare: {gate['rate'] / bare['rate']:.2f}x (target >= 0.5x);"
+          f" with the allow-all policy: {floor['rate'] / bare['rate']:.2f}x")
+    print(f"CPU per message: sendgate {gate['cpu_ms'] / bare['cpu_ms']:.1f}x the bare proxy's;"
+          f" with the allow-all policy {floor['cpu_ms'] / bare['cpu_ms']:.1f}x")
+    print(f"p50 latency added by sendgate: {gate['p50'] - bare['p50']:.2f} ms")
+    print(f"policy evaluation per message (decision log, default policies): {_evaluation(db)} (target median < 100 us)")
+    print(f"policy evaluation per message (decision log, allow-all policy): {_evaluation(floor_db)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per target, all rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="the targets take turns this many times")
     asyncio.run(_run(parser.parse_args()))
 
 

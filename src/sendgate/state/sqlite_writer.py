@@ -71,6 +71,7 @@ class GroupCommitWriter(threading.Thread):
         self._items: list[Rows | _OpItem] = []
         self._shared: asyncio.Future[None] | None = None
         self._stopping = False
+        self._kick_pending = False  # event loop side only
         self._counts: collections.Counter[tuple[Any, ...]] = collections.Counter()
 
     # -- the event loop's side ------------------------------------------------------
@@ -86,12 +87,31 @@ class GroupCommitWriter(threading.Thread):
                 if self._shared is None:
                     self._shared = asyncio.get_running_loop().create_future()
                 shared = self._shared
-            self._wake.notify()
+        self._kick_soon()
         return shared
 
     def submit(self, op: Op, future: asyncio.Future[Any] | None) -> None:
         with self._lock:
             self._items.append(_OpItem(op, future))
+        self._kick_soon()
+
+    def _kick_soon(self) -> None:
+        """Wake the writer once per turn of the event loop, not once per write: what the loop's
+        callbacks queue in one turn (a send's record, another's upstream outcome...) then goes in
+        one transaction, instead of a commit and two thread wake-ups each."""
+        if self._kick_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop: wake it now
+            self._kick()
+            return
+        self._kick_pending = True
+        loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self._kick_pending = False
+        with self._lock:
             self._wake.notify()
 
     def stop(self) -> None:
