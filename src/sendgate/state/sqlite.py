@@ -159,6 +159,10 @@ FROM (SELECT :r AS recipient) k
 LEFT JOIN (SELECT * FROM consent WHERE recipient = :r ORDER BY seq DESC LIMIT 1) c
 LEFT JOIN places p ON p.recipient = k.recipient AND p.data = :data
 """
+_STORE_PLACE = (
+    "INSERT INTO places VALUES (?, ?, ?, ?) ON CONFLICT (recipient)"
+    " DO UPDATE SET country = excluded.country, timezone = excluded.timezone, data = excluded.data"
+)
 _UPDATE_UPSTREAM = (
     "UPDATE decisions SET upstream_status = ?, upstream_message_id = ?, upstream_error_code = ?, upstream_error = ?"
     " WHERE id = ?"
@@ -208,13 +212,15 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
             for r in records
         ]
 
+        places = await self._places_to_store({r.recipient for r in records})
+
         def op(conn: sqlite3.Connection) -> int:
             conn.executemany(
                 "INSERT INTO consent (recipient, status, categories, source, evidence, recorded_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            _remember_places(conn, {r.recipient for r in records})
+            conn.executemany(_STORE_PLACE, places)
             return len(rows)
 
         return await self._write(op)
@@ -281,6 +287,8 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
     # -- inbound window -------------------------------------------------------------
 
     async def record_inbound(self, phone_number_id: str, recipient: str, at: float) -> None:
+        places = await self._places_to_store({recipient})
+
         def op(conn: sqlite3.Connection) -> None:
             # max(): redelivered or out-of-order events never move the window back.
             conn.execute(
@@ -288,9 +296,26 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
                 " DO UPDATE SET last_at = max(last_at, excluded.last_at)",
                 (phone_number_id, recipient, at),
             )
-            _remember_places(conn, {recipient})
+            conn.executemany(_STORE_PLACE, places)
 
         await self._write(op)
+
+    async def _places_to_store(self, recipients: set[str]) -> list[tuple[str, str | None, str | None, str]]:
+        """`_STORE_PLACE` rows for the numbers not yet stored with today's metadata.
+
+        Placing a number takes tens of microseconds of Python: a large consent import places
+        its numbers on a worker thread, before its transaction, so sends keep being committed.
+        """
+        stored = {
+            r for (r,) in self._read.execute(
+                "SELECT recipient FROM places WHERE data = ? AND recipient IN (SELECT value FROM json_each(?))",
+                (PLACE_DATA, orjson.dumps(sorted(recipients)).decode()),
+            )
+        }  # fmt: skip
+        missing = sorted(recipients - stored)
+        if len(missing) <= 16:
+            return _places(missing)
+        return await asyncio.get_running_loop().run_in_executor(None, _places, missing)
 
     # -- what the send path reads per message -------------------------------------------
 
@@ -376,19 +401,8 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         self._read.close()
 
 
-def _remember_places(conn: sqlite3.Connection, recipients: set[str]) -> None:
-    """Store where these numbers are, unless already stored from the same metadata (writer thread)."""
-    known = {
-        r for (r,) in conn.execute(
-            "SELECT recipient FROM places WHERE data = ? AND recipient IN (SELECT value FROM json_each(?))",
-            (PLACE_DATA, orjson.dumps(sorted(recipients)).decode()),
-        )
-    }  # fmt: skip
-    conn.executemany(
-        "INSERT INTO places VALUES (?, ?, ?, ?) ON CONFLICT (recipient)"
-        " DO UPDATE SET country = excluded.country, timezone = excluded.timezone, data = excluded.data",
-        [(r, *recipient_place(r), PLACE_DATA) for r in recipients - known],
-    )
+def _places(recipients: list[str]) -> list[tuple[str, str | None, str | None, str]]:
+    return [(r, *recipient_place(r), PLACE_DATA) for r in recipients]
 
 
 def _consent(row: Sequence[Any]) -> ConsentRecord:

@@ -10,9 +10,11 @@ Two kinds of writes are queued:
 - an operation `op(conn)` with a future of its own (consent, catalogs, reviews,
   pruning...), run in submission order, its result or exception returned to its caller.
 
-A batch is one transaction. If it fails, each of its writes is retried in a
-transaction of its own, so one bad write never fails its neighbours. `decision_counts`
-increments are summed over the batch and upserted once per key, before any
+The event loop wakes the writer once per turn, so what one turn queues (a send's
+record, another send's upstream outcome...) is one batch; a batch is one
+transaction. If it fails, each of its writes is retried in a transaction of its
+own, so one bad write never fails its neighbours. `decision_counts` increments are
+summed over consecutive `Rows` and upserted once per key, before the next
 operation runs, so operations (pruning, rebuilds) see them applied.
 
 SQLite runs with the GIL released, so the commit work overlaps the event loop's.
@@ -29,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GroupCommitWriter", "Op", "Rows"]
+__all__ = ["GroupCommitWriter", "Op", "Rows", "Statement"]
 
 log = logging.getLogger("sendgate.state")
 
