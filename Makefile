@@ -68,7 +68,7 @@ policy-test: install
 bench-engines: install tools
 	$(PY) bench/engines.py
 
-## bench: gateway vs a bare pass-through proxy, same load, one run
+## bench: gateway (default and allow-all policies) vs a bare pass-through proxy, same load, one run
 bench: install
 	$(PY) bench/gateway.py
 
