@@ -126,3 +126,31 @@ async def test_stop_commits_what_is_queued(tmp_path: Path) -> None:
     await asyncio.get_running_loop().run_in_executor(None, writer.join)
     with _connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (20,)
+
+
+def test_a_loop_closed_before_its_kick_does_not_stall_the_next_one(tmp_path: Path) -> None:
+    # The CLI runs each command on a fresh event loop. A loop that ends right after queueing a
+    # write drops the kick it scheduled; the next loop's writes must still wake the writer.
+    path = tmp_path / "w.db"
+    with _connect(path) as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)")
+        conn.execute("CREATE TABLE counts (key TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    writer = GroupCommitWriter(lambda: _connect(path), UPSERT)
+    writer.start()
+
+    first = asyncio.new_event_loop()
+
+    async def queue_and_leave() -> None:
+        writer.write_rows(_rows(1), wait=False)
+        first.stop()  # this turn ends the loop: the kick it scheduled never runs
+
+    async def write_and_wait() -> None:
+        await asyncio.wait_for(writer.write_rows(_rows(2), wait=True), timeout=10)  # type: ignore[arg-type]
+
+    first.run_until_complete(queue_and_leave())
+    first.close()
+    asyncio.run(write_and_wait())
+    writer.stop()
+    writer.join()
+    with _connect(path) as conn:
+        assert conn.execute("SELECT id FROM items ORDER BY id").fetchall() == [(1,), (2,)]

@@ -73,7 +73,7 @@ class GroupCommitWriter(threading.Thread):
         self._items: list[Rows | _OpItem] = []
         self._shared: asyncio.Future[None] | None = None
         self._stopping = False
-        self._kick_pending = False  # event loop side only
+        self._kick_loop: asyncio.AbstractEventLoop | None = None  # where a kick is scheduled
         self._counts: collections.Counter[tuple[Any, ...]] = collections.Counter()
 
     # -- the event loop's side ------------------------------------------------------
@@ -101,18 +101,19 @@ class GroupCommitWriter(threading.Thread):
         """Wake the writer once per turn of the event loop, not once per write: what the loop's
         callbacks queue in one turn (a send's record, another's upstream outcome...) then goes in
         one transaction, instead of a commit and two thread wake-ups each."""
-        if self._kick_pending:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not on an event loop: wake it now
             self._kick()
             return
-        self._kick_pending = True
+        if self._kick_loop is loop:
+            return  # this turn's kick is already scheduled
+        # (A kick scheduled on a loop that closed before running it is simply replaced.)
+        self._kick_loop = loop
         loop.call_soon(self._kick)
 
     def _kick(self) -> None:
-        self._kick_pending = False
+        self._kick_loop = None
         with self._lock:
             self._wake.notify()
 
