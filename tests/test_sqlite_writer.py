@@ -63,9 +63,9 @@ async def test_rows_queued_together_share_one_commit_and_sum_their_counts(writer
 
     blocker = asyncio.ensure_future(_op(writer, slow))
     await started.wait()
-    futures = [writer.write_rows(_rows(i, "all", f"odd{i % 2}"), wait=True) for i in range(50)]
+    futures = [writer.write_rows(_rows(i, "all", f"odd{i % 2}")) for i in range(50)]
     assert len({id(f) for f in futures}) == 1  # one batch, one future, one wake-up of the loop
-    await asyncio.gather(blocker, *futures)  # type: ignore[arg-type]
+    await asyncio.gather(blocker, *futures)
     assert _read(writer, "SELECT count(*) FROM items") == [(50,)]
     assert dict(_read(writer, "SELECT key, n FROM counts")) == {"all": 50, "odd0": 25, "odd1": 25}
 
@@ -73,8 +73,8 @@ async def test_rows_queued_together_share_one_commit_and_sum_their_counts(writer
 async def test_a_bad_row_fails_alone_and_its_neighbours_commit(writer: GroupCommitWriter) -> None:
     good = [_rows(i, "all") for i in range(5)]
     clash = _rows(2, "all")  # primary key taken by good[2]
-    futures = [writer.write_rows(r, wait=True) for r in [*good[:3], clash, *good[3:]]]
-    await asyncio.gather(*futures)  # type: ignore[arg-type]
+    futures = [writer.write_rows(r) for r in [*good[:3], clash, *good[3:]]]
+    await asyncio.gather(*futures)
     assert all(r.error is None for r in good)
     assert isinstance(clash.error, sqlite3.IntegrityError)
     assert _read(writer, "SELECT id FROM items ORDER BY id") == [(i,) for i in range(5)]
@@ -83,7 +83,7 @@ async def test_a_bad_row_fails_alone_and_its_neighbours_commit(writer: GroupComm
 
 async def test_operations_see_the_rows_and_counts_queued_before_them(writer: GroupCommitWriter) -> None:
     for i in range(10):
-        writer.write_rows(_rows(i, "all"), wait=False)
+        writer.queue_rows(_rows(i, "all"))
     seen = await _op(writer, lambda conn: (conn.execute("SELECT count(*) FROM items").fetchone()[0],
                                            conn.execute("SELECT n FROM counts").fetchone()[0]))
     assert seen == (10, 10)
@@ -95,7 +95,7 @@ async def test_a_failing_operation_raises_to_its_caller_only(writer: GroupCommit
 
     rows = _rows(1, "all")
     results = await asyncio.gather(
-        writer.write_rows(rows, wait=True),  # type: ignore[arg-type]
+        writer.write_rows(rows),
         _op(writer, bad),
         _op(writer, lambda conn: conn.execute("SELECT count(*) FROM items").fetchone()[0]),
         return_exceptions=True,
@@ -108,7 +108,7 @@ async def test_a_lost_write_that_nobody_awaits_is_logged(
     writer: GroupCommitWriter, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="sendgate.state")
-    writer.write_rows(Rows([("UPDATE nowhere SET x = ?", [(1,)])], name="upstream outcome of X"), wait=False)
+    writer.queue_rows(Rows([("UPDATE nowhere SET x = ?", [(1,)])], name="upstream outcome of X"))
     await _op(writer, lambda conn: None)  # after it
     assert "state write failed (upstream outcome of X)" in caplog.text and "nowhere" in caplog.text
 
@@ -120,7 +120,7 @@ async def test_stop_commits_what_is_queued(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE counts (key TEXT PRIMARY KEY, n INTEGER NOT NULL)")
     writer = GroupCommitWriter(lambda: _connect(path), UPSERT)
     for i in range(20):
-        writer.write_rows(_rows(i), wait=False)
+        writer.queue_rows(_rows(i))
     writer.start()
     writer.stop()
     await asyncio.get_running_loop().run_in_executor(None, writer.join)
@@ -141,11 +141,11 @@ def test_a_loop_closed_before_its_kick_does_not_stall_the_next_one(tmp_path: Pat
     first = asyncio.new_event_loop()
 
     async def queue_and_leave() -> None:
-        writer.write_rows(_rows(1), wait=False)
+        writer.queue_rows(_rows(1))
         first.stop()  # this turn ends the loop: the kick it scheduled never runs
 
     async def write_and_wait() -> None:
-        await asyncio.wait_for(writer.write_rows(_rows(2), wait=True), timeout=10)  # type: ignore[arg-type]
+        await asyncio.wait_for(writer.write_rows(_rows(2)), timeout=10)
 
     first.run_until_complete(queue_and_leave())
     first.close()

@@ -331,7 +331,9 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
             "data": PLACE_DATA,
         }
         row = self._read.execute(_RECIPIENT_FACTS, params).fetchone()
-        consent = None if row[0] is None else ConsentRecord(recipient, row[0], tuple(orjson.loads(row[1])), row[2], row[3], row[4])
+        consent = None
+        if row[0] is not None:
+            consent = ConsentRecord(recipient, row[0], tuple(orjson.loads(row[1])), row[2], row[3], row[4])
         sends = [(pid, wid, category, float(at)) for pid, wid, category, at in orjson.loads(row[8])]
         same_business = (lambda s: s[1] == waba_id) if waba_id is not None else (lambda s: s[0] == phone_number_id)
         return RecipientFacts(
@@ -358,7 +360,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
             ))  # fmt: skip
         # With the hourly rollup the overview reads, in the same transaction.
         rows = Rows(statements, count_rows(record, rules), name=f"decision {record.id}")
-        await self._writer.write_rows(rows, wait=True)  # type: ignore[misc]
+        await self._writer.write_rows(rows)
         if rows.error is not None:
             raise rows.error
 
@@ -375,7 +377,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         if send_failed:
             statements.append(("UPDATE sends SET failed = 1 WHERE decision_id = ?", [(decision_id,)]))
         # Not awaited: the record was committed before forwarding; this only completes it.
-        self._writer.write_rows(Rows(statements, name=f"upstream outcome of {decision_id}"), wait=False)
+        self._writer.queue_rows(Rows(statements, name=f"upstream outcome of {decision_id}"))
 
     def _to_record(self, row: Sequence[Any]) -> DecisionRecord:
         return _decision(row)

@@ -78,19 +78,23 @@ class GroupCommitWriter(threading.Thread):
 
     # -- the event loop's side ------------------------------------------------------
 
-    def write_rows(self, rows: Rows, wait: bool) -> asyncio.Future[None] | None:
-        """Queue `rows`; with `wait`, the future of the batch that will commit them, shared with
-        the other rows of that batch: once it is done, `rows.error` says whether these failed."""
-        rows.awaited = wait
+    def write_rows(self, rows: Rows) -> asyncio.Future[None]:
+        """Queue `rows`; the future of the batch that will commit them, shared with the other
+        rows of that batch: once it is done, `rows.error` says whether these failed."""
+        rows.awaited = True
         with self._lock:
             self._items.append(rows)
-            shared = None
-            if wait:
-                if self._shared is None:
-                    self._shared = asyncio.get_running_loop().create_future()
-                shared = self._shared
+            if self._shared is None:
+                self._shared = asyncio.get_running_loop().create_future()
+            shared = self._shared
         self._kick_soon()
         return shared
+
+    def queue_rows(self, rows: Rows) -> None:
+        """Queue `rows` that nobody waits for; a failure is logged."""
+        with self._lock:
+            self._items.append(rows)
+        self._kick_soon()
 
     def submit(self, op: Op, future: asyncio.Future[Any] | None) -> None:
         with self._lock:
@@ -148,10 +152,10 @@ class GroupCommitWriter(threading.Thread):
                 if isinstance(item, Rows):
                     pending.append(item)
                     continue
-                self._write_rows(pending)
+                self._execute_rows(pending)
                 pending = []
                 results.append((item, item.op(self._conn)))
-            self._write_rows(pending)
+            self._execute_rows(pending)
             self._conn.execute("COMMIT")
         except Exception:  # one bad write must not fail its neighbours: retry each alone
             self._rollback()
@@ -164,7 +168,7 @@ class GroupCommitWriter(threading.Thread):
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             if isinstance(item, Rows):
-                self._write_rows([item])
+                self._execute_rows([item])
                 result = None
             else:
                 result = item.op(self._conn)
@@ -187,7 +191,7 @@ class GroupCommitWriter(threading.Thread):
         if self._conn.in_transaction:  # not when BEGIN itself failed (a lock held too long)
             self._conn.execute("ROLLBACK")
 
-    def _write_rows(self, group: list[Rows]) -> None:
+    def _execute_rows(self, group: list[Rows]) -> None:
         """One executemany per statement for consecutive `Rows`, then their summed counts."""
         if not group:
             return
