@@ -152,8 +152,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class _Target:
-    def __init__(self, name: str, port: int, proc: subprocess.Popen[bytes], db: Path | None) -> None:
-        self.name, self.url, self.proc, self.db = name, f"http://127.0.0.1:{port}/v23.0/{PHONE_NUMBER_ID}/messages", proc, db
+    def __init__(self, name: str, port: int, proc: subprocess.Popen[bytes]) -> None:
+        self.name, self.proc = name, proc
+        self.url = f"http://127.0.0.1:{port}/v23.0/{PHONE_NUMBER_ID}/messages"
         self.latencies: list[float] = []
         self.statuses: dict[int, int] = {}
         self.seconds = 0.0
@@ -191,6 +192,13 @@ def _evaluation(db: Path) -> str:
 
 async def _run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="sendgate-bench-"))
+    try:
+        await _measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # two copies of a 200,000-recipient store
+
+
+async def _measure(args: argparse.Namespace, work: Path) -> None:
     db = work / "sendgate.db"
     await _populate(db, RECIPIENTS)
     floor_db = work / "allow-all.db"
@@ -224,9 +232,9 @@ async def _run(args: argparse.Namespace) -> None:
         procs.append(_start([sys.executable, str(ROOT / "bench" / "bare_proxy.py"), "--port", str(bare_port),
                              "--upstream", upstream], "listening", env))  # fmt: skip
         targets = [
-            _Target("bare", bare_port, procs[-1], None),
-            _Target("sendgate", *gateway(db, ROOT / "policies"), db),
-            _Target("sendgate, allow-all", *gateway(floor_db, allow_all), floor_db),
+            _Target("bare", bare_port, procs[-1]),
+            _Target("sendgate", *gateway(db, ROOT / "policies")),
+            _Target("sendgate, allow-all", *gateway(floor_db, allow_all)),
         ]
         per_round = args.duration / args.rounds
         print(f"load: {args.concurrency} concurrent connections, {args.duration:g} s per target"
