@@ -21,6 +21,7 @@ from sendgate.policy.factory import create_engine
 from sendgate.policy.watch import RELOADER, PolicyReloader
 from sendgate.retention import retention_context
 from sendgate.state import Store, open_store
+from sendgate.state.admission import LocalAdmission
 from sendgate.webhooks.receiver import setup_webhooks
 
 __all__ = ["CONFIG", "ENGINE", "RELOADER", "STORE", "AccessLogger", "create_app"]
@@ -66,7 +67,8 @@ def create_app(
         recorder = MonitoredRecorder(
             store, config.log, config.mode, lambda: policy.revision, metrics=metrics, monitor=monitor
         )
-        app[SEND_PATH] = SendPath(config, policy, upstream, recorder, clock)
+        # One process on one SQLite file: sends are admitted per recipient on this event loop.
+        app[SEND_PATH] = SendPath(config, policy, upstream, recorder, LocalAdmission(), clock)
         app[PASSTHROUGH] = Passthrough(config.passthrough, upstream)
         try:
             yield

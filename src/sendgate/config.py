@@ -99,6 +99,7 @@ class Config:
     max_body_bytes: int = 1024 * 1024
     max_json_depth: int = 32
     upstream_timeout: float = 30.0
+    admission_timeout: float = 5.0  # seconds a send may wait for another send to the same recipient
     log: LogOptions = field(default_factory=LogOptions)
     reviewer_tokens: tuple[ReviewerToken, ...] = ()
     session_ttl: int = 8 * 3600  # seconds a review-page sign-in lasts
@@ -189,7 +190,7 @@ def _build(raw: dict[str, Any]) -> Config:
             values[key] = _bool(key, value)
         elif key in ("max_body_bytes", "max_json_depth"):
             values[key] = _int(key, value)
-        elif key in ("upstream_timeout", "engine_timeout"):
+        elif key in ("upstream_timeout", "engine_timeout", "admission_timeout"):
             values[key] = _float(key, value)
         elif key == "policy_watch":
             values[key] = _bool(key, value)
@@ -213,6 +214,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"opa_url must be a scheme, host and port only, got {config.opa_url!r}")
     if config.engine_timeout <= 0:
         raise ConfigError("engine_timeout must be a positive number of seconds")
+    if config.admission_timeout <= 0:
+        raise ConfigError("admission_timeout must be a positive number of seconds")
     if not re.fullmatch(r"https?://[^/?#]+/?", config.upstream_url):
         raise ConfigError(f"upstream_url must be a scheme and host only, got {config.upstream_url!r}")
     if ":" not in config.listen or not config.listen.rsplit(":", 1)[1].isdigit():

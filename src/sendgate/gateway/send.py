@@ -1,8 +1,10 @@
-"""The send path: request, normalize, gather facts, evaluate, enforce, record.
+"""The send path: request, normalize, admit, gather facts, evaluate, enforce, record.
 
 Each step is a method of `SendPath`; `handle` only strings them together.
 Every call ends in exactly one decision record, and a message is forwarded only
-after its record is committed.
+after its record is committed. Admission (state/admission.py) makes the decision
+and its record one step per recipient: the facts a decision reads cannot change
+under it, so caps stay exact however many sends arrive together.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sendgate.ids import DecisionIds
 from sendgate.messages import InvalidMessage, normalize
 from sendgate.policy import Decision, EngineError, PolicyEngine
 from sendgate.state import SendRecord
+from sendgate.state.admission import Admission, AdmissionTimeout, recipient_key
 
 __all__ = ["SendCall", "SendPath", "parse_body"]
 
@@ -102,8 +105,10 @@ class SendPath:
         engine: PolicyEngine,
         upstream: Upstream,
         recorder: DecisionRecorder,
+        admission: Admission,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.admission = admission
         self.clock = clock
         self._ids = DecisionIds()
         self.config = config
@@ -127,25 +132,54 @@ class SendPath:
         except InvalidMessage as exc:
             return await self._invalid(call, str(exc))
 
-        if not await self._evaluate(call):
-            if self.config.on_engine_error == "deny":
-                await self.recorder.record(call)
-                return graph_error(
-                    503,
-                    CODE_ENGINE,
-                    "Policy engine unavailable; the message was not sent",
-                    kind="SendgateEngineError",
-                    trace_id=call.id,
-                    details=call.reasons[0]["message"],
-                    extra={"decision_id": call.id, "mode": self.config.mode, "reasons": call.reasons},
-                )
-            return await self._forward(call, request)
+        # From reading the facts to committing the send record, no other send to this
+        # recipient reads them: the decision and its record are one step per key.
+        try:
+            async with self.admission.hold(_admission_keys(call.message), self.config.admission_timeout):
+                rejection = await self._decide(call)
+                if rejection is None:
+                    await self._record_forward(call)  # committed before anything leaves
+        except AdmissionTimeout as exc:
+            return await self._not_admitted(call, exc)
+        if rejection is not None:
+            return rejection
+        return await self._forward(call, request)
 
+    async def _decide(self, call: SendCall) -> web.Response | None:
+        """Evaluate; the recorded rejection to answer, or None when the message goes to Meta."""
+        if not await self._evaluate(call):
+            if self.config.on_engine_error == "allow":
+                return None
+            await self.recorder.record(call)
+            return graph_error(
+                503,
+                CODE_ENGINE,
+                "Policy engine unavailable; the message was not sent",
+                kind="SendgateEngineError",
+                trace_id=call.id,
+                details=call.reasons[0]["message"],
+                extra={"decision_id": call.id, "mode": self.config.mode, "reasons": call.reasons},
+            )
         assert call.decision is not None
         if call.outcome != "allow" and self.config.mode == "enforce":
             await self.recorder.record(call)
             return policy_error(call.id, self.config.mode, call.reasons, call.decision.retry_after if call.outcome == "defer" else None)
-        return await self._forward(call, request)
+        return None
+
+    async def _not_admitted(self, call: SendCall, exc: AdmissionTimeout) -> web.Response:
+        call.outcome = "error"
+        call.reasons = [{"rule": "admission.timeout", "message": f"not admitted: {exc}", "key": exc.key.split(":", 1)[0]}]
+        await self.recorder.record(call)
+        return graph_error(
+            503,
+            CODE_ENGINE,
+            "Service temporarily unavailable: other sends to this recipient are still being decided; "
+            "the message was not sent, retry it",
+            kind="SendgateAdmissionError",
+            trace_id=call.id,
+            details=call.reasons[0]["message"],
+            extra={"decision_id": call.id, "mode": self.config.mode, "reasons": call.reasons},
+        )
 
     async def _invalid(self, call: SendCall, reason: str) -> web.Response:
         call.outcome = "invalid"
@@ -185,7 +219,8 @@ class SendPath:
         call.reasons = call.decision.deny or call.decision.defer
         return True
 
-    async def _forward(self, call: SendCall, request: web.Request) -> web.StreamResponse:
+    async def _record_forward(self, call: SendCall) -> None:
+        """The record of a message about to go to Meta, with its send-history row, committed."""
         call.forwarded = True
         send = None
         message = call.message or {}
@@ -199,7 +234,9 @@ class SendPath:
                 category=call.category,
                 sent_at=call.received_at,
             )
-        await self.recorder.record(call, send)  # committed before anything leaves
+        await self.recorder.record(call, send)
+
+    async def _forward(self, call: SendCall, request: web.Request) -> web.StreamResponse:
         try:
             response = await self.upstream.send("POST", request.raw_path, request.headers, call.raw_body)
         except UpstreamError as exc:
@@ -215,6 +252,15 @@ class SendPath:
             )
         self.recorder.upstream_answered(call, response)
         return _relay(call, response, self.config.mode)
+
+
+def _admission_keys(message: dict[str, Any]) -> list[str]:
+    """The keys whose shared state this message's decision reads: its recipient's, for now
+    (consent, window, caps, pair rate). Status calls read no recipient state."""
+    recipient = message.get("recipient")
+    if recipient is None or message.get("is_status"):
+        return []
+    return [recipient_key(recipient)]
 
 
 def _relay(call: SendCall, response: UpstreamResponse, mode: str) -> web.Response:
