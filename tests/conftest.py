@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from sendgate.app import STORE, AccessLogger, create_app
+from sendgate.app import STORE, access_logger_class, create_app
 from sendgate.config import load_config
 from sendgate.fakegraph import FakeGraph
 from sendgate.policy.bundle import PolicyBundle, write_bundle
@@ -146,7 +146,7 @@ async def gateway_factory(
         env = {f"SENDGATE_{k.upper()}": orjson.dumps(v).decode() for k, v in settings.items()}
         config = load_config(None, env=env)
         # The access logger `sendgate serve` uses, so the token tests cover it.
-        server = await aiohttp_server(create_app(config, engine, clock), access_log_class=AccessLogger)
+        server = await aiohttp_server(create_app(config, engine, clock), access_log_class=access_logger_class(config))
         client = await aiohttp_client(server)
         await client.app[STORE].put_templates(WABA_ID, CATALOG)
         return client

@@ -15,6 +15,7 @@ from sendgate.config import Config
 from sendgate.gateway.passthrough import Passthrough
 from sendgate.gateway.send import SendPath
 from sendgate.gateway.upstream import Upstream
+from sendgate.masking import mask_numbers
 from sendgate.monitoring import Metrics, MonitoredRecorder, Monitor, TimedUpstream, monitoring_routes
 from sendgate.policy import PolicyEngine
 from sendgate.policy.factory import create_engine
@@ -24,7 +25,9 @@ from sendgate.state import Store, open_store
 from sendgate.state.admission import LocalAdmission
 from sendgate.webhooks.receiver import setup_webhooks
 
-__all__ = ["CONFIG", "ENGINE", "RELOADER", "STORE", "AccessLogger", "create_app"]
+__all__ = [
+    "CONFIG", "ENGINE", "RELOADER", "STORE", "AccessLogger", "MaskedAccessLogger", "access_logger_class", "create_app",
+]  # fmt: skip
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
@@ -39,7 +42,22 @@ class AccessLogger(AbstractAccessLogger):
     """Method, path and status only: query strings can carry `access_token`, and tokens are never logged."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("%s %s %s %.1fms", request.method, request.path, response.status, time * 1000)
+        self.logger.info("%s %s %s %.1fms", request.method, self.shown_path(request.path), response.status, time * 1000)
+
+    def shown_path(self, path: str) -> str:
+        return path
+
+
+class MaskedAccessLogger(AccessLogger):
+    """The access log with `log.mask_recipients`: paths carry numbers (`/admin/v1/consent/{number}`)."""
+
+    def shown_path(self, path: str) -> str:
+        return str(mask_numbers(path))
+
+
+def access_logger_class(config: Config) -> type[AccessLogger]:
+    """The `access_log_class` to serve `config` with: aiohttp builds it, so the class carries the setting."""
+    return MaskedAccessLogger if config.log.mask_recipients else AccessLogger
 
 
 def create_app(

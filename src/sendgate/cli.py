@@ -13,6 +13,7 @@ import orjson
 
 from sendgate.admin.logcli import add_log_commands
 from sendgate.config import Config, ConfigError, load_config
+from sendgate.masking import mask_recipient
 from sendgate.policy import EngineError, PolicyLoadError
 from sendgate.policy.cli import add_policy_commands
 from sendgate.state import InvalidRecord, Store, run_with_store
@@ -22,6 +23,11 @@ __all__ = ["main"]
 
 def _dump(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _shown(config: Config, recipient: str) -> str:
+    """A recipient in a message line, masked with `log.mask_recipients` (the records printed are the ledger's own)."""
+    return mask_recipient(recipient) if config.log.mask_recipients else recipient
 
 
 # -- serve ---------------------------------------------------------------------------
@@ -40,10 +46,10 @@ async def _run_server(config: Config) -> None:
 
     from aiohttp import web
 
-    from sendgate.app import RELOADER, AccessLogger, create_app
+    from sendgate.app import RELOADER, access_logger_class, create_app
 
     app = create_app(config)
-    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+    runner = web.AppRunner(app, access_log_class=access_logger_class(config), handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, config.host, config.port).start()
     # Printed once the socket accepts connections: scripts wait for this line.
@@ -94,7 +100,7 @@ def _consent_show(config: Config, args: argparse.Namespace) -> int:
     async def work(store: Store) -> int:
         history = await store.consent_history(recipient)
         if not history:
-            print(f"no consent records for {recipient}", file=sys.stderr)
+            print(f"no consent records for {_shown(config, recipient)}", file=sys.stderr)
             return 1
         _dump({"recipient": recipient, "current": history[-1].as_json(), "history": [r.as_json() for r in history]})
         return 0
@@ -156,7 +162,7 @@ def _inbound(config: Config, args: argparse.Namespace) -> int:
 
     async def work(store: Store) -> int:
         await store.record_inbound(args.phone_number_id, recipient, at)
-        print(f"window open for {recipient} on {args.phone_number_id} from {at:.0f}")
+        print(f"window open for {_shown(config, recipient)} on {args.phone_number_id} from {at:.0f}")
         return 0
 
     return run_with_store(config.state, work)

@@ -1,7 +1,7 @@
 """What reviewers see of the decision log, shared by the review pages, the CLI and the exports.
 
-One place decides how a record is shown: recipients masked when `log.mask_recipients` is on
-(also records logged before it was turned on, and the facts and content they carry), account
+One place decides how a record is shown: masked when `log.mask_recipients` is on (also records
+logged before it was turned on, by the rule the recorder masks with: sendgate/masking.py), account
 names from the config, times in UTC, and the flat row of the list, CSV export and terminal table.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sendgate.config import Config
-from sendgate.gateway.recorder import mask_in_reasons, mask_recipient
+from sendgate.masking import mask_record
 from sendgate.state import DecisionCount, DecisionQuery, DecisionRecord, ReviewRecord, Store
 
 __all__ = [
@@ -69,12 +69,6 @@ class ReviewView:
 
     # -- single values --------------------------------------------------------------
 
-    def recipient(self, value: str | None) -> str | None:
-        """As the log should show it: masked when configured (records masked at write time stay as they are)."""
-        if value is None or not self.mask or "*" in value:
-            return value
-        return mask_recipient(value)
-
     def account_name(self, account: str) -> str | None:
         known = self._accounts.get(account)
         return known.name if known else None
@@ -90,33 +84,10 @@ class ReviewView:
     # -- records --------------------------------------------------------------------
 
     def shown(self, record: DecisionRecord) -> DecisionRecord:
-        """The record with every recipient it carries masked, when masking is on."""
-        if not self.mask:
+        """The record as the log should show it: masked when masking is on, also if logged before it was."""
+        if not self.mask or (record.recipient is not None and "*" in record.recipient):  # masked when logged
             return record
-        content = record.content
-        if isinstance(content, dict):
-            content = {
-                k: self.recipient(v) if k in ("to", "recipient") and isinstance(v, str) else v
-                for k, v in content.items()
-            }
-        facts = record.facts
-        if isinstance(facts, dict) and isinstance(facts.get("recipient"), dict):
-            recipient_facts = facts["recipient"]
-            if isinstance(recipient_facts.get("id"), str):
-                facts = {**facts, "recipient": {**recipient_facts, "id": self.recipient(recipient_facts["id"])}}
-        reasons, warnings = record.reasons, record.warnings
-        if record.recipient and "*" not in record.recipient:  # logged before masking was on
-            masked = mask_recipient(record.recipient)
-            reasons = mask_in_reasons(reasons, record.recipient, masked)
-            warnings = mask_in_reasons(warnings, record.recipient, masked)
-        return replace(
-            record,
-            recipient=self.recipient(record.recipient),
-            content=content,
-            facts=facts,
-            reasons=reasons,
-            warnings=warnings,
-        )
+        return mask_record(record)
 
     def record_json(self, record: DecisionRecord, reviews: list[ReviewRecord] | None = None) -> dict[str, Any]:
         """One record for JSON lines and `log show --json`: the admin API's shape plus its review trail."""
@@ -138,7 +109,7 @@ class ReviewView:
             "account": record.account,
             "account_name": self.account_name(record.account) or "",
             "waba_id": record.waba_id or "",
-            "recipient": self.recipient(record.recipient) or "",
+            "recipient": record.recipient or "",
             "type": record.type or "",
             "template": record.template or "",
             "category": record.category or "",

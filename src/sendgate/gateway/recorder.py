@@ -4,34 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from sendgate.config import LogOptions
+from sendgate.masking import mask_record, mask_recipient_in
 from sendgate.state import DecisionRecord, SendRecord, Store
 
 if TYPE_CHECKING:
     from sendgate.gateway.send import SendCall
     from sendgate.gateway.upstream import UpstreamResponse
 
-__all__ = ["DecisionRecorder", "mask_in_reasons", "mask_recipient", "recipient_key"]
+__all__ = ["DecisionRecorder", "recipient_key"]
 
 _MAX_INVALID_CONTENT = 4096  # characters of an unparseable body kept for review
+# Masking reads this far past the cut, so a number the cut would halve is masked whole first.
+_CUT_MARGIN = 64
 
 
 def recipient_key(recipient: str) -> str:
     """What the log indexes recipients by, so filtering works when they are masked."""
     return hashlib.sha256(b"sendgate-recipient:" + recipient.encode()).hexdigest()[:32]
-
-
-def mask_recipient(recipient: str) -> str:
-    keep = 4 if recipient.isdigit() else 3
-    if len(recipient) <= keep:
-        return "*" * len(recipient)
-    if recipient.isdigit():
-        return "*" * (len(recipient) - keep) + recipient[-keep:]
-    return recipient[:keep] + "*" * (len(recipient) - keep)
 
 
 class DecisionRecorder:
@@ -53,7 +48,7 @@ class DecisionRecorder:
             api_version=call.api_version,
             account=call.phone_number_id,
             waba_id=((call.input or {}).get("account") or {}).get("waba_id"),
-            recipient=None if recipient is None else self._shown(recipient),
+            recipient=recipient,
             recipient_key=None if recipient is None else recipient_key(recipient),
             type=message.get("type"),
             template=template.get("name"),
@@ -61,8 +56,8 @@ class DecisionRecorder:
             decision=call.outcome,
             mode=self._mode,
             forwarded=call.forwarded,
-            reasons=self._masked_reasons(call.reasons, recipient),
-            warnings=self._masked_reasons(decision.warn if decision else [], recipient),
+            reasons=call.reasons,
+            warnings=decision.warn if decision else [],
             retry_after=decision.retry_after if decision and call.outcome == "defer" else None,
             # The revision that decided: per decision from OPA serving its own bundle, else the engine's.
             policy_revision=(decision.revision if decision and decision.revision else self._revision()),
@@ -71,6 +66,10 @@ class DecisionRecorder:
             facts=self._facts(call),
             engine_decision_id=decision.decision_id if decision else None,
         )
+        if self._options.mask_recipients:
+            record = mask_record(record)
+        if isinstance(record.content, str):  # an unparseable body, cut after masking (see _CUT_MARGIN)
+            record = replace(record, content=record.content[:_MAX_INVALID_CONTENT])
         await self.store.log_decision(record, send)
         if self._options.json_stdout:
             line = record.as_json()
@@ -86,14 +85,11 @@ class DecisionRecorder:
     def upstream_failed(self, call: SendCall, detail: str) -> None:
         self.store.log_upstream(call.id, None, None, None, detail, True)
 
-    def _shown(self, recipient: str) -> str:
-        return mask_recipient(recipient) if self._options.mask_recipients else recipient
-
-    def _masked_reasons(self, reasons: list[dict[str, Any]], recipient: str | None) -> list[dict[str, Any]]:
-        """Reasons as logged: with masking on, the recipient's number does not survive in their texts."""
-        if not self._options.mask_recipients or not recipient:
-            return reasons
-        return mask_in_reasons(reasons, recipient, mask_recipient(recipient))
+    def loggable(self, text: str, recipient: str | None) -> str:
+        """`text` for the server's log: with masking on, the recipient's number does not survive in it."""
+        if not self._options.mask_recipients or recipient is None:
+            return text
+        return str(mask_recipient_in(text, recipient))
 
     def _keeps_content(self, call: SendCall) -> bool:
         """Rejected sends keep what reviewers need; allowed ones only when configured."""
@@ -107,30 +103,16 @@ class DecisionRecorder:
         recipient, template = document.get("recipient"), document.get("template")
         if recipient is None and template is None:
             return None
-        if isinstance(recipient, dict) and isinstance(recipient.get("id"), str):
-            recipient = {**recipient, "id": self._shown(recipient["id"])}
         return {"recipient": recipient, "template": template}
 
     def _content(self, call: SendCall) -> Any:
         if not self._keeps_content(call):
             return None
-        if isinstance(call.body, dict) and self._options.mask_recipients:
-            return {k: self._shown(v) if k in ("to", "recipient") and isinstance(v, str) else v for k, v in call.body.items()}
         if call.body is not None:
             return call.body
-        if call.raw_body:
-            return call.raw_body[:_MAX_INVALID_CONTENT].decode("utf-8", "replace")
+        if call.raw_body:  # up to 4 bytes a character: enough for the cut and its margin
+            return call.raw_body[: (_MAX_INVALID_CONTENT + _CUT_MARGIN) * 4].decode("utf-8", "replace")
         return None
-
-
-def mask_in_reasons(reasons: list[Any], recipient: str, masked: str) -> list[Any]:
-    """Copies of `reasons` with `recipient` replaced by `masked` in their string fields."""
-    out: list[Any] = []
-    for reason in reasons:
-        if isinstance(reason, dict):
-            reason = {k: v.replace(recipient, masked) if isinstance(v, str) else v for k, v in reason.items()}
-        out.append(reason)
-    return out
 
 
 def _meta_ids(body: bytes) -> tuple[str | None, int | None]:

@@ -213,7 +213,8 @@ class SendPath:
         except EngineError as exc:
             call.outcome = "error"
             call.reasons = [{"rule": "engine.error", "message": str(exc)}]
-            log.error("policy engine failed for decision %s: %s", call.id, exc)
+            logged = self.recorder.loggable(str(exc), call.message.get("recipient"))
+            log.error("policy engine failed for decision %s: %s", call.id, logged)
             return False
         call.outcome = call.decision.outcome
         call.reasons = call.decision.deny or call.decision.defer

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from sendgate.config import Config
-from sendgate.gateway.recorder import mask_recipient
+from sendgate.masking import mask_recipient
 from sendgate.state import CONSENT_CATEGORIES, ConsentRecord, Store
 from sendgate.webhooks.events import AccountEvent, InboundMessage, Parsed, StatusEvent, TemplateEvent, UserPreference
 
