@@ -319,12 +319,15 @@ async def test_user_preferences_stop_and_resume(gateway_factory: GatewayFactory,
     await allowed_send(client, template_message("spring_sale"))
 
 
-async def test_out_of_order_preferences_keep_the_newest(gateway_factory: GatewayFactory, clock: Clock) -> None:
+async def test_out_of_order_preferences_the_late_stop_wins(gateway_factory: GatewayFactory, clock: Clock) -> None:
     client = await gateway_factory(webhooks=webhook_config())
     await opt_in(client, clock.now - 3600, ["marketing"])
-    # The user stopped, then resumed; Meta delivers the resume first.
+    # The user stopped, then resumed; Meta delivers the resume first (the state holds it already).
     assert (await post_webhook(client, user_preference("resume", clock.now - 60)))[0] == 200
+    # The late stop is never dropped for ordering: the safe side wins until consent is confirmed again.
     assert (await post_webhook(client, user_preference("stop", clock.now - 120)))[0] == 200
+    assert (await consent(client))["current"]["status"] == "opted_out"
+    assert (await post_webhook(client, user_preference("resume", clock.now - 30)))[0] == 200
     assert (await consent(client))["current"]["status"] == "opted_in"
 
 

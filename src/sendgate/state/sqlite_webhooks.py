@@ -7,13 +7,20 @@ Every write here is idempotent under Meta's redeliveries, duplicates and out-of-
 - delivery statuses only move forward (sent < delivered < read < played < failed);
 - delivery failures are keyed by (message id, code);
 - consent records from webhooks (append-only ledger) are keyed by the event (`webhook_events`),
-  checked in the same transaction as the append, and never override a newer record.
+  checked in the same transaction as the append: an opt-out always goes in unless the state
+  holds it already, an opt-in only when newer than the ledger and every opt-out event seen
+  (`apply_consent_event`).
+
+The times come checked by `webhooks/events.py` (none far in the future, none absurd), so none of
+these `max()`es can be held by a bogus time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +40,11 @@ CONSENT_ACTIONS = frozenset({"opt_out", "resubscribe", "resume"})
 _SEVERITY = ("DELETED", "DISABLED", "RESTRICTED", "SCHEDULED_FOR_DISABLE", "VIOLATION", "FLAGGED")
 
 _SCHEMA = (
+    # Webhook events applied, or that found the state already holding them: a redelivery changes nothing.
     "CREATE TABLE IF NOT EXISTS webhook_events (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID",
-    # The newest consent event seen per recipient, appended or not: an older one arriving later is stale.
-    "CREATE TABLE IF NOT EXISTS consent_events (recipient TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID",
+    # The newest opt-out event seen per recipient (whole seconds), appended or not: no opt-in older
+    # than it, or of the same second, goes in.
+    "CREATE TABLE IF NOT EXISTS optout_events (recipient TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID",
     """CREATE TABLE IF NOT EXISTS entry_points (
         phone_number_id TEXT NOT NULL, recipient TEXT NOT NULL, at REAL NOT NULL, source TEXT,
         PRIMARY KEY (phone_number_id, recipient)) WITHOUT ROWID""",
@@ -61,9 +70,24 @@ _SCHEMA = (
 
 
 def migrate_webhooks(conn: sqlite3.Connection) -> None:
-    """Create this module's tables (idempotent)."""
-    for statement in _SCHEMA:
-        conn.execute(statement)
+    """Create this module's tables (idempotent, safe with a second process)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'consent_events'").fetchone():
+            # Before: the newest consent event of either kind. As opt-out times they only keep older
+            # opt-ins out (the safe side); one dated in the future is brought back to now.
+            conn.execute(
+                "INSERT INTO optout_events SELECT recipient, min(CAST(at AS INTEGER), ?) FROM consent_events WHERE true"
+                " ON CONFLICT (recipient) DO UPDATE SET at = max(at, excluded.at)",
+                (int(time.time()),),
+            )
+            conn.execute("DROP TABLE consent_events")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _latest_consent(conn: sqlite3.Connection, recipient: str, status: str | None = None) -> tuple[Any, ...] | None:
@@ -169,53 +193,71 @@ class WebhookQueries:
     # -- consent ledger entries from webhooks -----------------------------------------
 
     async def apply_consent_event(self, key: str, record: ConsentRecord, action: str) -> ConsentRecord | None:
-        """Append `record` for webhook event `key` unless the event was seen or changes nothing.
+        """Append `record` for webhook event `key`, as `action` says; the appended record, or None.
 
-        `action`:
-        - `opt_out`: unless the latest record already is an opt-out covering the same categories
-          (no categories = everything);
-        - `resubscribe` (an opt-in keyword): only when the latest record is an opt-out; the
-          categories are those of the last opt-in record, else `record.categories`;
-        - `resume` (user_preferences resume): the last opt-in's categories plus `record.categories`,
-          unless the latest record already holds them.
+        Times are compared at Meta's resolution, whole seconds (floor): the app's records carry
+        fractions, Meta's events do not.
 
-        An event older than the recipient's latest ledger record, or than the newest consent
-        event seen for them (even one that appended nothing), never goes in: a late delivery
-        must not override what the user said since. Returns the appended record, or None.
+        - `opt_out` is never dropped for ordering: it goes in unless the latest record already is
+          an opt-out covering its categories (no categories = everything). One older than a
+          later opt-in goes in too: the safe side wins, the app must confirm consent again.
+        - `resubscribe` (an opt-in keyword) and `resume` (user_preferences resume) go in only
+          when strictly newer than the latest record and than the newest opt-out event seen for
+          the recipient (`optout_events`, appended or not): on a tie the opt-out wins.
+          `resubscribe` needs the latest record to be an opt-out and restores the last opt-in's
+          categories, else `record.categories`; `resume` adds `record.categories` to the last
+          opt-in's, unless the latest record already holds them.
+
+        `key` is marked seen (`webhook_events`) when the event went in or the state already held
+        it, so its redeliveries change nothing; an opt-in not newer than the ledger, or with no
+        opt-out to resubscribe from, is not, so its redelivery once the ledger has changed (a late
+        opt-out appended since) can still apply it.
         """
         if action not in CONSENT_ACTIONS:
             raise ValueError(f"unknown consent action {action!r}")
+        second = math.floor(record.recorded_at)
 
         def op(conn: sqlite3.Connection) -> ConsentRecord | None:
-            if conn.execute("INSERT OR IGNORE INTO webhook_events VALUES (?, ?)", (key, record.recorded_at)).rowcount == 0:
+            if conn.execute("SELECT 1 FROM webhook_events WHERE key = ?", (key,)).fetchone() is not None:
                 return None
+
+            def seen() -> None:
+                conn.execute("INSERT INTO webhook_events VALUES (?, ?)", (key, record.recorded_at))
+
             latest = _latest_consent(conn, record.recipient)
-            if latest is not None and latest[2] > record.recorded_at:
-                return None
-            seen = conn.execute("SELECT at FROM consent_events WHERE recipient = ?", (record.recipient,)).fetchone()
-            if seen is not None and seen[0] > record.recorded_at:
-                return None
-            conn.execute(
-                "INSERT INTO consent_events VALUES (?, ?) ON CONFLICT (recipient) DO UPDATE SET at = max(at, excluded.at)",
-                (record.recipient, record.recorded_at),
-            )
             latest_categories = set(orjson.loads(latest[1])) if latest else set()
             new = record
             if action == "opt_out":
+                conn.execute(
+                    "INSERT INTO optout_events VALUES (?, ?) ON CONFLICT (recipient)"
+                    " DO UPDATE SET at = max(at, excluded.at)",
+                    (record.recipient, second),
+                )
+                seen()
                 if latest is not None and latest[0] == "opted_out" and (
                     not latest_categories or (record.categories and set(record.categories) <= latest_categories)
                 ):
                     return None
             else:
+                if latest is not None and second <= math.floor(latest[2]):
+                    return None
+                optout = conn.execute("SELECT at FROM optout_events WHERE recipient = ?", (record.recipient,))
+                newest_optout = optout.fetchone()
+                if newest_optout is not None and second <= newest_optout[0]:
+                    return None
                 previous = latest if latest is not None and latest[0] == "opted_in" else None
                 previous = previous or _latest_consent(conn, record.recipient, "opted_in")
                 held = tuple(orjson.loads(previous[1])) if previous else ()
                 if action == "resubscribe":
-                    if latest is None or latest[0] != "opted_out":
+                    if latest is None:
+                        return None
+                    seen()
+                    if latest[0] != "opted_out":
                         return None
                     categories = held or record.categories
                 else:
                     categories = tuple(dict.fromkeys([*held, *record.categories]))
+                    seen()
                     if latest is not None and latest[0] == "opted_in" and set(categories) <= latest_categories:
                         return None
                 new = dataclasses.replace(record, categories=categories)

@@ -3,6 +3,10 @@
 Every store call here is idempotent (see `state/sqlite_webhooks.py`), so Meta's retries,
 duplicates and out-of-order deliveries are harmless; a store failure raises, and the
 receiver answers Meta with an error so that it retries.
+
+An event whose time is unusable (`unusable_time`, see `events.py`) is refused with a logged
+reason and answered like any other (its redelivery would bring the same time), except an
+opt-out: it goes in at the time the webhook was received, and opens no window.
 """
 
 from __future__ import annotations
@@ -130,15 +134,35 @@ class WebhookApplier:
         for account in parsed.accounts:
             await self._account(store, account)
 
+    def _shown(self, recipient: str) -> str:
+        return mask_recipient(recipient) if self._config.log.mask_recipients else recipient
+
+    @staticmethod
+    def _time_usable(what: str, unusable: str | None, optout: bool) -> bool:
+        """Whether to apply an event: not when its time is unusable (logged), unless it is an opt-out."""
+        if unusable is None:
+            return True
+        if optout:
+            log.warning("webhook: %s: %s; the opt-out is applied at the time it was received", what, unusable)
+            return True
+        log.warning("webhook: %s not applied: %s", what, unusable)
+        return False
+
     # -- messages ---------------------------------------------------------------------
 
     async def _inbound(self, store: Store, rules: OptOutRules, message: InboundMessage) -> None:
-        await store.record_inbound(message.phone_number_id, message.sender, message.timestamp)
-        referral = message.referral
-        if referral is not None and (referral.get("source_type") == "ad" or referral.get("ctwa_clid")):
-            await store.record_entry_point(
-                message.phone_number_id, message.sender, message.timestamp, str(referral.get("source_type") or "ad")
-            )
+        keyword = message.type == "text" and rules.is_optout_text(message.text)
+        button = message.type == "button" and rules.is_optout_button(message.button_payload, message.button_text)
+        what = f"message {message.message_id} ({message.type})"
+        if not self._time_usable(what, message.unusable_time, keyword or button):
+            return
+        if message.unusable_time is None:  # a window opens only at a time Meta gave
+            await store.record_inbound(message.phone_number_id, message.sender, message.timestamp)
+            referral = message.referral
+            if referral is not None and (referral.get("source_type") == "ad" or referral.get("ctwa_clid")):
+                await store.record_entry_point(
+                    message.phone_number_id, message.sender, message.timestamp, str(referral.get("source_type") or "ad")
+                )
         evidence = _evidence(
             webhook="messages",
             message_id=message.message_id,
@@ -148,11 +172,12 @@ class WebhookApplier:
             button_payload=message.button_payload,
             button_text=message.button_text,
             timestamp=message.timestamp,
+            unusable_time=message.unusable_time,
         )
         key = f"message:{message.message_id}"
-        if message.type == "text" and rules.is_optout_text(message.text):
+        if keyword:
             await self._consent(store, key, message.sender, "opted_out", (), "whatsapp:keyword", evidence, message.timestamp, "opt_out")
-        elif message.type == "button" and rules.is_optout_button(message.button_payload, message.button_text):
+        elif button:
             await self._consent(store, key, message.sender, "opted_out", _MARKETING, "whatsapp:button", evidence, message.timestamp, "opt_out")
         elif message.type == "text" and rules.resubscribe_on_optin and rules.is_optin_text(message.text):
             await self._consent(
@@ -175,12 +200,20 @@ class WebhookApplier:
         record = ConsentRecord(recipient, status, categories, source, evidence, at)
         appended = await store.apply_consent_event(key, record, action)
         if appended is not None:
-            shown = mask_recipient(recipient) if self._config.log.mask_recipients else recipient
+            shown = self._shown(recipient)
             log.info("consent: %s %s %s (%s)", shown, appended.status, list(appended.categories) or "all", source)
 
     # -- statuses ---------------------------------------------------------------------
 
     async def _status(self, store: Store, status: StatusEvent) -> None:
+        optout = status.status == "failed" and status.recipient is not None and any(
+            code == CODE_OPTED_OUT for code, _ in status.errors
+        )
+        if not self._time_usable(f"status {status.status} of {status.message_id}", status.unusable_time, optout):
+            return
+        if status.unusable_time is not None:  # only the opt-out it reports, at the received time
+            await self._status_optout(store, status)
+            return
         error = "; ".join(f"{code} {title}".strip() for code, title in status.errors) or None
         await store.record_delivery_status(status.message_id, status.status, status.timestamp, error)
         if status.status != "failed":
@@ -197,14 +230,19 @@ class WebhookApplier:
                     status.message_id, code, status.recipient, status.phone_number_id, status.timestamp
                 )
             elif code == CODE_OPTED_OUT:
-                evidence = _evidence(
-                    webhook="messages", status="failed", code=code, message_id=status.message_id,
-                    phone_number_id=status.phone_number_id, timestamp=status.timestamp,
-                )  # fmt: skip
-                await self._consent(
-                    store, f"status:{status.message_id}:{code}", status.recipient, "opted_out", _MARKETING,
-                    "whatsapp:status_131050", evidence, status.timestamp, "opt_out",
-                )  # fmt: skip
+                await self._status_optout(store, status)
+
+    async def _status_optout(self, store: Store, status: StatusEvent) -> None:
+        """A failed status with 131050: the user stopped marketing messages."""
+        assert status.recipient is not None
+        evidence = _evidence(
+            webhook="messages", status="failed", code=CODE_OPTED_OUT, message_id=status.message_id,
+            phone_number_id=status.phone_number_id, timestamp=status.timestamp, unusable_time=status.unusable_time,
+        )  # fmt: skip
+        await self._consent(
+            store, f"status:{status.message_id}:{CODE_OPTED_OUT}", status.recipient, "opted_out", _MARKETING,
+            "whatsapp:status_131050", evidence, status.timestamp, "opt_out",
+        )  # fmt: skip
 
     # -- user preferences ------------------------------------------------------------------
 
@@ -212,9 +250,13 @@ class WebhookApplier:
         if preference.category != "marketing_messages" or preference.value not in ("stop", "resume"):
             log.info("user_preferences: %s %s not acted on", preference.category, preference.value)
             return
+        what = f"user_preferences {preference.value} for {self._shown(preference.recipient)}"
+        if not self._time_usable(what, preference.unusable_time, preference.value == "stop"):
+            return
         evidence = _evidence(
             webhook="user_preferences", category=preference.category, value=preference.value,
             detail=preference.detail, phone_number_id=preference.phone_number_id, timestamp=preference.timestamp,
+            unusable_time=preference.unusable_time,
         )  # fmt: skip
         key = f"preference:{preference.recipient}:{preference.value}:{preference.timestamp:.0f}"
         if preference.value == "stop":
@@ -231,6 +273,9 @@ class WebhookApplier:
     # -- templates -----------------------------------------------------------------------
 
     async def _template(self, store: Store, event: TemplateEvent) -> None:
+        what = f"{event.field} for template {event.name} ({event.language}, id {event.template_id})"
+        if not self._time_usable(what, event.unusable_time, False):
+            return
         status = "APPROVED" if event.status == "REINSTATED" else event.status
         result = await store.update_template(
             event.waba_id,
@@ -253,6 +298,8 @@ class WebhookApplier:
     # -- account state ---------------------------------------------------------------------
 
     async def _account(self, store: Store, event: AccountEvent) -> None:
+        if not self._time_usable(f"{event.field} {event.event} for WABA {event.waba_id}", event.unusable_time, False):
+            return
         if event.field == "account_update":
             status = _waba_status(event)
             if status is not _UNCHANGED:

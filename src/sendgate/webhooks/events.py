@@ -3,16 +3,30 @@
 `parse_webhook` never raises on odd shapes: Meta adds fields and kinds over time, and a
 webhook sendgate does not understand is still relayed to the app. What it cannot read it
 reports in `Parsed.unknown` (the kinds) and `Parsed.problems` (malformed parts).
+
+Event times are checked against the time the webhook was received, so that no bogus time
+can open, extend or close a window, or shadow later events, for good:
+
+- more than `MAX_FUTURE_SECONDS` after it was received: clamped to the received time (a problem);
+- not a number, not finite, not positive, or before `EARLIEST_EVENT_TIME`: unusable. The event
+  carries the reason in `unusable_time` and the received time as its `timestamp`; the applier
+  refuses it, except an opt-out, which it applies at that time (the safe side).
+
+A missing time is no error: the entry's `time`, else the received time, stands in (Meta gives
+none for template and account events).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from sendgate.messages import normalize_recipient
 
 __all__ = [
+    "EARLIEST_EVENT_TIME",
+    "MAX_FUTURE_SECONDS",
     "AccountEvent",
     "InboundMessage",
     "Parsed",
@@ -21,6 +35,14 @@ __all__ = [
     "UserPreference",
     "parse_webhook",
 ]
+
+# How far after the webhook's receipt an event may be dated (clocks differ a little) before its
+# time is taken for what it is, an error, and clamped to the received time.
+MAX_FUTURE_SECONDS = 300
+EARLIEST_EVENT_TIME = 1230768000.0  # 2009-01-01 UTC: WhatsApp did not exist before, no event is older
+
+# (seconds, why they are unusable or None)
+_When = tuple[float, str | None]
 
 
 @dataclass(frozen=True)
@@ -38,6 +60,7 @@ class InboundMessage:
     button_payload: str | None  # type "button": a template quick-reply tap
     button_text: str | None
     referral: dict[str, Any] | None  # Click-to-WhatsApp ad / Page CTA entry
+    unusable_time: str | None = None  # why Meta's time could not be used; `timestamp` is then the received time
 
 
 @dataclass(frozen=True)
@@ -52,6 +75,7 @@ class StatusEvent:
     timestamp: float
     recipient: str | None
     errors: tuple[tuple[int, str], ...]  # (code, title)
+    unusable_time: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +89,7 @@ class UserPreference:
     value: str  # stop | resume
     timestamp: float
     detail: str | None
+    unusable_time: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,7 @@ class TemplateEvent:
     category: str | None
     timestamp: float
     detail: dict[str, Any]
+    unusable_time: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +119,7 @@ class AccountEvent:
     display_phone_number: str | None
     timestamp: float
     detail: dict[str, Any]
+    unusable_time: str | None = None
 
 
 @dataclass
@@ -125,12 +152,39 @@ def _str(value: Any) -> str | None:
     return None
 
 
-def _time(value: Any, default: float) -> float:
+def _excerpt(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _time(
+    parsed: Parsed, value: Any, fallback: _When, received_at: float, what: str, name: str = "timestamp"
+) -> _When:
+    """`value` (Unix seconds, a number or a numeric string) checked; `fallback` when it is absent.
+
+    `what` names the event for the logged problem, `name` the field for the reason."""
+    if value is None:
+        return fallback
+    shown = f"{name} {_excerpt(value)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return received_at, f"{shown} is not a number"
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
-        return default
-    return seconds if seconds > 0 else default
+    except (ValueError, OverflowError):
+        return received_at, f"{shown} is not a number"
+    if not math.isfinite(seconds):
+        return received_at, f"{shown} is not a finite number"
+    if seconds <= 0:
+        return received_at, f"{shown} is not a positive Unix time"
+    if seconds < EARLIEST_EVENT_TIME:
+        return received_at, f"{shown} is before 2009-01-01, when WhatsApp began"
+    if seconds > received_at + MAX_FUTURE_SECONDS:
+        parsed.problems.append(
+            f"{what}: {shown} is {seconds - received_at:.0f} s after the webhook was received (more than"
+            f" {MAX_FUTURE_SECONDS} s): clamped to the received time"
+        )
+        return received_at, None
+    return seconds, None
 
 
 def _dicts(value: Any) -> list[dict[str, Any]]:
@@ -138,7 +192,7 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 
 
 def parse_webhook(body: Any, received_at: float) -> Parsed:
-    """Every event in a webhook body; times default to `received_at` where Meta gives none."""
+    """Every event in a webhook body, its time checked against `received_at` (see the module's doc)."""
     parsed = Parsed()
     if not isinstance(body, dict):
         parsed.problems.append("body is not a JSON object")
@@ -148,7 +202,7 @@ def parse_webhook(body: Any, received_at: float) -> Parsed:
         return parsed
     for entry in _dicts(body.get("entry")):
         waba_id = _str(entry.get("id"))
-        entry_time = _time(entry.get("time"), received_at)
+        entry_time = _time(parsed, entry.get("time"), (received_at, None), received_at, f"entry {waba_id}", "entry.time")
         for change in _dicts(entry.get("changes")):
             name = change.get("field")
             value = change.get("value")
@@ -156,26 +210,28 @@ def parse_webhook(body: Any, received_at: float) -> Parsed:
                 parsed.problems.append(f"{name}: value is not an object")
                 continue
             if name == "messages":
-                _messages(parsed, waba_id, value, entry_time)
+                _messages(parsed, waba_id, value, entry_time, received_at)
             elif name == "user_preferences":
-                _preferences(parsed, waba_id, value, entry_time)
+                _preferences(parsed, waba_id, value, entry_time, received_at)
             elif name in ("message_template_status_update", "message_template_quality_update", "template_category_update"):
                 if waba_id is None:
                     parsed.problems.append(f"{name}: entry has no WABA id")
                 else:
-                    parsed.templates.append(_template(waba_id, name, value, entry_time))
+                    parsed.templates.append(_template(parsed, waba_id, name, value, entry_time, received_at))
             elif name in ("phone_number_quality_update", "account_update"):
                 if waba_id is None:
                     parsed.problems.append(f"{name}: entry has no WABA id")
                 else:
+                    at, unusable = _time(parsed, value.get("timestamp"), entry_time, received_at, f"{name} of {waba_id}")
                     parsed.accounts.append(
                         AccountEvent(
                             waba_id=waba_id,
                             field=name,
                             event=_str(value.get("event")),
                             display_phone_number=_digits(value.get("display_phone_number")),
-                            timestamp=_time(value.get("timestamp"), entry_time),
+                            timestamp=at,
                             detail=value,
+                            unusable_time=unusable,
                         )
                     )
             else:
@@ -214,7 +270,9 @@ def _sender(message: dict[str, Any], contacts: list[dict[str, Any]]) -> str | No
     return None
 
 
-def _messages(parsed: Parsed, waba_id: str | None, value: dict[str, Any], entry_time: float) -> None:
+def _messages(
+    parsed: Parsed, waba_id: str | None, value: dict[str, Any], entry_time: _When, received_at: float
+) -> None:
     phone_number_id, display = _metadata(parsed, waba_id, value)
     contacts = _dicts(value.get("contacts"))
     messages = _dicts(value.get("messages"))
@@ -231,6 +289,7 @@ def _messages(parsed: Parsed, waba_id: str | None, value: dict[str, Any], entry_
         text = message.get("text") if isinstance(message.get("text"), dict) else {}
         button = message.get("button") if isinstance(message.get("button"), dict) else {}
         referral = message.get("referral") if isinstance(message.get("referral"), dict) else None
+        at, unusable = _time(parsed, message.get("timestamp"), entry_time, received_at, f"message {message_id}")
         parsed.messages.append(
             InboundMessage(
                 waba_id=waba_id,
@@ -238,12 +297,13 @@ def _messages(parsed: Parsed, waba_id: str | None, value: dict[str, Any], entry_
                 display_phone_number=display,
                 sender=sender,
                 message_id=message_id,
-                timestamp=_time(message.get("timestamp"), entry_time),
+                timestamp=at,
                 type=str(message.get("type") or "unknown"),
                 text=text.get("body") if isinstance(text.get("body"), str) else None,
                 button_payload=button.get("payload") if isinstance(button.get("payload"), str) else None,
                 button_text=button.get("text") if isinstance(button.get("text"), str) else None,
                 referral=referral,
+                unusable_time=unusable,
             )
         )
     for status in statuses:
@@ -258,6 +318,8 @@ def _messages(parsed: Parsed, waba_id: str | None, value: dict[str, Any], entry_
             for error in _dicts(status.get("errors"))
             if isinstance(error.get("code"), int) and not isinstance(error.get("code"), bool)
         )
+        what = f"status {state.lower()} of {message_id}"
+        at, unusable = _time(parsed, status.get("timestamp"), entry_time, received_at, what)
         parsed.statuses.append(
             StatusEvent(
                 waba_id=waba_id,
@@ -265,14 +327,17 @@ def _messages(parsed: Parsed, waba_id: str | None, value: dict[str, Any], entry_
                 display_phone_number=display,
                 message_id=message_id,
                 status=state.lower(),
-                timestamp=_time(status.get("timestamp"), entry_time),
+                timestamp=at,
                 recipient=None if recipient is None else normalize_recipient(recipient),
                 errors=errors,
+                unusable_time=unusable,
             )
         )
 
 
-def _preferences(parsed: Parsed, waba_id: str | None, value: dict[str, Any], entry_time: float) -> None:
+def _preferences(
+    parsed: Parsed, waba_id: str | None, value: dict[str, Any], entry_time: _When, received_at: float
+) -> None:
     phone_number_id, _ = _metadata(parsed, waba_id, value)
     for item in _dicts(value.get("user_preferences")):
         recipient = _str(item.get("wa_id")) or _str(item.get("user_id"))
@@ -280,6 +345,8 @@ def _preferences(parsed: Parsed, waba_id: str | None, value: dict[str, Any], ent
         if recipient is None or choice is None:
             parsed.problems.append("user_preferences: an item without wa_id or value")
             continue
+        what = f"user_preferences {choice.lower()}"
+        at, unusable = _time(parsed, item.get("timestamp"), entry_time, received_at, what)
         parsed.preferences.append(
             UserPreference(
                 waba_id=waba_id,
@@ -287,13 +354,16 @@ def _preferences(parsed: Parsed, waba_id: str | None, value: dict[str, Any], ent
                 recipient=normalize_recipient(recipient),
                 category=str(item.get("category") or "marketing_messages"),
                 value=choice.lower(),
-                timestamp=_time(item.get("timestamp"), entry_time),
+                timestamp=at,
                 detail=_str(item.get("detail")),
+                unusable_time=unusable,
             )
         )
 
 
-def _template(waba_id: str, name: str, value: dict[str, Any], entry_time: float) -> TemplateEvent:
+def _template(
+    parsed: Parsed, waba_id: str, name: str, value: dict[str, Any], entry_time: _When, received_at: float
+) -> TemplateEvent:
     status = quality = category = None
     if name == "message_template_status_update":
         status = _str(value.get("event"))
@@ -301,6 +371,7 @@ def _template(waba_id: str, name: str, value: dict[str, Any], entry_time: float)
         quality = _str(value.get("new_quality_score"))
     else:
         category = _str(value.get("new_category")) or _str(value.get("category"))
+    at, unusable = _time(parsed, value.get("timestamp"), entry_time, received_at, f"{name} of {waba_id}")
     return TemplateEvent(
         waba_id=waba_id,
         field=name,
@@ -310,6 +381,7 @@ def _template(waba_id: str, name: str, value: dict[str, Any], entry_time: float)
         status=None if status is None else status.upper(),
         quality=None if quality is None else quality.upper(),
         category=None if category is None else category.upper(),
-        timestamp=_time(value.get("timestamp"), entry_time),
+        timestamp=at,
         detail=value,
+        unusable_time=unusable,
     )

@@ -6,7 +6,8 @@
   updated, then the raw body goes to every `forward_to` URL with the original signature header,
   so the app's own verification keeps working. Meta gets 200 only when the state was updated
   and every URL answered 2xx; otherwise 503 (state) or 502 (relay), and Meta retries, which the
-  idempotent state updates make harmless.
+  idempotent state updates make harmless. An event refused for an unusable time (`events.py`)
+  is logged and answered 200 all the same: a redelivery would bring the same time.
 
 No `app_secret` configured: the path answers 404 (off rather than unauthenticated).
 """
