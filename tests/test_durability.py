@@ -1,4 +1,8 @@
-"""Nothing lost: SIGKILL the gateway under load, then compare its log with what Meta received."""
+"""Nothing lost: SIGKILL the gateway under load, then compare its log with what Meta received.
+
+A restart on the same database then settles what the kill left open: every forwarded record
+has Meta's answer or is marked outcome unknown; none says forwarded with nothing.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from sendgate.state import OUTCOME_UNKNOWN
 from sendgate.state.sqlite import SQLiteStore
 
 from .conftest import APP_TOKEN, PHONE_NUMBER_ID, POLICIES, ROOT, WABA_ID
@@ -107,6 +112,37 @@ async def test_sigkill_under_load_loses_no_forwarded_record(tmp_path: Path) -> N
     assert len(reached_meta) < SENDS, "the kill must land mid-load"
     conn = sqlite3.connect(db)
     logged = {row[0] for row in conn.execute("SELECT recipient FROM decisions WHERE forwarded = 1")}
+    open_after_kill = _forwarded_with_nothing(conn)
     conn.close()
     missing = reached_meta - logged
     assert not missing, f"{len(missing)} messages reached Meta without a committed record"
+
+    # The restart marks what the kill left open before it serves, and nothing else.
+    restarted = _start([sys.executable, "-m", "sendgate.cli", "serve"], gate_env)
+    try:
+        restarted.send_signal(signal.SIGTERM)
+        restarted.communicate(timeout=30)
+    finally:
+        if restarted.poll() is None:
+            restarted.kill()
+            restarted.wait()
+    conn = sqlite3.connect(db)
+    try:
+        assert _forwarded_with_nothing(conn) == [], f"{len(open_after_kill)} were open after the kill"
+        marked = [row[0] for row in conn.execute("SELECT id FROM decisions WHERE upstream_error = ?", [OUTCOME_UNKNOWN])]
+        assert sorted(marked) == sorted(open_after_kill)
+        # Meta may have delivered them: their sends keep counting.
+        still_counted = conn.execute(
+            "SELECT count(*) FROM sends s JOIN decisions d ON d.id = s.decision_id WHERE d.upstream_error = ?"
+            " AND s.failed = 0",
+            (OUTCOME_UNKNOWN,),
+        ).fetchone()[0]
+        assert still_counted == len(marked)
+    finally:
+        conn.close()
+
+
+def _forwarded_with_nothing(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute(
+        "SELECT id FROM decisions WHERE forwarded = 1 AND upstream_status IS NULL AND upstream_error IS NULL"
+    )]  # fmt: skip

@@ -21,7 +21,7 @@ from sendgate.policy import PolicyEngine
 from sendgate.policy.factory import create_engine
 from sendgate.policy.watch import RELOADER, PolicyReloader
 from sendgate.retention import retention_context
-from sendgate.state import Store, open_store
+from sendgate.state import Store, StoreError, open_store
 from sendgate.state.admission import LocalAdmission
 from sendgate.webhooks.receiver import setup_webhooks
 
@@ -34,6 +34,8 @@ STORE = web.AppKey("store", Store)
 ENGINE = web.AppKey("engine", PolicyEngine)
 SEND_PATH = web.AppKey("send_path", SendPath)
 PASSTHROUGH = web.AppKey("passthrough", Passthrough)
+
+log = logging.getLogger("sendgate")
 
 _SEND_ENDPOINTS = "messages|marketing_messages|messages_encrypted"
 
@@ -80,6 +82,7 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         store = open_store(config.state)
         app[STORE] = store
+        await _mark_outcome_unknown(store, clock())
         session = Upstream.open_session()
         upstream = TimedUpstream(config.upstream_url, config.upstream_timeout, session, metrics)
         recorder = MonitoredRecorder(
@@ -112,13 +115,26 @@ def create_app(
     app.cleanup_ctx.append(monitor.context())
     # Meta's webhooks (GET/POST webhooks.path) and the template sync: sendgate/webhooks/
     setup_webhooks(app, config, lambda: app[STORE], lambda: policy, metrics, monitor, clock)
-    app.router.add_routes(monitoring_routes(config, metrics, monitor, lambda: app[STORE], lambda: policy))
+    app.router.add_routes(monitoring_routes(config, metrics, monitor, lambda: app[STORE], lambda: policy, clock))
     app.router.add_post(rf"/{{version:v\d+\.\d+}}/{{phone_number_id:\d+}}/{{endpoint:{_SEND_ENDPOINTS}}}", _send)
     app.router.add_get("/healthz", _healthz)
     app.router.add_routes(admin_routes(config.admin_token, lambda: app[STORE], lambda: policy, reloader))
     setup_review_pages(app, config, lambda: app[STORE], clock, lambda: policy.revision)  # /admin/ pages
     app.router.add_route("*", "/{tail:.*}", _passthrough)
     return app
+
+
+async def _mark_outcome_unknown(store: Store, started_at: float) -> None:
+    """Before serving: a forwarded record still waiting for Meta's answer was left by a process that
+    is gone (SQLite: one serving process per database; see `mark_outcome_unknown`)."""
+    try:
+        unknown = await store.mark_outcome_unknown(started_at)
+    except StoreError as exc:  # a full disk must not keep the gateway down: the next start marks them
+        log.error("could not mark unanswered sends from before this start as outcome unknown: %s", exc)
+        return
+    if unknown:
+        log.warning("%d forwarded sends from before this start have no recorded answer from Meta: "
+                    "marked outcome unknown (they still count as sent)", unknown)  # fmt: skip
 
 
 async def _send(request: web.Request) -> web.StreamResponse:

@@ -37,7 +37,7 @@ from sendgate.gateway.errors import primary_reason
 from sendgate.gateway.recorder import DecisionRecorder, _meta_ids
 from sendgate.gateway.upstream import Upstream, UpstreamError, UpstreamResponse
 from sendgate.policy.watch import RELOADER
-from sendgate.state import SendRecord, Store
+from sendgate.state import SendRecord, Store, StoreError
 from sendgate.webhooks.options import Threshold
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ log = logging.getLogger("sendgate.monitoring")
 _BUCKET = 10.0  # seconds per rolling-count bucket
 _CHECK_INTERVAL = 15.0  # seconds between checks for episodes that ended
 _READY_TIMEOUT = 2.0
+_PROBE_INTERVAL = 1.0  # seconds a /readyz store probe's answer stands
 
 
 class Metrics:
@@ -444,8 +445,32 @@ def _json(value: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(value), content_type="application/json")
 
 
-def _admin_error(status: int, message: str) -> web.Response:
-    return _json({"error": {"message": message, "type": "SendgateAdminError", "code": status}}, status)
+def _admin_error(status: int, message: str, kind: str = "SendgateAdminError") -> web.Response:
+    return _json({"error": {"message": message, "type": kind, "code": status}}, status)
+
+
+class StoreProbe:
+    """`/readyz`'s store check: a real write (`Store.ping`), at most once per `_PROBE_INTERVAL`
+    however often it is asked; meanwhile callers get the last answer, or wait for the one in flight."""
+
+    def __init__(self, store: Callable[[], Store], clock: Callable[[], float]) -> None:
+        self._store = store
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._answer: dict[str, Any] | None = None
+        self._at = 0.0
+
+    async def check(self) -> dict[str, Any]:
+        async with self._lock:
+            age = self._clock() - self._at
+            if self._answer is None or not 0 <= age < _PROBE_INTERVAL:  # (a clock set back re-probes)
+                try:
+                    await asyncio.wait_for(self._store().ping(), _READY_TIMEOUT)
+                    self._answer = {"ok": True}
+                except Exception as exc:
+                    self._answer = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+                self._at = self._clock()
+            return self._answer
 
 
 def monitoring_routes(
@@ -454,21 +479,17 @@ def monitoring_routes(
     monitor: Monitor,
     store: Callable[[], Store],
     engine: Callable[[], PolicyEngine],
+    clock: Callable[[], float] = time.time,
 ) -> list[web.RouteDef]:
     """`/metrics`, `/readyz`, and the admin API's monitoring calls (bearer `admin_token`)."""
+    probe = StoreProbe(store, clock)
 
     async def get_metrics(request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def get_ready(request: web.Request) -> web.Response:
-        checks: dict[str, Any] = {}
-        ready = True
-        try:
-            await asyncio.wait_for(store().ping(), _READY_TIMEOUT)
-            checks["store"] = {"ok": True}
-        except Exception as exc:
-            ready = False
-            checks["store"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        checks: dict[str, Any] = {"store": await probe.check()}
+        ready = bool(checks["store"]["ok"])
         checks["engine"] = await _engine_health(engine())
         ready = ready and bool(checks["engine"].get("ok"))
         reloader = request.app.get(RELOADER)
@@ -485,7 +506,13 @@ def monitoring_routes(
             given = request.headers.get("Authorization", "")
             if not given.startswith("Bearer ") or not hmac.compare_digest(given.removeprefix("Bearer ").encode(), token.encode()):
                 return _admin_error(401, "admin API needs Authorization: Bearer <admin_token>")
-            return await handler(request)
+            try:
+                return await handler(request)
+            except StoreError as exc:
+                route = request.match_info.route.resource  # its template: logged paths carry no numbers
+                log.error("admin API %s %s: the store failed: %s", request.method, route and route.canonical, exc)
+                message = f"the store could not do this; nothing was changed: {exc}"
+                return _admin_error(503, message, "SendgateStoreError")
 
         return check
 

@@ -15,7 +15,7 @@ from sendgate.admin.records import consent_from_json, decision_query, parse_cons
 from sendgate.messages import normalize_recipient
 from sendgate.policy import EngineError, PolicyEngine, PolicyLoadError
 from sendgate.policy.watch import PolicyReloader
-from sendgate.state import InvalidRecord, ReviewRecord, Store
+from sendgate.state import InvalidRecord, ReviewRecord, Store, StoreError
 
 __all__ = ["admin_routes"]
 
@@ -29,8 +29,8 @@ def _json(value: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(value), content_type="application/json")
 
 
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": {"message": message, "type": "SendgateAdminError", "code": status}}, status)
+def _error(status: int, message: str, kind: str = "SendgateAdminError") -> web.Response:
+    return _json({"error": {"message": message, "type": kind, "code": status}}, status)
 
 
 async def _body(request: web.Request) -> Any:
@@ -65,6 +65,11 @@ def admin_routes(
                 return await handler(request)
             except InvalidRecord as exc:
                 return _error(400, str(exc))
+            except StoreError as exc:  # the disk is full or read-only...: say so, never a plain 500
+                route = request.match_info.route.resource  # its template: logged paths carry no numbers
+                log.error("admin API %s %s: the store failed: %s", request.method, route and route.canonical, exc)
+                message = f"the store could not do this; nothing was changed: {exc}"
+                return _error(503, message, "SendgateStoreError")
 
         return check
 

@@ -134,6 +134,8 @@ def _table(view: ReviewView, records: list[DecisionRecord], trail: dict[str, lis
         decision = Text(r.decision, style=styles.get(r.decision, ""))
         if r.mode == "shadow":
             decision.append(" (shadow)", style="dim")
+        if r.outcome_unknown:
+            decision.append(" (outcome unknown)", style="yellow")
         table.add_row(
             Text(r.id),
             Text(row["time"]),
@@ -195,7 +197,8 @@ def _show(view: ReviewView, record: DecisionRecord, reviews: list[ReviewRecord])
         ("template", f"{r.template} ({r.category})" if r.template and r.category else r.template or "-"),
         ("endpoint", f"{r.endpoint} {r.api_version}"),
         ("policy revision", r.policy_revision or "-"),
-        ("forwarded", "yes" if r.forwarded else "no"),
+        ("forwarded", ("yes; Meta's answer unknown (it still counts as sent)" if r.outcome_unknown else "yes")
+                      if r.forwarded else "no"),
         ("upstream", " ".join(x for x in (
             f"HTTP {r.upstream_status}" if r.upstream_status is not None else "",
             f"message id {r.upstream_message_id}" if r.upstream_message_id else "",

@@ -44,7 +44,7 @@ from sendgate.admin.review import (
 )
 from sendgate.config import Config
 from sendgate.messages import normalize
-from sendgate.state import DecisionQuery, DecisionRecord, InvalidRecord, ReviewRecord, Store
+from sendgate.state import DecisionQuery, DecisionRecord, InvalidRecord, ReviewRecord, Store, StoreError
 
 __all__ = ["JINJA", "SESSION_COOKIE", "ReviewPages", "setup_review_pages"]
 
@@ -276,6 +276,10 @@ class ReviewPages:
                 return await handler(request, session)
             except InvalidRecord as exc:
                 return self._error(request, 400, str(exc))
+            except StoreError as exc:
+                route = request.match_info.route.resource  # its template: logged paths carry no numbers
+                log.error("review page %s %s: the store failed: %s", request.method, route and route.canonical, exc)
+                return self._error(request, 503, f"The decision log could not be read or written just now: {exc}")
 
         return check
 

@@ -106,6 +106,7 @@ class ReviewView:
             "decision": record.decision,
             "mode": record.mode,
             "forwarded": record.forwarded,
+            "outcome_unknown": record.outcome_unknown,  # forwarded; Meta's answer never recorded
             "account": record.account,
             "account_name": self.account_name(record.account) or "",
             "waba_id": record.waba_id or "",

@@ -26,7 +26,7 @@ from sendgate.gateway.upstream import Upstream, UpstreamError, UpstreamResponse
 from sendgate.ids import DecisionIds
 from sendgate.messages import InvalidMessage, normalize
 from sendgate.policy import Decision, EngineError, PolicyEngine
-from sendgate.state import SendRecord
+from sendgate.state import SendRecord, StoreError
 from sendgate.state.admission import Admission, AdmissionTimeout, recipient_key
 
 __all__ = ["SendCall", "SendPath", "parse_body"]
@@ -115,6 +115,7 @@ class SendPath:
         self.engine = engine
         self.upstream = upstream
         self.recorder = recorder
+        self._store_errors = _ErrorLines()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         now = self.clock()
@@ -125,6 +126,12 @@ class SendPath:
             api_version=request.match_info["version"],
             phone_number_id=request.match_info["phone_number_id"],
         )
+        try:
+            return await self._handle(call, request)
+        except StoreError as exc:
+            return self._store_failed(call, exc)
+
+    async def _handle(self, call: SendCall, request: web.Request) -> web.StreamResponse:
         try:
             call.raw_body = await _read_limited(request, self.config.max_body_bytes)
             call.body = parse_body(call.raw_body, self.config.max_json_depth)
@@ -179,6 +186,23 @@ class SendPath:
             trace_id=call.id,
             details=call.reasons[0]["message"],
             extra={"decision_id": call.id, "mode": self.config.mode, "reasons": call.reasons},
+        )
+
+    def _store_failed(self, call: SendCall, exc: StoreError) -> web.Response:
+        """Fail closed: the record was not committed, so nothing was forwarded (`_forward` records
+        first, and what it writes after forwarding is queued, never awaited). The record of this
+        failure cannot be written either: the log line is its only trace."""
+        self._store_errors.error(
+            "decision %s not recorded and not sent: the store failed: %s", call.id, exc
+        )
+        return graph_error(
+            503,
+            CODE_ENGINE,
+            "The decision log could not be written, so the message was not sent",
+            kind="SendgateStoreError",
+            trace_id=call.id,
+            details=str(exc),
+            extra={"decision_id": call.id, "mode": self.config.mode},
         )
 
     async def _invalid(self, call: SendCall, reason: str) -> web.Response:
@@ -272,3 +296,29 @@ def _relay(call: SendCall, response: UpstreamResponse, mode: str) -> web.Respons
     if response.content_type:
         out.headers["Content-Type"] = response.content_type
     return out
+
+
+class _ErrorLines:
+    """ERROR lines for a fault that may hit every request: `burst` at once, then one a second;
+    the next line logged says how many were left out."""
+
+    def __init__(self, burst: int = 10, per_second: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._burst = float(burst)
+        self._rate = per_second
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+        self._left_out = 0
+
+    def error(self, message: str, *args: Any) -> None:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            self._left_out += 1
+            return
+        self._tokens -= 1
+        if self._left_out:
+            message, args = message + " (%d more like it not logged)", (*args, self._left_out)
+            self._left_out = 0
+        log.error(message, *args)

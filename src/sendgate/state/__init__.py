@@ -15,6 +15,7 @@ from sendgate.state.base import (
     CONSENT_CATEGORIES,
     CONSENT_STATUSES,
     DECISION_FILTERS,
+    OUTCOME_UNKNOWN,
     ConsentRecord,
     DecisionCount,
     DecisionQuery,
@@ -25,6 +26,7 @@ from sendgate.state.base import (
     ReviewRecord,
     SendRecord,
     Store,
+    StoreError,
     TemplateFacts,
 )
 
@@ -32,6 +34,7 @@ __all__ = [
     "CONSENT_CATEGORIES",
     "CONSENT_STATUSES",
     "DECISION_FILTERS",
+    "OUTCOME_UNKNOWN",
     "ConsentRecord",
     "DecisionCount",
     "DecisionQuery",
@@ -42,6 +45,7 @@ __all__ = [
     "ReviewRecord",
     "SendRecord",
     "Store",
+    "StoreError",
     "TemplateFacts",
     "open_store",
     "run_with_store",

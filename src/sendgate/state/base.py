@@ -9,6 +9,7 @@ __all__ = [
     "CONSENT_CATEGORIES",
     "CONSENT_STATUSES",
     "DECISION_FILTERS",
+    "OUTCOME_UNKNOWN",
     "ConsentRecord",
     "DecisionCount",
     "DecisionQuery",
@@ -19,6 +20,7 @@ __all__ = [
     "ReviewRecord",
     "SendRecord",
     "Store",
+    "StoreError",
     "TemplateFacts",
 ]
 
@@ -27,10 +29,18 @@ CONSENT_CATEGORIES = frozenset({"marketing", "utility", "authentication"})
 # `DecisionQuery.decision`: a recorded decision, or `rejected` (anything but allow, shadow included)
 # or `shadow` (deny/defer recorded in shadow mode: would-be rejections that were forwarded).
 DECISION_FILTERS = frozenset({"allow", "deny", "defer", "invalid", "error", "rejected", "shadow"})
+# `upstream_error` of a forwarded send whose answer from Meta was never recorded (the process was
+# killed in between): Meta may or may not have taken it, so its send still counts.
+OUTCOME_UNKNOWN = "outcome unknown: sendgate stopped before Meta's answer was recorded"
 
 
 class InvalidRecord(ValueError):
     """A record given to the store is malformed; the message says which field."""
+
+
+class StoreError(Exception):
+    """The store could not do what it was asked (disk full or read-only, I/O error, a lock held
+    too long...): nothing of a failed write was kept. The backend's own error is the cause."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,11 @@ class DecisionRecord:
     # logs on), to find the decision in the engine's logs.
     engine_decision_id: str | None = None
 
+    @property
+    def outcome_unknown(self) -> bool:
+        """Forwarded, but whether Meta took it is not known (see `OUTCOME_UNKNOWN`)."""
+        return self.forwarded and self.upstream_status is None and self.upstream_error == OUTCOME_UNKNOWN
+
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("recipient_key")
@@ -244,6 +259,9 @@ class Store(Protocol):
         self, since: float, until: float, bucket: int | None = None, dimension: str | None = None
     ) -> list[DecisionCount]: ...
     async def prune_decisions(self, before: float, now: float) -> PruneResult: ...
+    # Forwarded records from before `started_at` with no answer from Meta get `OUTCOME_UNKNOWN`;
+    # returns how many. Called once when the gateway starts serving.
+    async def mark_outcome_unknown(self, started_at: float) -> int: ...
 
     # Review trail: append-only notes on decisions.
     async def add_review(self, review: ReviewRecord) -> ReviewRecord: ...
@@ -281,6 +299,7 @@ class Store(Protocol):
     async def set_marketing_pause(self, phone_number_id: str, alert: str, message: str, since: float) -> bool: ...
     async def clear_marketing_pause(self, phone_number_id: str) -> bool: ...
     async def marketing_pauses(self) -> dict[str, dict[str, Any]]: ...
+    # Health: a real, tiny write through the path the send path's writes take; raises StoreError.
     async def ping(self) -> None: ...
 
     async def flush(self) -> None: ...

@@ -23,10 +23,12 @@ from cachetools import TTLCache
 
 from sendgate.places import PLACE_DATA, recipient_place
 from sendgate.state.base import (
+    OUTCOME_UNKNOWN,
     ConsentRecord,
     DecisionRecord,
     RecipientFacts,
     SendRecord,
+    StoreError,
     TemplateFacts,
 )
 from sendgate.state.catalog import count_placeholders, validate_catalog
@@ -122,11 +124,21 @@ CREATE INDEX IF NOT EXISTS decisions_decision ON decisions (decision, id);
 CREATE INDEX IF NOT EXISTS decisions_account ON decisions (account, id);
 CREATE INDEX IF NOT EXISTS decisions_recipient ON decisions (recipient_key, id);
 CREATE INDEX IF NOT EXISTS decisions_message ON decisions (upstream_message_id);
+-- Forwarded records still waiting for Meta's answer: a handful at any time, found on start
+-- without scanning the log (`mark_outcome_unknown`).
+CREATE INDEX IF NOT EXISTS decisions_unanswered ON decisions (ts)
+    WHERE forwarded = 1 AND upstream_status IS NULL AND upstream_error IS NULL;
 CREATE TABLE IF NOT EXISTS decision_rules (
     decision_id TEXT NOT NULL,
     rule TEXT NOT NULL,
     PRIMARY KEY (rule, decision_id)
 ) WITHOUT ROWID;
+
+-- One row that `ping` (/readyz) rewrites: proof that a write commits, not just that the file opens.
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    probed_at REAL NOT NULL
+);
 """
 
 _DECISION_COLUMNS = (
@@ -167,10 +179,46 @@ _UPDATE_UPSTREAM = (
     "UPDATE decisions SET upstream_status = ?, upstream_message_id = ?, upstream_error_code = ?, upstream_error = ?"
     " WHERE id = ?"
 )
+_MARK_OUTCOME_UNKNOWN = (  # its WHERE implies the partial index decisions_unanswered's
+    "UPDATE decisions SET upstream_error = ?"
+    " WHERE forwarded = 1 AND upstream_status IS NULL AND upstream_error IS NULL AND ts < ?"
+)
+_PROBE = "INSERT INTO health VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at"
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that fails with `StoreError`: what is above the state layer knows no sqlite3.
+
+    (A failure while stepping through the rows of a result after the first stays sqlite3's own;
+    every read here is a single row or a short list that SQLite has in hand by then.)
+    """
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.Error as exc:
+            raise _store_error(exc) from exc
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.Error as exc:
+            raise _store_error(exc) from exc
+
+    def executescript(self, script: str, /) -> sqlite3.Cursor:
+        try:
+            return super().executescript(script)
+        except sqlite3.Error as exc:
+            raise _store_error(exc) from exc
+
+
+def _store_error(exc: sqlite3.Error) -> StoreError:
+    name = getattr(exc, "sqlite_errorname", None)  # SQLITE_FULL, SQLITE_IOERR_WRITE, SQLITE_READONLY...
+    return StoreError(f"{exc} ({name})" if name else str(exc))
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30, factory=_Connection)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
@@ -388,7 +436,32 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         ).fetchone()
         return _decision(row) if row else None
 
+    async def mark_outcome_unknown(self, started_at: float) -> int:
+        """Give `OUTCOME_UNKNOWN` to the forwarded records from before `started_at` that have no answer
+        from Meta: their process was killed between forwarding and recording the answer.
+
+        This assumes one serving process per database, as SQLite is used here: whatever is older
+        than this process's start and unanswered was left by a process that is gone. With several
+        processes on one database, a record in flight in another live process would be marked too:
+        that needs the owner of each record (and whether it is alive), not only its time.
+        Their send rows keep counting: Meta may have taken them.
+        """
+
+        def op(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(_MARK_OUTCOME_UNKNOWN, (OUTCOME_UNKNOWN, started_at)).rowcount)
+
+        return int(await self._write(op))
+
     # -- lifecycle ------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """A one-row upsert through the writer, committed as a send's record is, then a read:
+        raises `StoreError` when a write cannot commit (disk full or read-only...)."""
+        rows = Rows([(_PROBE, [(time.time(),)])], name="health probe")
+        await self._writer.write_rows(rows)
+        if rows.error is not None:
+            raise rows.error
+        self._read.execute("SELECT probed_at FROM health").fetchone()
 
     async def flush(self) -> None:
         """Wait until every write submitted so far is committed."""

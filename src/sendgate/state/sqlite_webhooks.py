@@ -113,13 +113,6 @@ class WebhookQueries:
             self._account_cache = cache
         return cache
 
-    # -- health ---------------------------------------------------------------------
-
-    async def ping(self) -> None:
-        """A trivial read, then a round trip through the writer: raises when the store is unusable."""
-        self._read.execute("SELECT 1").fetchone()
-        await self._write(lambda conn: conn.execute("SELECT 1").fetchone())
-
     # -- recipients: free entry point, window closures, delivery failures -------------
 
     async def record_entry_point(self, phone_number_id: str, recipient: str, at: float, source: str | None) -> None:

@@ -189,7 +189,10 @@ class GroupCommitWriter(threading.Thread):
     def _rollback(self) -> None:
         self._counts.clear()
         if self._conn.in_transaction:  # not when BEGIN itself failed (a lock held too long)
-            self._conn.execute("ROLLBACK")
+            try:
+                self._conn.execute("ROLLBACK")
+            except Exception as exc:  # a failing disk: the writer thread must live on to retry
+                log.error("state rollback failed: %s", exc)
 
     def _execute_rows(self, group: list[Rows]) -> None:
         """One executemany per statement for consecutive `Rows`, then their summed counts."""
