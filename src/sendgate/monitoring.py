@@ -17,7 +17,6 @@ Counts live in memory: a restart starts them afresh (pauses are in the store and
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections import defaultdict, deque
@@ -51,6 +50,8 @@ log = logging.getLogger("sendgate.monitoring")
 _BUCKET = 10.0  # seconds per rolling-count bucket
 _CHECK_INTERVAL = 15.0  # seconds between checks for episodes that ended
 _READY_TIMEOUT = 2.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Metrics:
@@ -454,8 +455,9 @@ def monitoring_routes(
     monitor: Monitor,
     store: Callable[[], Store],
     engine: Callable[[], PolicyEngine],
+    guarded: Callable[[Handler], Handler],
 ) -> list[web.RouteDef]:
-    """`/metrics`, `/readyz`, and the admin API's monitoring calls (bearer `admin_token`)."""
+    """`/metrics`, `/readyz`, and the admin API's monitoring calls, each wrapped in `guarded` (the admin token check)."""
 
     async def get_metrics(request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -473,21 +475,9 @@ def monitoring_routes(
         ready = ready and bool(checks["engine"].get("ok"))
         reloader = request.app.get(RELOADER)
         if reloader is not None:  # a refused reload is reported, not unready: the old revision serves
-            checks["policy_reload"] = reloader.status()
+            checks["policy_reload"] = reloader.status().as_json()
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return _json(body, 200 if ready else 503)
-
-    def guarded(handler: Callable[[web.Request], Awaitable[web.Response]]) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def check(request: web.Request) -> web.Response:
-            token = config.admin_token
-            if token is None:
-                return _admin_error(404, "the admin API is off: set admin_token to enable it")
-            given = request.headers.get("Authorization", "")
-            if not given.startswith("Bearer ") or not hmac.compare_digest(given.removeprefix("Bearer ").encode(), token.encode()):
-                return _admin_error(401, "admin API needs Authorization: Bearer <admin_token>")
-            return await handler(request)
-
-        return check
 
     async def account_view(phone_number_id: str) -> dict[str, Any]:
         account = config.account(phone_number_id)
