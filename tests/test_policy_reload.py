@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import pytest
 
-from sendgate.policy import watch
-from sendgate.policy.bundle import PolicyBundle
-from sendgate.policy.watch import snapshot
+from sendgate.policy import EngineError, PolicyLoadError, watch
+from sendgate.policy.bundle import PolicyBundle, directory_revision
+from sendgate.policy.watch import PolicyReloader, snapshot
 
 from .conftest import (
     ADMIN_TOKEN,
@@ -32,7 +32,7 @@ from .conftest import (
     send,
     text_message,
 )
-from .opa_support import free_port
+from .opa_support import OpaServer, free_port, require_tool
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def _ban(policy_dir: Path, term: str) -> None:
     (policy_dir / "data.json").write_bytes(orjson.dumps(data))
 
 
-async def _until(predicate: Any, timeout: float = 8.0) -> Any:
+async def _until(predicate: Any, timeout: float = 60.0) -> Any:  # a reload runs every Rego test
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = await predicate()
@@ -109,13 +109,13 @@ async def test_file_watch_reloads_good_changes_and_exposes_bad_ones(
     status, _, _ = await send(client, text_message(body="zebra crossing"))
     assert status == 403
 
-    (policy_copy / "broken.rego").unlink()  # fixed: the next scan reloads, and the failure clears
+    (policy_copy / "broken.rego").unlink()  # fixed: the failure clears, and the next scan reloads
 
-    async def recovered() -> Any:
+    async def reloaded_again() -> Any:
         _, body = await admin(client, "GET", "/policy")
-        return body if body["reload"]["ok"] else None
+        return body if body["reload"]["reloads"] == 2 else None
 
-    assert (await _until(recovered))["reload"]["reloads"] == 2
+    assert (await _until(reloaded_again))["reload"]["ok"] is True
 
 
 async def test_admin_reload_goes_through_the_reloader(gateway_factory: GatewayFactory, policy_copy: Path) -> None:
@@ -125,6 +125,125 @@ async def test_admin_reload_goes_through_the_reloader(gateway_factory: GatewayFa
     assert status == 422 and "test_fails" in body["error"]
     _, policy = await admin(client, "GET", "/policy")
     assert policy["reload"]["last_trigger"] == "admin" and "test_fails" in policy["reload"]["last_error"]
+
+
+@pytest.fixture(params=["embedded", "opa-push"])
+async def reloading_gateway(
+    request: pytest.FixtureRequest, gateway_factory: GatewayFactory, policy_copy: Path, tmp_path: Path
+) -> Any:
+    """A gateway on `policy_copy`, file watch off: the embedded engine, or a real OPA it pushes to."""
+    if request.param == "embedded":
+        yield await gateway_factory(policy_dir=str(policy_copy))
+        return
+    opa = OpaServer(require_tool("opa"), [], tmp_path / "opa.log")
+    try:
+        yield await gateway_factory(engine="opa", opa_url=opa.url, opa_policies="push", policy_dir=str(policy_copy))
+    finally:
+        opa.stop()
+
+
+async def _reload_truth(client: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The reload status as the admin API, /readyz and /metrics tell it (which must agree)."""
+    _, policy = await admin(client, "GET", "/policy")
+    ready = await client.get("/readyz")
+    checks = (await ready.json())["checks"]
+    assert ready.status == 200  # a refused reload is never an outage: the old revision serves
+    metrics = await (await client.get("/metrics")).text()
+    gauge = next(line for line in metrics.splitlines() if line.startswith("sendgate_policy_reload_failed "))
+    reload = policy["reload"]
+    assert checks["policy_reload"] == reload
+    return reload, policy, gauge
+
+
+async def test_a_restored_file_clears_a_refused_reload_everywhere(reloading_gateway: Any, policy_copy: Path) -> None:
+    client = reloading_gateway
+    serving = PolicyBundle.load(policy_copy).revision
+    good = (policy_copy / "data.json").read_bytes()
+    (policy_copy / "data.json").write_bytes(good[: len(good) // 2])  # cut short: not JSON
+    status, body = await admin(client, "POST", "/policy/reload")
+    assert status == 422 and "data.json" in body["error"]
+    reload, policy, gauge = await _reload_truth(client)
+    assert reload["ok"] is False and "data.json" in reload["error"] and reload["pending"] is False
+    assert reload["files_revision"] == directory_revision(policy_copy) != serving == policy["revision"]
+    assert gauge == "sendgate_policy_reload_failed 1.0"
+
+    (policy_copy / "data.json").write_bytes(good)  # restored, and nothing reloaded since
+    reload, policy, gauge = await _reload_truth(client)
+    assert reload["ok"] is True and reload["error"] is None and reload["pending"] is False
+    assert reload["files_revision"] == serving == policy["revision"] and reload["reloads"] == 0
+    assert "data.json" in reload["last_error"]  # what the last attempt said, kept
+    assert gauge == "sendgate_policy_reload_failed 0.0"
+
+    (policy_copy / "data.json").write_bytes(good[:-3])  # broken again, but not tried yet: pending, no failure
+    reload, _, gauge = await _reload_truth(client)
+    assert reload["ok"] is True and reload["pending"] is True and gauge == "sendgate_policy_reload_failed 0.0"
+    assert (await admin(client, "POST", "/policy/reload"))[0] == 422
+    reload, _, gauge = await _reload_truth(client)
+    assert reload["ok"] is False and reload["failures"] == 2 and gauge == "sendgate_policy_reload_failed 1.0"
+    (policy_copy / "data.json").write_bytes(good)
+    _ban(policy_copy, "zebra")  # edited on: these files were never tried, so they have not failed
+    reload, _, gauge = await _reload_truth(client)
+    assert reload["ok"] is True and reload["pending"] is True and gauge == "sendgate_policy_reload_failed 0.0"
+    status, body = await admin(client, "POST", "/policy/reload")
+    assert status == 200 and body["revision"] == PolicyBundle.load(policy_copy).revision != serving
+    reload, policy, gauge = await _reload_truth(client)
+    assert reload["ok"] is True and reload["pending"] is False and reload["last_error"] is None
+    assert reload["files_revision"] == policy["revision"] == body["revision"]
+
+
+def test_directory_revision_is_the_bundle_revision_even_for_files_that_do_not_load(policy_copy: Path) -> None:
+    assert directory_revision(policy_copy) == PolicyBundle.load(policy_copy).revision
+    (policy_copy / "notes.md").write_text("not policy")  # not part of a bundle
+    assert directory_revision(policy_copy) == PolicyBundle.load(policy_copy).revision
+    seen = {directory_revision(policy_copy)}
+    (policy_copy / "data.json").write_text("{")
+    seen.add(directory_revision(policy_copy))
+    (policy_copy / "data.json").write_bytes(b"\xff\xfe")
+    seen.add(directory_revision(policy_copy))
+    assert None not in seen and len(seen) == 3
+    assert directory_revision(policy_copy / "gone") is None
+
+
+class _Engine:
+    """A stand-in engine whose reloads succeed or fail as told."""
+
+    def __init__(self) -> None:
+        self.revision = "r1"
+        self.next: str | Exception = "r1"
+
+    async def reload(self) -> str:
+        if isinstance(self.next, Exception):
+            raise self.next
+        self.revision = self.next
+        return self.revision
+
+
+async def test_without_a_policy_directory_a_reload_has_failed_until_one_succeeds() -> None:
+    engine = _Engine()
+    reloader = PolicyReloader(engine, None)  # type: ignore[arg-type]
+    assert reloader.status().ok is True
+    engine.next = EngineError("OPA unreachable")
+    assert (await reloader.reload("admin"))[0] is False
+    status = reloader.status()
+    assert status.ok is False and status.error == "OPA unreachable" and status.files_revision is None
+    engine.next = "r2"
+    assert (await reloader.reload("SIGHUP")) == (True, "r2", None)
+    assert reloader.status().ok is True and reloader.status().error is None
+
+
+async def test_a_refused_reload_of_the_files_on_disk_is_a_failure_until_they_change(policy_copy: Path) -> None:
+    engine = _Engine()
+    engine.revision = engine.next = PolicyBundle.load(policy_copy).revision
+    reloader = PolicyReloader(engine, policy_copy)  # type: ignore[arg-type]
+    assert reloader.status().ok is True and reloader.status().pending is False
+    _ban(policy_copy, "zebra")
+    assert reloader.status().pending is True
+    engine.next = PolicyLoadError("refused")
+    await reloader.reload("file")
+    assert reloader.status().ok is False and reloader.status().pending is False
+    engine.next = directory_revision(policy_copy) or ""
+    await reloader.reload("file")
+    assert reloader.status().ok is True and reloader.status().revision == directory_revision(policy_copy)
 
 
 def test_sighup_reloads_a_running_server(tmp_path: Path, policy_copy: Path) -> None:

@@ -11,7 +11,8 @@ from http.cookies import SimpleCookie
 import pytest
 from aiohttp.test_utils import TestClient
 
-from sendgate.admin.pages import FAILED_LOGINS, SESSION_COOKIE
+from sendgate.admin.pages import SESSION_COOKIE
+from sendgate.admin.throttle import FAILURES
 from sendgate.fakegraph import FakeGraph
 from sendgate.state import DecisionQuery
 
@@ -107,7 +108,7 @@ async def test_wrong_tokens_and_forged_sign_in_forms(pages: TestClient, caplog: 
 
 
 async def test_sign_in_attempts_are_throttled(pages: TestClient) -> None:
-    for _ in range(FAILED_LOGINS):
+    for _ in range(FAILURES):
         assert (await login(pages, "wrong"))[0] == 401
     status, page = await login(pages, ADMIN_TOKEN)
     assert status == 429 and "Too many failed sign-ins" in page

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from sendgate.admin.api import admin_routes
+from sendgate.admin.api import AdminGuard, admin_routes
 from sendgate.admin.pages import setup_review_pages
+from sendgate.admin.throttle import MemoryGuessThrottle
 from sendgate.config import Config
 from sendgate.gateway.passthrough import Passthrough
 from sendgate.gateway.send import SendPath
@@ -73,7 +74,7 @@ def create_app(
     policy = engine or create_engine(config)  # fails fast on broken policies
     app[ENGINE] = policy
     watched = config.engine == "embedded" or config.opa_policies == "push"
-    reloader = PolicyReloader(policy, config.policy_dir if watched else None)
+    reloader = PolicyReloader(policy, config.policy_dir if watched else None, clock=clock)
     app[RELOADER] = reloader
     metrics = Metrics(lambda phone_number_id: config.account(phone_number_id) is not None)  # GET /metrics
     monitor = Monitor(config, metrics, lambda: app[STORE], clock)  # per-account counts and alerts
@@ -115,11 +116,13 @@ def create_app(
     app.cleanup_ctx.append(monitor.context())
     # Meta's webhooks (GET/POST webhooks.path) and the template sync: sendgate/webhooks/
     setup_webhooks(app, config, lambda: app[STORE], lambda: policy, metrics, monitor, clock)
-    app.router.add_routes(monitoring_routes(config, metrics, monitor, lambda: app[STORE], lambda: policy, clock))
+    guesses = MemoryGuessThrottle()  # wrong tokens per client address: the admin API and the sign-in page
+    guarded = AdminGuard(config.admin_token, guesses, clock)  # every /admin/v1 route
+    app.router.add_routes(monitoring_routes(config, metrics, monitor, lambda: app[STORE], lambda: policy, guarded, clock))
     app.router.add_post(rf"/{{version:v\d+\.\d+}}/{{phone_number_id:\d+}}/{{endpoint:{_SEND_ENDPOINTS}}}", _send)
     app.router.add_get("/healthz", _healthz)
-    app.router.add_routes(admin_routes(config.admin_token, lambda: app[STORE], lambda: policy, reloader))
-    setup_review_pages(app, config, lambda: app[STORE], clock, lambda: policy.revision)  # /admin/ pages
+    app.router.add_routes(admin_routes(guarded, lambda: app[STORE], lambda: policy, reloader))
+    setup_review_pages(app, config, lambda: app[STORE], clock, lambda: policy.revision, guesses)  # /admin/ pages
     app.router.add_route("*", "/{tail:.*}", _passthrough)
     return app
 

@@ -17,7 +17,6 @@ Counts live in memory: a restart starts them afresh (pauses are in the store and
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections import defaultdict, deque
@@ -37,7 +36,7 @@ from sendgate.gateway.errors import primary_reason
 from sendgate.gateway.recorder import DecisionRecorder, _meta_ids
 from sendgate.gateway.upstream import Upstream, UpstreamError, UpstreamResponse
 from sendgate.policy.watch import RELOADER
-from sendgate.state import SendRecord, Store, StoreError
+from sendgate.state import SendRecord, Store
 from sendgate.webhooks.options import Threshold
 
 if TYPE_CHECKING:
@@ -52,6 +51,8 @@ _BUCKET = 10.0  # seconds per rolling-count bucket
 _CHECK_INTERVAL = 15.0  # seconds between checks for episodes that ended
 _READY_TIMEOUT = 2.0
 _PROBE_INTERVAL = 1.0  # seconds a /readyz store probe's answer stands
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Metrics:
@@ -479,9 +480,10 @@ def monitoring_routes(
     monitor: Monitor,
     store: Callable[[], Store],
     engine: Callable[[], PolicyEngine],
+    guarded: Callable[[Handler], Handler],
     clock: Callable[[], float] = time.time,
 ) -> list[web.RouteDef]:
-    """`/metrics`, `/readyz`, and the admin API's monitoring calls (bearer `admin_token`)."""
+    """`/metrics`, `/readyz`, and the admin API's monitoring calls, each wrapped in `guarded` (the admin token check)."""
     probe = StoreProbe(store, clock)
 
     async def get_metrics(request: web.Request) -> web.Response:
@@ -494,27 +496,9 @@ def monitoring_routes(
         ready = ready and bool(checks["engine"].get("ok"))
         reloader = request.app.get(RELOADER)
         if reloader is not None:  # a refused reload is reported, not unready: the old revision serves
-            checks["policy_reload"] = reloader.status()
+            checks["policy_reload"] = reloader.status().as_json()
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return _json(body, 200 if ready else 503)
-
-    def guarded(handler: Callable[[web.Request], Awaitable[web.Response]]) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def check(request: web.Request) -> web.Response:
-            token = config.admin_token
-            if token is None:
-                return _admin_error(404, "the admin API is off: set admin_token to enable it")
-            given = request.headers.get("Authorization", "")
-            if not given.startswith("Bearer ") or not hmac.compare_digest(given.removeprefix("Bearer ").encode(), token.encode()):
-                return _admin_error(401, "admin API needs Authorization: Bearer <admin_token>")
-            try:
-                return await handler(request)
-            except StoreError as exc:
-                route = request.match_info.route.resource  # its template: logged paths carry no numbers
-                log.error("admin API %s %s: the store failed: %s", request.method, route and route.canonical, exc)
-                message = f"the store could not do this; nothing was changed: {exc}"
-                return _admin_error(503, message, "SendgateStoreError")
-
-        return check
 
     async def account_view(phone_number_id: str) -> dict[str, Any]:
         account = config.account(phone_number_id)

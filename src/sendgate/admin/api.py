@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,12 +13,13 @@ import orjson
 from aiohttp import web
 
 from sendgate.admin.records import consent_from_json, decision_query, parse_consent_import, parse_time
+from sendgate.admin.throttle import GuessThrottle
 from sendgate.messages import normalize_recipient
 from sendgate.policy import EngineError, PolicyEngine, PolicyLoadError
 from sendgate.policy.watch import PolicyReloader
 from sendgate.state import InvalidRecord, ReviewRecord, Store, StoreError
 
-__all__ = ["admin_routes"]
+__all__ = ["AdminGuard", "admin_routes"]
 
 log = logging.getLogger("sendgate.admin")
 _MAX_IMPORT_BYTES = 64 * 1024 * 1024
@@ -40,26 +42,38 @@ async def _body(request: web.Request) -> Any:
         raise InvalidRecord(f"body is not valid JSON: {exc}") from exc
 
 
-def admin_routes(
-    token: str | None,
-    store_of: Callable[[], Store],
-    engine: Callable[[], PolicyEngine],
-    reloader: PolicyReloader | None = None,
-) -> list[web.RouteDef]:
-    """The admin routes, each wrapped in the token check. The callables return the live store and engine.
+class AdminGuard:
+    """The one token check every `/admin/v1` route goes through (these and the monitoring ones).
 
-    Policy reloads go through `reloader` (the one the file watch and SIGHUP use) when given,
-    so the last failure is remembered and shown by `GET /admin/v1/policy`.
+    An offered token that is wrong counts against the client address in `throttle` (shared with
+    the sign-in page); a blocked address gets 429 with `Retry-After`, even with the right token.
+    A request without `Authorization` is no guess: 401, not counted.
     """
 
-    def guarded(handler: Handler) -> Handler:
+    def __init__(self, token: str | None, throttle: GuessThrottle, clock: Callable[[], float] = time.time) -> None:
+        self._token = None if token is None else token.encode()
+        self._throttle = throttle
+        self._clock = clock
+
+    def __call__(self, handler: Handler) -> Handler:
         async def check(request: web.Request) -> web.StreamResponse:
-            if token is None:
+            if self._token is None:
                 return _error(404, "the admin API is off: set admin_token to enable it")
-            given = request.headers.get("Authorization", "")
-            if not given.startswith("Bearer ") or not hmac.compare_digest(
-                given.removeprefix("Bearer ").encode(), token.encode()
-            ):
+            given = request.headers.get("Authorization")
+            if given is None:
+                return _error(401, "admin API needs Authorization: Bearer <admin_token>")
+            valid = given.startswith("Bearer ") and hmac.compare_digest(
+                given.removeprefix("Bearer ").encode(), self._token
+            )
+            client = request.remote or "?"
+            wait = await self._throttle.attempt(client, self._clock(), failed=not valid)
+            if wait is not None:
+                seconds = max(1, math.ceil(wait))
+                response = _error(429, f"too many wrong admin tokens from this address; retry after {seconds} s")
+                response.headers["Retry-After"] = str(seconds)
+                return response
+            if not valid:
+                log.warning("admin API: wrong token from %s", client)
                 return _error(401, "admin API needs Authorization: Bearer <admin_token>")
             try:
                 return await handler(request)
@@ -72,6 +86,19 @@ def admin_routes(
                 return _error(503, message, "SendgateStoreError")
 
         return check
+
+
+def admin_routes(
+    guarded: AdminGuard,
+    store_of: Callable[[], Store],
+    engine: Callable[[], PolicyEngine],
+    reloader: PolicyReloader | None = None,
+) -> list[web.RouteDef]:
+    """The admin routes, each wrapped in `guarded`. The callables return the live store and engine.
+
+    Policy reloads go through `reloader` (the one the file watch and SIGHUP use) when given,
+    so `GET /admin/v1/policy` reports its status.
+    """
 
     async def put_consent(request: web.Request) -> web.Response:
         record = consent_from_json(request.match_info["recipient"], await _body(request))
@@ -184,7 +211,7 @@ def admin_routes(
         current = engine()
         body: dict[str, Any] = {"revision": current.revision}
         if reloader is not None:
-            body["reload"] = reloader.status()  # the last reload: ok, error, when, trigger
+            body["reload"] = reloader.status().as_json()  # as /readyz and the metrics tell it
         body["engine"] = await current.health()
         return _json(body)
 

@@ -7,7 +7,8 @@ session's CSRF token (the sign-in form a cookie-bound one). Pages send a Content
 that allows nothing but this server's stylesheet: no scripts at all, charts are inline SVG.
 
 Reviewer tokens read the log and append review notes; they do not open the JSON admin API.
-Tokens and session ids are never logged.
+Tokens and session ids are never logged. Wrong tokens are throttled per client address, with
+the admin API's count (`sendgate/admin/throttle.py`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -42,6 +44,7 @@ from sendgate.admin.review import (
     rules_of,
     summarize,
 )
+from sendgate.admin.throttle import GuessThrottle, MemoryGuessThrottle
 from sendgate.config import Config
 from sendgate.messages import normalize
 from sendgate.state import DecisionQuery, DecisionRecord, InvalidRecord, ReviewRecord, Store, StoreError
@@ -57,8 +60,6 @@ LOGIN_FORM_TTL = 1800
 PAGE_SIZE = 50
 MAX_FORM_BYTES = 64 * 1024
 MAX_SESSIONS = 10_000
-FAILED_LOGINS = 10  # per client address ...
-FAILED_LOGIN_WINDOW = 300.0  # ... per this many seconds, then 429 until the window passes
 SUGGESTIONS_TTL = 60.0
 HOUR = 3600
 DAY = 86400
@@ -137,27 +138,6 @@ class Sessions:
             self._by_hash.pop(_digest(raw), None)
 
 
-class LoginThrottle:
-    """At most `FAILED_LOGINS` wrong tokens per client address per `FAILED_LOGIN_WINDOW` seconds."""
-
-    def __init__(self) -> None:
-        self._failures: dict[str, deque[float]] = {}
-
-    def blocked(self, client: str) -> bool:
-        failures = self._failures.get(client)
-        if not failures:
-            return False
-        now = time.monotonic()
-        while failures and failures[0] <= now - FAILED_LOGIN_WINDOW:
-            failures.popleft()
-        return len(failures) >= FAILED_LOGINS
-
-    def failed(self, client: str) -> None:
-        if len(self._failures) > 10_000:
-            self._failures.clear()
-        self._failures.setdefault(client, deque(maxlen=FAILED_LOGINS)).append(time.monotonic())
-
-
 def _safe_next(value: str | None) -> str:
     """Where to go after sign-in: only a path of these pages."""
     if (
@@ -191,6 +171,7 @@ class ReviewPages:
         store_of: Callable[[], Store],
         clock: Callable[[], float] = time.time,
         revision_of: Callable[[], str | None] = lambda: None,
+        throttle: GuessThrottle | None = None,
     ) -> None:
         self.config = config
         self.store_of = store_of
@@ -198,7 +179,7 @@ class ReviewPages:
         self.revision_of = revision_of
         self.view = ReviewView(config)
         self.sessions = Sessions(config.session_ttl, clock)
-        self.throttle = LoginThrottle()
+        self.throttle = MemoryGuessThrottle() if throttle is None else throttle  # wrong tokens per address
         self._suggestions: tuple[float, dict[str, list[str]]] | None = None
         self._tokens: list[tuple[str, str, bytes]] = []
         if config.admin_token is not None:
@@ -315,15 +296,18 @@ class ReviewPages:
         if not self.enabled:
             return self._off(request)
         client = request.remote or "?"
-        if self.throttle.blocked(client):
-            return self._login_page(request, "Too many failed sign-ins from here. Wait a few minutes.", 429)
         form = await self._form(request)
         expected = request.cookies.get(LOGIN_COOKIE, "")
         if not expected or not hmac.compare_digest(_digest(form.get("csrf_token", "")), _digest(expected)):
             return self._login_page(request, "The sign-in form expired. Please try again.", 400)
         who = self._identify(form.get("token", ""))
+        # Checked and counted in one call, after the form is read: concurrent guesses cannot all pass.
+        wait = await self.throttle.attempt(client, self.clock(), failed=who is None)
+        if wait is not None:
+            response = self._login_page(request, "Too many failed sign-ins from here. Wait a few minutes.", 429)
+            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            return response
         if who is None:
-            self.throttle.failed(client)
             log.warning("review pages: failed sign-in from %s", client)
             return self._login_page(request, "That token is not valid.", 401)
         raw, session = self.sessions.create(*who)
@@ -713,9 +697,10 @@ def setup_review_pages(
     store_of: Callable[[], Store],
     clock: Callable[[], float] = time.time,
     revision_of: Callable[[], str | None] = lambda: None,
+    throttle: GuessThrottle | None = None,
 ) -> ReviewPages:
-    """Add the review pages to `app`; call before any catch-all route."""
-    pages = ReviewPages(config, store_of, clock, revision_of)
+    """Add the review pages to `app`; call before any catch-all route. `throttle`: shared with the admin API."""
+    pages = ReviewPages(config, store_of, clock, revision_of, throttle)
     env = aiohttp_jinja2.setup(
         app,
         app_key=JINJA,

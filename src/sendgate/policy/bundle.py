@@ -16,7 +16,7 @@ import yaml
 
 from sendgate.policy.base import PolicyLoadError
 
-__all__ = ["PolicyBundle", "RegoTest", "write_bundle"]
+__all__ = ["PolicyBundle", "RegoTest", "directory_revision", "write_bundle"]
 
 _DATA_FILES = ("data.json", "data.yaml", "data.yml")
 _PACKAGE = re.compile(r"^package\s+([A-Za-z_][\w.]*)", re.MULTILINE)
@@ -66,20 +66,16 @@ class PolicyBundle:
         tests: dict[str, str] = {}
         data: dict[str, Any] = {}
         digest = hashlib.sha256()
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            rel = path.relative_to(root).as_posix()
+        for rel, path in _policy_files(root):
+            source = _read(path)
             if path.suffix == ".rego":
-                source = _read(path)
                 (tests if path.name.endswith("_test.rego") else modules)[rel] = source
-            elif path.name in _DATA_FILES:
-                source = _read(path)
-                _merge(data, path.relative_to(root).parent.parts, _parse_data(path, source), rel)
             else:
-                continue
+                _merge(data, path.relative_to(root).parent.parts, _parse_data(path, source), rel)
             digest.update(rel.encode() + b"\0" + source.encode() + b"\0")
         if not modules:
             raise PolicyLoadError(f"no .rego files in {root}")
-        return cls(root, modules, tests, data, "sha256:" + digest.hexdigest()[:16])
+        return cls(root, modules, tests, data, _revision(digest.hexdigest()))
 
     @property
     def packages(self) -> dict[str, str]:
@@ -141,6 +137,36 @@ def _renamer(rel: str, package: str, seen: dict[str, int], found: list[RegoTest]
         return rule
 
     return rename
+
+
+def directory_revision(root: str | Path) -> str | None:
+    """The revision `PolicyBundle.load(root)` would give the files there now, without parsing them,
+    so a directory that does not load has one too (a file that is not UTF-8 counts as its bytes).
+    None if the directory cannot be read."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    digest = hashlib.sha256()
+    try:
+        for rel, path in _policy_files(root):
+            try:
+                content = _read(path).encode()
+            except PolicyLoadError:
+                content = path.read_bytes()
+            digest.update(rel.encode() + b"\0" + content + b"\0")
+    except OSError:
+        return None
+    return _revision(digest.hexdigest())
+
+
+def _policy_files(root: Path) -> list[tuple[str, Path]]:
+    """The files a bundle is made of, Rego modules and data files, by relative path, sorted."""
+    files = sorted(p for p in root.rglob("*") if (p.suffix == ".rego" or p.name in _DATA_FILES) and p.is_file())
+    return [(p.relative_to(root).as_posix(), p) for p in files]
+
+
+def _revision(hexdigest: str) -> str:
+    return "sha256:" + hexdigest[:16]
 
 
 def _read(path: Path) -> str:

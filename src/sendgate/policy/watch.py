@@ -5,8 +5,15 @@ policy directory again; the engine swaps only if everything passes (the embedded
 engine compiles a new regorus engine and replaces a reference; the OPA engine
 pushes and holds decisions back meanwhile), so requests are never dropped: they
 are decided by the old revision or by the new one. A refused reload leaves the
-old revision serving; the reason is logged and kept (`status()`, shown by
-`GET /admin/v1/policy` and `/readyz`).
+old revision serving; the reason is logged and kept.
+
+`status()` is the one account of how reloads stand: `GET /admin/v1/policy`, `/readyz`
+and `sendgate_policy_reload_failed` all read it. A reload has *failed* while the
+policy files on disk differ from the serving revision and the last attempt to load
+those very files was refused. Once the files are back to the serving revision (a
+restored file), or a later reload succeeds, there is no failure; files changed since
+the refused attempt and not tried yet are *pending*, not failed. Without a watched
+directory (OPA serving its own bundle) it has failed while the last attempt did.
 
 The file watch polls the modification times and sizes of `policy_dir` (every
 second by default: a policy directory is a few dozen files), waits until a change
@@ -28,6 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from sendgate.policy.base import EngineError, PolicyEngine, PolicyLoadError
+from sendgate.policy.bundle import directory_revision
 
 __all__ = ["RELOADER", "PolicyReloader", "ReloadStatus", "snapshot"]
 
@@ -53,19 +61,39 @@ def snapshot(root: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted(found))
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReloadStatus:
-    revision: str
-    last_trigger: str | None = None  # startup | file | SIGHUP | admin
-    last_attempt_at: float | None = None
-    last_success_at: float | None = None
-    last_error: str | None = None  # None when the last attempt succeeded
-    last_error_at: float | None = None
-    reloads: int = 0
-    failures: int = 0
+    """How reloads stand, as `PolicyReloader.status()` works it out (see the module docstring)."""
+
+    ok: bool  # no failure
+    revision: str  # serving
+    files_revision: str | None  # of the policy files on disk now (None: no watched directory, or unreadable)
+    pending: bool  # the files differ from the serving revision and no reload has tried them yet
+    error: str | None  # why, while failed
+    last_trigger: str | None  # file | SIGHUP | admin
+    last_attempt_at: float | None
+    last_success_at: float | None
+    last_error: str | None  # None when the last attempt succeeded
+    last_error_at: float | None
+    reloads: int
+    failures: int
 
     def as_json(self) -> dict[str, Any]:
-        return {"ok": self.last_error is None, **asdict(self)}
+        return asdict(self)
+
+
+@dataclass
+class _Attempts:
+    """What the reloads did: the facts `status()` is worked out from."""
+
+    last_trigger: str | None = None
+    last_attempt_at: float | None = None
+    last_success_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    tried_files: str | None = None  # the revision of the files the last attempt read
+    reloads: int = 0
+    failures: int = 0
 
 
 class PolicyReloader:
@@ -86,7 +114,7 @@ class PolicyReloader:
         self._clock = clock
         self._on_result = on_result  # e.g. a metric
         self._lock = asyncio.Lock()
-        self._status = ReloadStatus(revision=engine.revision)
+        self._attempts = _Attempts(tried_files=engine.revision)  # the files the engine loaded at startup
         self._task: asyncio.Task[None] | None = None
 
     def bind_metrics(self, registry: Any) -> None:
@@ -95,38 +123,59 @@ class PolicyReloader:
 
         reloads = Counter("sendgate_policy_reloads", "Policy reloads by result (ok / failed)", ["result"],
                           registry=registry)
-        failed = Gauge("sendgate_policy_reload_failed", "1 while the last policy reload was refused "
-                       "(the previous revision keeps serving)", registry=registry)
+        failed = Gauge("sendgate_policy_reload_failed", "1 while a policy reload has failed: the files differ from "
+                       "the serving revision, which keeps serving, and loading them was refused", registry=registry)
+        failed.set_function(lambda: 0.0 if self.status().ok else 1.0)  # read at each scrape: status() is the truth
+        self._on_result = lambda ok: reloads.labels("ok" if ok else "failed").inc()
 
-        def count(ok: bool) -> None:
-            reloads.labels("ok" if ok else "failed").inc()
-            failed.set(0 if ok else 1)
+    def _files_revision(self) -> str | None:
+        return None if self.policy_dir is None else directory_revision(self.policy_dir)
 
-        self._on_result = count
-
-    def status(self) -> dict[str, Any]:
-        self._status.revision = self.engine.revision
-        return self._status.as_json()
+    def status(self) -> ReloadStatus:
+        """How reloads stand now. Reads the policy files (a few dozen small ones) to compare them."""
+        attempts, revision = self._attempts, self.engine.revision
+        files = self._files_revision()
+        refused = attempts.last_error is not None  # the last attempt was
+        if self.policy_dir is None:
+            failed, pending = refused, False
+        else:
+            failed = refused and files != revision and files == attempts.tried_files
+            pending = files != revision and files != attempts.tried_files
+        return ReloadStatus(
+            ok=not failed,
+            revision=revision,
+            files_revision=files,
+            pending=pending,
+            error=attempts.last_error if failed else None,
+            last_trigger=attempts.last_trigger,
+            last_attempt_at=attempts.last_attempt_at,
+            last_success_at=attempts.last_success_at,
+            last_error=attempts.last_error,
+            last_error_at=attempts.last_error_at,
+            reloads=attempts.reloads,
+            failures=attempts.failures,
+        )
 
     async def reload(self, trigger: str) -> tuple[bool, str, str | None]:
         """(reloaded, serving revision, error). Never raises for a bad policy or an unreachable OPA."""
         async with self._lock:
-            status = self._status
-            status.last_trigger, status.last_attempt_at = trigger, self._clock()
+            attempts = self._attempts
+            attempts.last_trigger, attempts.last_attempt_at = trigger, self._clock()
+            loop = asyncio.get_running_loop()
+            attempts.tried_files = await loop.run_in_executor(None, self._files_revision)  # what the engine reads
             old = self.engine.revision
             try:
                 revision = await self.engine.reload()
             except Exception as exc:  # refused (PolicyLoadError, EngineError) or a bug: either way, keep serving
                 if not isinstance(exc, (PolicyLoadError, EngineError)):
                     log.exception("policy reload (%s) failed unexpectedly", trigger)
-                status.failures += 1
-                status.last_error, status.last_error_at = str(exc), status.last_attempt_at
-                status.revision = self.engine.revision
+                attempts.failures += 1
+                attempts.last_error, attempts.last_error_at = str(exc), attempts.last_attempt_at
                 log.error("policy reload (%s) refused, still serving %s: %s", trigger, self.engine.revision, exc)
                 self._notify(False)
                 return False, self.engine.revision, str(exc)
-            status.reloads += 1
-            status.last_error, status.last_success_at, status.revision = None, status.last_attempt_at, revision
+            attempts.reloads += 1
+            attempts.last_error, attempts.last_success_at = None, attempts.last_attempt_at
             if revision != old:
                 log.info("policy reload (%s): now serving %s (was %s)", trigger, revision, old)
             self._notify(True)
@@ -172,7 +221,7 @@ class PolicyReloader:
                 continue
             seen, pending = now, None
             ok, _, _ = await self.reload("file")
-            if not ok and "changed while" in (self._status.last_error or ""):
+            if not ok and "changed while" in (self._attempts.last_error or ""):
                 seen = ()  # edited again during the test run: reload on the next poll
 
 
