@@ -73,9 +73,15 @@ async def send_invalid(client: TestClient) -> dict[str, str]:
 
 
 async def check_views(client: TestClient, ids: dict[str, str], config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The review detail page, both exports and `sendgate log show --json` of each record: masked."""
+    """The admin API, the review detail page, both exports and `sendgate log show --json` of each record: masked."""
+    status, listed = await admin(client, "GET", "/decisions?decision=invalid")
+    assert status == 200 and set(ids.values()) <= {r["id"] for r in listed["data"]}
+    assert_hidden(orjson.dumps(listed).decode(), "admin API list")
     await login(client)
     for case, decision_id in ids.items():
+        status, one = await admin(client, "GET", f"/decisions/{decision_id}")
+        assert status == 200 and one["id"] == decision_id
+        assert_hidden(orjson.dumps(one).decode(), f"{case}: admin API record")
         page = await (await client.get(f"/admin/decisions/{decision_id}")).text()
         assert decision_id in page
         assert_hidden(page, f"{case}: detail page")

@@ -121,7 +121,9 @@ def create_app(
     app.router.add_routes(monitoring_routes(config, metrics, monitor, lambda: app[STORE], lambda: policy, guarded, clock))
     app.router.add_post(rf"/{{version:v\d+\.\d+}}/{{phone_number_id:\d+}}/{{endpoint:{_SEND_ENDPOINTS}}}", _send)
     app.router.add_get("/healthz", _healthz)
-    app.router.add_routes(admin_routes(guarded, lambda: app[STORE], lambda: policy, reloader))
+    app.router.add_routes(admin_routes(
+        guarded, lambda: app[STORE], lambda: policy, reloader, mask_recipients=config.log.mask_recipients
+    ))
     setup_review_pages(app, config, lambda: app[STORE], clock, lambda: policy.revision, guesses)  # /admin/ pages
     app.router.add_route("*", "/{tail:.*}", _passthrough)
     return app

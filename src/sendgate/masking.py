@@ -51,6 +51,14 @@ def mask_recipient_in(value: Any, recipient: str) -> Any:
     return _Masker(lambda run: digits is not None and digits in run, literal=None if digits else recipient).value(value)
 
 
+def shown_record(record: DecisionRecord, mask: bool) -> DecisionRecord:
+    """The record as every view of the log shows it: masked when masking is on, also if it was
+    logged before masking was turned on (a record logged masked is left as it is)."""
+    if not mask or (record.recipient is not None and "*" in record.recipient):
+        return record
+    return mask_record(record)
+
+
 def mask_record(record: DecisionRecord) -> DecisionRecord:
     """A record as logged without masking (`recipient` the full number, or None), masked as the log shows it."""
     recipient = record.recipient

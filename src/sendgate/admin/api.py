@@ -14,6 +14,7 @@ from aiohttp import web
 
 from sendgate.admin.records import consent_from_json, decision_query, parse_consent_import, parse_time
 from sendgate.admin.throttle import GuessThrottle
+from sendgate.masking import shown_record
 from sendgate.messages import normalize_recipient
 from sendgate.policy import EngineError, PolicyEngine, PolicyLoadError
 from sendgate.policy.watch import PolicyReloader
@@ -93,6 +94,7 @@ def admin_routes(
     store_of: Callable[[], Store],
     engine: Callable[[], PolicyEngine],
     reloader: PolicyReloader | None = None,
+    mask_recipients: bool = False,
 ) -> list[web.RouteDef]:
     """The admin routes, each wrapped in `guarded`. The callables return the live store and engine.
 
@@ -153,13 +155,14 @@ def admin_routes(
             paging["cursors"] = {"before": records[0].id, "after": records[-1].id}
             if len(records) == query.limit:
                 paging["next"] = str(request.url.update_query(before=records[-1].id))
-        return _json({"data": [r.as_json() for r in records], "paging": paging})
+        shown = [shown_record(r, mask_recipients).as_json() for r in records]
+        return _json({"data": shown, "paging": paging})
 
     async def get_decision(request: web.Request) -> web.Response:
         record = await store_of().decision(request.match_info["decision_id"])
         if record is None:
             return _error(404, f"no decision {request.match_info['decision_id']}")
-        return _json(record.as_json())
+        return _json(shown_record(record, mask_recipients).as_json())
 
     async def get_reviews(request: web.Request) -> web.Response:
         decision_id = request.match_info["decision_id"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sendgate.config import Config
-from sendgate.masking import mask_record
+from sendgate.masking import shown_record
 from sendgate.state import DecisionCount, DecisionQuery, DecisionRecord, ReviewRecord, Store
 
 __all__ = [
@@ -85,9 +85,7 @@ class ReviewView:
 
     def shown(self, record: DecisionRecord) -> DecisionRecord:
         """The record as the log should show it: masked when masking is on, also if logged before it was."""
-        if not self.mask or (record.recipient is not None and "*" in record.recipient):  # masked when logged
-            return record
-        return mask_record(record)
+        return shown_record(record, self.mask)
 
     def record_json(self, record: DecisionRecord, reviews: list[ReviewRecord] | None = None) -> dict[str, Any]:
         """One record for JSON lines and `log show --json`: the admin API's shape plus its review trail."""
