@@ -364,6 +364,12 @@ def test_read_receipt_and_typing_indicator() -> None:
     assert m["texts"] == [] and m["template"] is None
 
 
+def test_a_status_field_on_a_message_is_judged_as_the_message() -> None:
+    m = normalize(send(type="text", text={"body": "Buy followers"}, status="read", message_id="wamid.x"))
+    assert (m["type"], m["is_status"], m["recipient"]) == ("text", False, PHONE)
+    assert m["texts"] == ["Buy followers"]
+
+
 def test_encrypted() -> None:
     m = norm("Send Encrypted Media Message", "messages_encrypted")
     assert m["type"] == "encrypted" and m["recipient"] is None and m["texts"] == [] and m["urls"] == []
@@ -457,7 +463,8 @@ INVALID: list[tuple[str, object, str, str]] = [
     ("no-recipient", {"messaging_product": "whatsapp", "type": "text", "text": {"body": "hi"}}, "messages", "to is required"),
     ("to-number", send(to=16505551234, type="text", text={"body": "hi"}), "messages", "to must be a string"),
     ("to-empty", send(to="  ", type="text", text={"body": "hi"}), "messages", "to must not be empty"),
-    ("recipient-number", {"recipient": 5, "type": "text", "text": {"body": "hi"}}, "messages", "recipient must be a string"),
+    ("recipient-number", {"messaging_product": "whatsapp", "recipient": 5, "type": "text", "text": {"body": "hi"}}, "messages",
+     "recipient must be a string"),
     ("no-type", send(), "messages", "type is required: no message content"),
     ("ambiguous-type", send(image={"id": "1"}, text={"body": "x"}), "messages", "several content objects"),
     ("unknown-type", send(type="foo", foo={}), "messages", "unknown message type 'foo'"),
@@ -475,12 +482,31 @@ INVALID: list[tuple[str, object, str, str]] = [
     ("marketing-text", send(type="text", text={"body": "hi"}), "marketing_messages", "marketing_messages only sends templates"),
     ("marketing-default-text", send(text={"body": "hi"}), "marketing_messages", "marketing_messages only sends templates"),
     ("encrypted-missing", {"messaging_product": "whatsapp"}, "messages_encrypted", "encrypted_contents"),
-    ("encrypted-not-string", {"encrypted_contents": {"a": 1}}, "messages_encrypted", "encrypted_contents"),
+    ("encrypted-not-string", {"messaging_product": "whatsapp", "encrypted_contents": {"a": 1}}, "messages_encrypted",
+     "encrypted_contents"),
     ("status-not-read", {"messaging_product": "whatsapp", "status": "delivered", "message_id": "wamid.x"}, "messages",
      "status must be \"read\""),
     ("status-no-id", {"messaging_product": "whatsapp", "status": "read"}, "messages", "message_id is required"),
-    ("status-id-number", {"status": "read", "message_id": 7}, "messages", "message_id must be a string"),
-    ("product", send(messaging_product="sms", type="text", text={"body": "hi"}), "messages", "messaging_product"),
+    ("status-id-number", {"messaging_product": "whatsapp", "status": "read", "message_id": 7}, "messages",
+     "message_id must be a string"),
+    ("status-extra-field", {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.x", "context": {}},
+     "messages", "carries only messaging_product, status, message_id and typing_indicator, not context"),
+    ("status-typing-kind", {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.x",
+                            "typing_indicator": {"type": "voice"}}, "messages", "typing_indicator.type must be \"text\""),
+    ("status-typing-extra", {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.x",
+                             "typing_indicator": {"type": "text", "ttl": 5}}, "messages", "typing_indicator must be exactly"),
+    ("status-with-to-only", {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.x", "to": PHONE},
+     "messages", "type is required"),
+    ("product-missing", {"to": PHONE, "type": "text", "text": {"body": "hi"}}, "messages",
+     "The parameter messaging_product is required."),
+    ("product-missing-status", {"status": "read", "message_id": "wamid.x"}, "messages",
+     "The parameter messaging_product is required."),
+    ("product-missing-encrypted", {"encrypted_contents": "eyJ..."}, "messages_encrypted",
+     "The parameter messaging_product is required."),
+    ("product-number", send(messaging_product=1, type="text", text={"body": "hi"}), "messages",
+     "messaging_product must be the string \"whatsapp\", not a number"),
+    ("product", send(messaging_product="sms", type="text", text={"body": "hi"}), "messages",
+     'Param messaging_product must be one of {WHATSAPP} - got "sms".'),
     ("context", send(type="text", text={"body": "hi"}, context="wamid.x"), "messages", "context must be an object"),
     ("context-id", send(type="text", text={"body": "hi"}, context={}), "messages", "context.message_id is required"),
     ("template-name-missing", send(type="template", template={"language": {"code": "en_US"}}), "messages",

@@ -64,12 +64,23 @@ async def test_custom_passthrough_list(gateway_factory: GatewayFactory, fake_gra
     assert (await client.get(f"/v23.0/{WABA_ID}/message_templates", headers=AUTH)).status == 404  # GET not listed
 
 
-@pytest.mark.parametrize("path", ["//evil.example/steal", "/v23.0/../../evil", "/\\evil.example/x", "/v23.0/./x"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//evil.example/steal", "/v23.0/../../evil", "/\\evil.example/x", "/v23.0/./x", "/v23.0/1//media",
+        # percent-encoded forms, at any depth of encoding, are the same paths
+        "/v23.0/%2e%2e/evil", "/v23.0/%2E%2e/evil", "/v23.0/.%2e/evil", "/v23.0/%2e/x", "/%2F%2Fevil.example/x",
+        "/%2f/evil.example", "/v23.0/1%2F%2Fmedia", "/%5Cevil.example/x", "/%5cevil.example/x",
+        "/v23.0/%252e%252e/evil", "/v23.0/%25252E%25252E/evil", "/%255C%255Cevil", "/v23.0/%2525252525252e/x",
+    ],
+)
 def test_upstream_urls_never_change_host(path: str) -> None:
     upstream = Upstream("https://graph.facebook.com", 1, session=None)  # type: ignore[arg-type]
     with pytest.raises(UnsafePath):
         upstream.url_for(path)
     assert str(upstream.url_for("/v23.0/1/media?x=1")) == "https://graph.facebook.com/v23.0/1/media?x=1"
+    # Encoded characters that change nothing about where the path goes still pass, as sent.
+    assert str(upstream.url_for("/v23.0/1/%6Dedia?q=..%2F")) == "https://graph.facebook.com/v23.0/1/%6Dedia?q=..%2F"
 
 
 @pytest.mark.parametrize("target", ["//evil.example/steal", "http://evil.example/steal"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -13,9 +13,11 @@ from sendgate.admin.api import AdminGuard, admin_routes
 from sendgate.admin.pages import setup_review_pages
 from sendgate.admin.throttle import MemoryGuessThrottle
 from sendgate.config import Config
+from sendgate.gateway.errors import CODE_INVALID, graph_error
 from sendgate.gateway.passthrough import Passthrough
 from sendgate.gateway.send import SendPath
 from sendgate.gateway.upstream import Upstream
+from sendgate.ids import DecisionIds
 from sendgate.masking import mask_numbers
 from sendgate.monitoring import Metrics, MonitoredRecorder, Monitor, TimedUpstream, monitoring_routes
 from sendgate.policy import PolicyEngine
@@ -39,6 +41,8 @@ PASSTHROUGH = web.AppKey("passthrough", Passthrough)
 log = logging.getLogger("sendgate")
 
 _SEND_ENDPOINTS = "messages|marketing_messages|messages_encrypted"
+# The routes that read bodies for Meta decode Content-Encoding themselves (gateway/body.py).
+_DECODING_ROUTES = frozenset({"send", "passthrough"})
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -68,7 +72,10 @@ def create_app(
 ) -> web.Application:
     """The gateway. `engine` defaults to the embedded engine on `config.policy_dir`; `clock` is for tests."""
     # Send bodies are size-checked by the send path itself; passthrough media uploads may be large.
-    app = web.Application(client_max_size=1024**3)
+    # Bodies are decoded by gateway/body.py, not aiohttp, so a body that does not decode gets a Graph error.
+    app = web.Application(
+        client_max_size=1024**3, middlewares=[_refuse_malformed], handler_args={"auto_decompress": False}
+    )
     app[CONFIG] = config
     owned = engine is None  # an engine passed in (tests) is started and closed by its owner
     policy = engine or create_engine(config)  # fails fast on broken policies
@@ -91,7 +98,8 @@ def create_app(
         )
         # One process on one SQLite file: sends are admitted per recipient on this event loop.
         app[SEND_PATH] = SendPath(config, policy, upstream, recorder, LocalAdmission(), clock)
-        app[PASSTHROUGH] = Passthrough(config.passthrough, upstream)
+        own_paths = ("/admin", config.webhooks.path, "/healthz", "/readyz", "/metrics")
+        app[PASSTHROUGH] = Passthrough(config.passthrough, upstream, own_paths)
         try:
             yield
         finally:
@@ -119,13 +127,15 @@ def create_app(
     guesses = MemoryGuessThrottle()  # wrong tokens per client address: the admin API and the sign-in page
     guarded = AdminGuard(config.admin_token, guesses, clock)  # every /admin/v1 route
     app.router.add_routes(monitoring_routes(config, metrics, monitor, lambda: app[STORE], lambda: policy, guarded, clock))
-    app.router.add_post(rf"/{{version:v\d+\.\d+}}/{{phone_number_id:\d+}}/{{endpoint:{_SEND_ENDPOINTS}}}", _send)
+    app.router.add_post(
+        rf"/{{version:v\d+\.\d+}}/{{phone_number_id:\d+}}/{{endpoint:{_SEND_ENDPOINTS}}}", _send, name="send"
+    )
     app.router.add_get("/healthz", _healthz)
     app.router.add_routes(admin_routes(
         guarded, lambda: app[STORE], lambda: policy, reloader, mask_recipients=config.log.mask_recipients
     ))
     setup_review_pages(app, config, lambda: app[STORE], clock, lambda: policy.revision, guesses)  # /admin/ pages
-    app.router.add_route("*", "/{tail:.*}", _passthrough)
+    app.router.add_route("*", "/{tail:.*}", _passthrough, name="passthrough")
     return app
 
 
@@ -140,6 +150,33 @@ async def _mark_outcome_unknown(store: Store, started_at: float) -> None:
     if unknown:
         log.warning("%d forwarded sends from before this start have no recorded answer from Meta: "
                     "marked outcome unknown (they still count as sent)", unknown)  # fmt: skip
+
+
+_ERROR_IDS = DecisionIds()  # fbtrace_ids of the refusals below that have no decision record
+
+
+@web.middleware
+async def _refuse_malformed(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse, on every path, what no handler should see: a Graph 400 (on a send path, logged `invalid`)."""
+    route = request.match_info.route.name
+    reason = None
+    if not request.raw_path.startswith("/"):
+        # "POST http://evil.example/v23.0/...": the path routes like a send, but the request names
+        # another host; sendgate is not a forward proxy.
+        reason = "absolute request URIs are not accepted: the request line must carry the path only"
+    elif route not in _DECODING_ROUTES and request.body_exists:
+        coding = request.headers.get("Content-Encoding", "").strip()
+        if coding.lower() not in ("", "identity"):
+            reason = f"Content-Encoding {coding!r} is not accepted on {request.path}: send the body plain"
+    if reason is None:
+        return await handler(request)
+    if route == "send":
+        return await request.app[SEND_PATH].refuse(request, reason)
+    return graph_error(
+        400, CODE_INVALID, f"Invalid parameter: {reason}", kind="SendgateRequestError", trace_id=_ERROR_IDS.new()
+    )
 
 
 async def _send(request: web.Request) -> web.StreamResponse:

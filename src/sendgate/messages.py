@@ -543,6 +543,45 @@ def _message_type(payload: dict[str, Any]) -> str:
     return value
 
 
+def _messaging_product(payload: dict[str, Any]) -> None:
+    # Meta's own wording, so apps that match on it see what Meta would have answered.
+    product = payload.get("messaging_product")
+    if product is None:
+        raise InvalidMessage("The parameter messaging_product is required.")
+    if not isinstance(product, str):
+        raise InvalidMessage(f"Param messaging_product must be the string \"whatsapp\", not {_kind(product)}.")
+    if product != "whatsapp":
+        shown = product if len(product) <= 40 else product[:40] + "..."
+        raise InvalidMessage(f'Param messaging_product must be one of {{WHATSAPP}} - got "{shown}".')
+
+
+# A body with any of these is a message, whatever else it says (a `status` field included).
+_RECIPIENT_OR_TYPE = frozenset({"to", "recipient", "type"})
+# A read receipt or typing indicator is exactly this (FACTS.md §1, Meta's example
+# "Send typing indicator and read receipt"): a message's fields in it are refused, not skipped.
+_STATUS_FIELDS = frozenset({"messaging_product", "status", "message_id", "typing_indicator"})
+
+
+def _status_call(payload: dict[str, Any]) -> dict[str, Any]:
+    """A read receipt (`status: read`, the inbound `message_id`), optionally with a typing indicator."""
+    extra = sorted(set(payload) - _STATUS_FIELDS)
+    if extra:
+        raise InvalidMessage(
+            "a read receipt or typing indicator carries only messaging_product, status, message_id and"
+            f" typing_indicator, not {', '.join(extra)}; a message needs to and type"
+        )
+    if payload["status"] != "read":
+        raise InvalidMessage(f"status must be \"read\", not {_show(payload['status'])}")
+    message_id = _req_str(payload, "message_id", "", non_empty=True)
+    indicator = _opt_object(payload, "typing_indicator", "")
+    if indicator is not None:
+        if set(indicator) != {"type"}:
+            raise InvalidMessage("typing_indicator must be exactly {\"type\": \"text\"}")
+        if indicator["type"] != "text":
+            raise InvalidMessage(f"typing_indicator.type must be \"text\", not {_show(indicator['type'])}")
+    return _empty("status", None, "individual", message_id)
+
+
 def _empty(message_type: str, recipient: str | None, recipient_type: str, context_id: str | None) -> dict[str, Any]:
     return {
         "type": message_type,
@@ -573,9 +612,7 @@ def normalize(payload: object, endpoint: str = "messages") -> dict[str, Any]:
         raise ValueError(f"unknown send endpoint {endpoint!r}")
     if not isinstance(payload, dict):
         raise InvalidMessage("request body must be a JSON object")
-    product = payload.get("messaging_product")
-    if product is not None and product != "whatsapp":
-        raise InvalidMessage(f"messaging_product must be \"whatsapp\", not {_show(product)}")
+    _messaging_product(payload)
 
     if endpoint == "messages_encrypted":
         # Sealed for Meta: nothing inside can be read, so the policies see only the envelope.
@@ -584,16 +621,10 @@ def normalize(payload: object, endpoint: str = "messages") -> dict[str, Any]:
             raise InvalidMessage("encrypted_contents is required and must be a string")
         return _empty("encrypted", _recipient(payload, required=False), _recipient_type(payload), _context_message_id(payload))
 
-    if "status" in payload:
-        # Read receipt / typing indicator: no `to`, no `type`; it points at an inbound message.
+    if "status" in payload and not _RECIPIENT_OR_TYPE.intersection(payload):
         if endpoint == "marketing_messages":
             raise InvalidMessage("marketing_messages only sends templates; read receipts go to /messages")
-        if payload["status"] != "read":
-            raise InvalidMessage(f"status must be \"read\", not {_show(payload['status'])}")
-        message_id = _req_str(payload, "message_id", "", non_empty=True)
-        _opt_object(payload, "typing_indicator", "")
-        message = _empty("status", None, _recipient_type(payload), message_id)
-        return message
+        return _status_call(payload)
 
     recipient = _recipient(payload, required=True)
     recipient_type = _recipient_type(payload)

@@ -30,6 +30,7 @@ from aiohttp import web
 from cachetools import TTLCache
 from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from yarl import URL
 
 from sendgate.config import Config
 from sendgate.gateway.errors import primary_reason
@@ -425,13 +426,13 @@ class TimedUpstream(Upstream):
     async def send(
         self,
         method: str,
-        raw_path_qs: str,
+        target: str | URL,
         headers: CIMultiDict[str] | dict[str, str],
         body: bytes | AsyncIterable[bytes] | None,
     ) -> UpstreamResponse:
         started = time.perf_counter()
         try:
-            response = await super().send(method, raw_path_qs, headers, body)
+            response = await super().send(method, target, headers, body)
         except UpstreamError as exc:
             self._metrics.upstream.labels("timeout" if exc.timed_out else "error").observe(time.perf_counter() - started)
             raise

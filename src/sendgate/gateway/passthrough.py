@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from aiohttp import web
 
 from sendgate.config import PassthroughRule
+from sendgate.gateway.body import BodyDecoder, content_coding, iter_body
 from sendgate.gateway.errors import CODE_INVALID, graph_error
-from sendgate.gateway.upstream import UnsafePath, Upstream, UpstreamError
+from sendgate.gateway.upstream import UnsafePath, Upstream, UpstreamError, decoded_path
 from sendgate.ids import DecisionIds
+from sendgate.messages import InvalidMessage
 
 __all__ = ["Passthrough", "rule_matches"]
 
@@ -33,13 +36,37 @@ def rule_matches(rule: PassthroughRule, method: str, path: str) -> bool:
 
 
 class Passthrough:
-    def __init__(self, rules: tuple[PassthroughRule, ...], upstream: Upstream) -> None:
+    """`own_paths`: the gateway's own path prefixes (admin API and pages, webhook, health, metrics).
+
+    A request that did not match one of their routes exactly (another case, a percent-encoded
+    letter or slash, a version segment in front) still never goes to Meta: it would carry the
+    caller's `Authorization`, an admin token as likely as not.
+    """
+
+    def __init__(self, rules: tuple[PassthroughRule, ...], upstream: Upstream, own_paths: Iterable[str]) -> None:
         self._rules = rules
         self._upstream = upstream
+        self._own = tuple(path.rstrip("/").lower() for path in own_paths)
         self._ids = DecisionIds()
+
+    def _is_own(self, plain_path: str) -> bool:
+        path = _VERSION.sub("", plain_path.lower())
+        return any(path == own or path.startswith(own + "/") for own in self._own)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         trace_id = self._ids.new()  # the fbtrace_id of our own errors
+        try:
+            if self._is_own(decoded_path(request.path)):
+                return graph_error(
+                    404,
+                    CODE_INVALID,
+                    f"{request.method} {request.path} is sendgate's own path, not a Graph path: never forwarded",
+                    kind="SendgateRequestError",
+                    trace_id=trace_id,
+                )
+            url = self._upstream.url_for(request.raw_path)
+        except UnsafePath as exc:
+            return graph_error(404, CODE_INVALID, str(exc), kind="SendgateRequestError", trace_id=trace_id)
         if not any(rule_matches(rule, request.method, request.path) for rule in self._rules):
             return graph_error(
                 404,
@@ -48,12 +75,17 @@ class Passthrough:
                 kind="SendgateRequestError",
                 trace_id=trace_id,
             )
-        body = request.content.iter_chunked(64 * 1024) if request.can_read_body else None
         try:
-            response = await self._upstream.send(request.method, request.raw_path, request.headers, body)
-        except UnsafePath as exc:
-            return graph_error(404, CODE_INVALID, str(exc), kind="SendgateRequestError", trace_id=trace_id)
+            coding = content_coding(request.headers)
+        except InvalidMessage as exc:
+            return _invalid_body(exc, trace_id)
+        decoder = None if coding == "identity" else BodyDecoder(coding)
+        body = iter_body(request, decoder) if request.can_read_body else None
+        try:
+            response = await self._upstream.send(request.method, url, request.headers, body)
         except UpstreamError as exc:
+            if decoder is not None and decoder.failure is not None:  # the body broke off mid-way, not Meta
+                return _invalid_body(decoder.failure, trace_id)
             return graph_error(
                 504 if exc.timed_out else 502, 2, "Meta could not be reached", kind="SendgateUpstreamError",
                 trace_id=trace_id, details=exc.detail,
@@ -62,3 +94,7 @@ class Passthrough:
         if response.content_type:
             out.headers["Content-Type"] = response.content_type
         return out
+
+
+def _invalid_body(exc: InvalidMessage, trace_id: str) -> web.Response:
+    return graph_error(400, CODE_INVALID, f"Invalid parameter: {exc}", kind="SendgateRequestError", trace_id=trace_id)

@@ -9,6 +9,7 @@ under it, so caps stay exact however many sends arrive together.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,12 +18,14 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from yarl import URL
 
 from sendgate.config import Config
 from sendgate.facts import build_input
+from sendgate.gateway.body import read_body
 from sendgate.gateway.errors import CODE_ENGINE, CODE_INVALID, graph_error, policy_error
 from sendgate.gateway.recorder import DecisionRecorder
-from sendgate.gateway.upstream import Upstream, UpstreamError, UpstreamResponse
+from sendgate.gateway.upstream import UnsafePath, Upstream, UpstreamError, UpstreamResponse
 from sendgate.ids import DecisionIds
 from sendgate.messages import InvalidMessage, normalize
 from sendgate.policy import Decision, EngineError, PolicyEngine
@@ -43,6 +46,7 @@ class SendCall:
     endpoint: str
     api_version: str
     phone_number_id: str
+    upstream_url: URL | None = None  # built before anything is read: a record never says forwarded without one
     raw_body: bytes = b""
     body: Any = None
     message: dict[str, Any] | None = None
@@ -65,37 +69,71 @@ class SendCall:
 
 
 def parse_body(raw: bytes, max_depth: int) -> Any:
-    """JSON with a nesting limit; raises InvalidMessage with the reason."""
+    """JSON with a nesting limit and each key once per object; raises InvalidMessage with the reason.
+
+    orjson keeps the last of two equal keys; Meta's parser may keep the first. The policies
+    must judge what Meta sends, so a body that names a key twice in one object is refused.
+    """
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidMessage(f"request body is not valid JSON: {exc}") from exc
-    stack: list[tuple[Any, int]] = [(body, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            children = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        if depth > max_depth:
-            raise InvalidMessage(f"request body is nested deeper than {max_depth} levels")
-        stack.extend((child, depth + 1) for child in children)
+    if _has_duplicate_keys(raw, _count_keys(body, max_depth)):
+        raise InvalidMessage(
+            f"request body has duplicate key {_first_duplicate(raw)!r}: every key may appear once per object"
+        )
     return body
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise InvalidMessage(f"request body is {request.content_length} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise InvalidMessage(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _count_keys(body: Any, max_depth: int) -> int:
+    """The object keys in `body`, walked one nesting level at a time; refuses more than max_depth levels."""
+    keys = 0
+    level = [body] if isinstance(body, (dict, list)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > max_depth:
+            raise InvalidMessage(f"request body is nested deeper than {max_depth} levels")
+        inner: list[Any] = []
+        for value in level:
+            if type(value) is dict:
+                keys += len(value)
+                inner += [child for child in value.values() if type(child) is dict or type(child) is list]
+            else:
+                inner += [child for child in value if type(child) is dict or type(child) is list]
+        level = inner
+    return keys
+
+
+def _has_duplicate_keys(raw: bytes, keys: int) -> bool:
+    """Whether `raw` (valid JSON that parsed to `keys` object keys) names a key twice in one object.
+
+    Each key is followed by one colon outside strings, so raw has more such colons than the
+    parse has keys exactly when a duplicate collapsed. Counted with bytes methods only, not by
+    a second, Python-level parse: this runs for every send.
+    """
+    colons = raw.count(b":")
+    if colons == keys:  # no colon inside any string, and none to spare
+        return False
+    if b"\\" in raw:  # blank out escapes, so that every quote left opens or closes a string
+        raw = raw.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+    return b"".join(raw.split(b'"')[::2]).count(b":") != keys
+
+
+def _first_duplicate(raw: bytes) -> str:
+    """The first key named twice in one object, for the error message (a slow parse, on refusal only)."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen and not found:
+                found.append(key)
+            seen.add(key)
+        return dict(items)
+
+    json.loads(raw, object_pairs_hook=pairs)
+    return found[0] if found else "?"
 
 
 class SendPath:
@@ -117,15 +155,26 @@ class SendPath:
         self.recorder = recorder
         self._store_errors = _ErrorLines()
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    def _call(self, request: web.Request) -> SendCall:
         now = self.clock()
-        call = SendCall(
+        return SendCall(
             id=self._ids.new(now),
             received_at=now,
             endpoint=request.match_info["endpoint"],
             api_version=request.match_info["version"],
             phone_number_id=request.match_info["phone_number_id"],
         )
+
+    async def refuse(self, request: web.Request, reason: str) -> web.Response:
+        """A send refused before it is read (app.py's request checks): a Graph 400, logged `invalid`."""
+        call = self._call(request)
+        try:
+            return await self._invalid(call, reason)
+        except StoreError as exc:
+            return self._store_failed(call, exc)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        call = self._call(request)
         try:
             return await self._handle(call, request)
         except StoreError as exc:
@@ -133,10 +182,11 @@ class SendPath:
 
     async def _handle(self, call: SendCall, request: web.Request) -> web.StreamResponse:
         try:
-            call.raw_body = await _read_limited(request, self.config.max_body_bytes)
+            call.upstream_url = self.upstream.url_for(request.raw_path)
+            call.raw_body = await read_body(request, self.config.max_body_bytes)
             call.body = parse_body(call.raw_body, self.config.max_json_depth)
             call.message = normalize(call.body, call.endpoint)
-        except InvalidMessage as exc:
+        except (InvalidMessage, UnsafePath) as exc:
             return await self._invalid(call, str(exc))
 
         # From reading the facts to committing the send record, no other send to this
@@ -263,7 +313,8 @@ class SendPath:
 
     async def _forward(self, call: SendCall, request: web.Request) -> web.StreamResponse:
         try:
-            response = await self.upstream.send("POST", request.raw_path, request.headers, call.raw_body)
+            assert call.upstream_url is not None
+            response = await self.upstream.send("POST", call.upstream_url, request.headers, call.raw_body)
         except UpstreamError as exc:
             self.recorder.upstream_failed(call, exc.detail)
             return graph_error(

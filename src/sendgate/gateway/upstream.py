@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-__all__ = ["Upstream", "UpstreamError", "UpstreamResponse", "UnsafePath"]
+__all__ = ["Upstream", "UpstreamError", "UpstreamResponse", "UnsafePath", "decoded_path"]
 
 # Headers that mean something to Meta; hop-by-hop and client-identity headers stay here.
+# Content-Encoding stays too: bodies are forwarded decoded (body.py).
 _FORWARDED_HEADERS = ("Authorization", "Content-Type", "Accept", "User-Agent")
+_MAX_DECODINGS = 4  # "%25252e" is "." three decodings deep; deeper than this is refused outright
 
 
 class UnsafePath(ValueError):
@@ -53,11 +56,16 @@ class Upstream:
         )
 
     def url_for(self, raw_path_qs: str) -> URL:
-        """The upstream URL for a request's raw path and query, refusing anything that could change host."""
+        """The upstream URL for a request's raw path and query, refusing anything that could change host.
+
+        The path is judged as fully percent-decoded, as some server on the way may decode it:
+        `%2e%2e`, `%2F%2F` or `%5C` (at any depth of encoding) are refused like `..`, `//`, `\\`.
+        """
         path = raw_path_qs.split("?", 1)[0]
-        if not path.startswith("/") or path.startswith("//") or "\\" in path:
+        if not path.startswith("/"):  # an absolute URI ("http://host/...") or worse
             raise UnsafePath(f"refusing path {path!r}")
-        if any(segment in ("..", ".") for segment in path.split("/")):
+        plain = decoded_path(path)
+        if "//" in plain or "\\" in plain or any(segment in ("..", ".") for segment in plain.split("/")):
             raise UnsafePath(f"refusing path {path!r}")
         url = URL(str(self._base) + raw_path_qs, encoded=True)
         if (url.scheme, url.host, url.port) != (self._base.scheme, self._base.host, self._base.port):
@@ -67,11 +75,12 @@ class Upstream:
     async def send(
         self,
         method: str,
-        raw_path_qs: str,
+        target: str | URL,
         headers: CIMultiDict[str] | dict[str, str],
         body: bytes | AsyncIterable[bytes] | None,
     ) -> UpstreamResponse:
-        url = self.url_for(raw_path_qs)
+        """`target`: the request's raw path and query, or the URL `url_for` already built from them."""
+        url = target if isinstance(target, URL) else self.url_for(target)
         out = {name: headers[name] for name in _FORWARDED_HEADERS if name in headers}
         try:
             async with self._session.request(
@@ -83,3 +92,15 @@ class Upstream:
             raise UpstreamError(True, f"no answer from upstream within {self._timeout.total:g}s") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(False, f"upstream unreachable: {type(exc).__name__}: {exc}") from exc
+
+
+def decoded_path(path: str) -> str:
+    """`path` percent-decoded until nothing changes: what a server that decodes it (again) would see."""
+    for _ in range(_MAX_DECODINGS):
+        if "%" not in path:
+            return path
+        decoded = unquote(path)
+        if decoded == path:
+            return path
+        path = decoded
+    raise UnsafePath(f"refusing path {path!r}: percent-encoded more than {_MAX_DECODINGS} times")
