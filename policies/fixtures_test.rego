@@ -30,7 +30,7 @@ base := {
 			"updated_at": 1763900000,
 		},
 		"last_inbound_at": null,
-		"history": {"last_sent_at": null, "marketing_sent_at": []},
+		"history": {"last_sent_at": null, "pair_sent_at": [], "marketing_sent_at": []},
 	},
 	"template": null,
 }
@@ -166,6 +166,10 @@ parents(h) := [concat(".", array.slice(labels, i, count(labels))) |
 	labels := split(h, ".")
 	some i in numbers.range(0, count(labels) - 1)
 ]
+
+# Sends to the recipient at time t that use up the pair rate's whole burst
+# (data.json): the next message waits one interval after t.
+full_burst(t) := [t | some _ in numbers.range(1, data.sendgate.params.frequency.pair_rate.burst)]
 
 # The rule ids among a set of reasons.
 ids(reasons) := {r.rule | some r in reasons}

@@ -32,7 +32,7 @@ test_deny_wins_over_defer if {
 	inp := fx.tmpl({"recipient": {
 		"consent": null,
 		"local_time": {"hour": 22, "minute": 0, "weekday": 0},
-		"history": {"last_sent_at": fx.now - 1},
+		"history": {"pair_sent_at": fx.full_burst(fx.now - 1)},
 	}})
 	d := sendgate.decision with input as inp
 	d.allow == false
@@ -42,7 +42,7 @@ test_deny_wins_over_defer if {
 }
 
 test_defer_only_not_allowed_retry_after_is_max if {
-	inp := fx.tmpl({"recipient": {"history": {"last_sent_at": fx.now - 2.5}, "local_time": {"hour": 7, "minute": 59, "weekday": 0}}})
+	inp := fx.tmpl({"recipient": {"history": {"pair_sent_at": fx.full_burst(fx.now - 2.5)}, "local_time": {"hour": 7, "minute": 59, "weekday": 0}}})
 	d := sendgate.decision with input as inp
 	d.allow == false
 	d.deny == []
@@ -51,7 +51,7 @@ test_defer_only_not_allowed_retry_after_is_max if {
 }
 
 test_retry_after_single_defer if {
-	d := sendgate.decision with input as fx.text({"recipient": {"history": {"last_sent_at": fx.now - 0.5}}})
+	d := sendgate.decision with input as fx.text({"recipient": {"history": {"pair_sent_at": fx.full_burst(fx.now - 0.5)}}})
 	d.allow == false
 	d.retry_after == 6
 }
@@ -94,7 +94,7 @@ test_status_still_gets_account_rules if {
 test_encrypted_only_content_encrypted if {
 	inp := fx.encrypted({
 		"message": fx.content(["casino"], ["https://bit.ly/x"]),
-		"recipient": {"consent": null, "last_inbound_at": null, "history": {"last_sent_at": fx.now - 1}, "local_time": null},
+		"recipient": {"consent": null, "last_inbound_at": null, "history": {"pair_sent_at": fx.full_burst(fx.now - 1)}, "local_time": null},
 	})
 	d := sendgate.decision with input as inp
 	rules(d.deny) == ["content.encrypted"]
@@ -158,7 +158,7 @@ everything_wrong := {
 		"consent": {"status": "opted_in", "categories": []},
 		"last_inbound_at": null,
 		"local_time": {"hour": 23, "minute": 0, "weekday": 1},
-		"history": {"last_sent_at": fx.now - 1, "marketing_sent_at": [fx.now - 60]},
+		"history": {"pair_sent_at": fx.full_burst(fx.now - 1), "marketing_sent_at": [fx.now - 60]},
 	},
 	"template": {"status": "PAUSED"},
 }

@@ -21,7 +21,7 @@ from sendgate.messages import InvalidMessage, normalize
 NOW = 1795557600.0  # 2026-11-24 22:00 UTC
 WINDOW = 86400
 DAY, WEEK = 86400, 604800
-PAIR = 6
+PAIR, PAIR_BURST = 6, 5  # the default pair rate: interval, burst
 
 BANNED = ["firearms", "casino", "buy followers", "payday loan", "fake id"]
 WORDS = ["hello", "order", "ready", "table", "casino", "Casinos", "firearm", "buy", "followers", "loan", "sale",
@@ -126,6 +126,21 @@ def _time_or_null(draw: st.DrawFn, now: float, boundaries: list[float]) -> float
     return now - draw(st.floats(0, 40 * DAY, allow_nan=False))
 
 
+def _pair_history(draw: st.DrawFn, now: float) -> list[float] | None:
+    """`history.pair_sent_at`, newest first: short lists (most recipients), bursts around the
+    default bucket's edges (PAIR_BURST sends, k intervals back), and full lists of 64 (cut)."""
+    kind = draw(st.sampled_from(["null", "short", "burst", "burst", "full"]))
+    if kind == "null":
+        return None
+    if kind == "full":
+        spacing = draw(st.sampled_from([PAIR - 0.1, float(PAIR), 0.5, 60.0]))
+        start = draw(_around(1.0))
+        return [now - start - spacing * k for k in range(64)]
+    size = draw(st.integers(0, PAIR_BURST - 1)) if kind == "short" else draw(st.integers(PAIR_BURST, PAIR_BURST + 4))
+    ago = st.one_of(*[_around(PAIR * k) for k in range(0, 5)], st.floats(0, 3600, allow_nan=False))
+    return sorted((now - draw(ago) for _ in range(size)), reverse=True)  # a few in the future: clock skew
+
+
 @st.composite
 def input_documents(draw: st.DrawFn) -> dict[str, Any]:
     now = draw(st.one_of(st.just(NOW), st.floats(1.7e9, 1.9e9, allow_nan=False),
@@ -176,9 +191,11 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
         if marketing is not None:
             marketing.sort(reverse=True)  # newest first, as the store gives them
         if draw(st.integers(0, 5)) > 0:
-            history = {"last_sent_at": _time_or_null(draw, now, [PAIR, 0.0, 2.0]), "marketing_sent_at": marketing}
+            pair = _pair_history(draw, now)
+            history = {"last_sent_at": pair[0] if pair else _time_or_null(draw, now, [3600.0, DAY]),
+                       "pair_sent_at": pair, "marketing_sent_at": marketing}
         else:
-            history = {"last_sent_at": None, "marketing_sent_at": None}
+            history = {"last_sent_at": None, "pair_sent_at": None, "marketing_sent_at": None}
         recipient = {
             "id": recipient_id,
             "country": zone[0],

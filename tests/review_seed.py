@@ -17,7 +17,7 @@ RULE_MESSAGES = {
     "template.not_approved": "template status is PENDING",
     "template.paused": "template is paused",
     "frequency.marketing": "marketing cap reached: 1 per 24 h",
-    "frequency.pair_rate": "last message to this recipient under 6 s ago",
+    "frequency.pair_rate": "5 messages in the last 30 s: the pair rate's burst is used up",
     "content.banned_term": "banned term in the text",
     "content.url_domain": "link through a URL shortener",
     "quiet_hours": "21:00-08:00 in the recipient's time zone",

@@ -76,7 +76,8 @@ def _input_document(**overrides: object) -> dict[str, object]:
                     "interactive_type": None, "template": None},
         "recipient": {"id": US_RECIPIENT, "country": "US", "timezone": "America/Los_Angeles",
                       "local_time": {"hour": 14, "minute": 0, "weekday": 1}, "consent": None,
-                      "last_inbound_at": None, "history": {"last_sent_at": None, "marketing_sent_at": []}},
+                      "last_inbound_at": None,
+                      "history": {"last_sent_at": None, "pair_sent_at": [], "marketing_sent_at": []}},
         "template": None,
     }
     document.update(overrides)

@@ -198,7 +198,7 @@ def _text_document(body: str) -> dict[str, Any]:
                         "limited_texts": [], "media": None, "interactive_type": None, "template": None},
             "recipient": {"id": US_RECIPIENT, "country": "US", "timezone": None, "local_time": None, "consent": None,
                           "last_inbound_at": AFTERNOON - 60,
-                          "history": {"last_sent_at": None, "marketing_sent_at": []}},
+                          "history": {"last_sent_at": None, "pair_sent_at": [], "marketing_sent_at": []}},
             "template": None}
 
 

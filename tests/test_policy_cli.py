@@ -72,6 +72,9 @@ def test_message_with_recipient_state_options(config: Path, files: dict[str, Pat
     heads = [line.split(": ", 1) for line in explain["fired"]]
     assert any(where.startswith("lib.rego:") and head.startswith("marketing") for where, head in heads)
     code, out = run(capsys, *sale, "--consent", "opted_in", "--categories", "marketing", "--last-sent", "2s")
+    assert code == 0, out  # inside the pair rate's burst
+    code, out = run(capsys, *sale, "--consent", "opted_in", "--categories", "marketing",
+                    "--last-sent", "1s", "2s", "2s", "2s", "2s")  # the burst of 5 used up
     assert code == 3 and [r["rule"] for r in out["defer"]] == ["frequency.pair_rate"] and out["retry_after"] == 4
 
 

@@ -161,23 +161,49 @@ async def test_frequency_marketing(gateway: TestClient, fake_graph: tuple[FakeGr
                             rule="frequency.marketing")
 
 
-async def test_frequency_pair_rate_defers(gateway: TestClient, fake_graph: tuple[FakeGraph, str], clock: Clock) -> None:
+async def _deferred_for(client: TestClient, fake: FakeGraph, seconds: int) -> None:
+    """The next text gets Meta's 429 (131056), told to retry in exactly `seconds`, and stays here."""
+    before = len(fake.received)
+    status, headers, payload = await send(client, text_message())
+    assert (status, payload["error"]["code"]) == (429, 131056), payload
+    assert headers["Retry-After"] == str(seconds), payload
+    assert payload["error"]["sendgate"]["retry_after"] == seconds
+    assert len(fake.received) == before
+
+
+async def test_frequency_pair_rate_is_a_bucket(gateway: TestClient, fake_graph: tuple[FakeGraph, str],
+                                               clock: Clock) -> None:
+    fake, _ = fake_graph
     await _user_wrote(gateway, 60)
-    status, _, _ = await send(gateway, text_message())
-    assert status == 200
-    clock.advance(2)
-    payload = await _expect_rejection(gateway, fake_graph[0], text_message(), status=429, code=131056,
+    # A bot's reply in parts (a text, an image, buttons...): the burst of 5 all goes out.
+    for _ in range(5):
+        status, _, payload = await send(gateway, text_message())
+        assert status == 200, payload
+        clock.advance(0.75)
+    assert len(fake.received) == 5
+    # 3.75 s after the first: the bucket refills one token 6 s after the first, in 2.25 s, rounded up.
+    payload = await _expect_rejection(gateway, fake, text_message(), status=429, code=131056,
                                       rule="frequency.pair_rate")
-    assert payload["error"]["sendgate"]["retry_after"] == 4
-    clock.advance(4)
-    status, _, _ = await send(gateway, text_message())
-    assert status == 200
+    reason = payload["error"]["sendgate"]["reasons"][0]
+    assert (reason["retry_after"], reason["burst"], reason["interval_seconds"], reason["sent_in_window"]) == (3, 5, 6, 5)
+    clock.advance(2)
+    await _deferred_for(gateway, fake, 1)  # 0.25 s to go
+    clock.advance(0.25)  # exactly 6 s after the first
+    status, _, payload = await send(gateway, text_message())
+    assert status == 200, payload
+    await _deferred_for(gateway, fake, 6)  # the burst is used up again: one token per 6 s from here
+    clock.advance(6)
+    status, _, payload = await send(gateway, text_message())
+    assert status == 200, payload
+    assert len(fake.received) == 7
 
 
 async def test_deny_wins_over_defer(gateway: TestClient, fake_graph: tuple[FakeGraph, str], clock: Clock) -> None:
     await _user_wrote(gateway, 60)
-    assert (await send(gateway, text_message()))[0] == 200
+    for _ in range(5):  # the pair rate's burst
+        assert (await send(gateway, text_message()))[0] == 200
     clock.advance(1)
+    await _deferred_for(gateway, fake_graph[0], 5)
     _, headers, payload = await send(gateway, text_message(body="Visit bit.ly/deal"))
     assert payload["error"]["code"] == 770401
     rules = {r["rule"] for r in payload["error"]["sendgate"]["reasons"]}

@@ -10,6 +10,7 @@ import pytest
 
 from sendgate.places import recipient_place
 from sendgate.state import ConsentRecord, DecisionQuery, DecisionRecord, InvalidRecord, SendRecord
+from sendgate.state.base import PAIR_HISTORY_LIMIT
 from sendgate.state.catalog import count_placeholders
 from sendgate.state.sqlite import SQLiteStore
 
@@ -109,6 +110,29 @@ async def test_send_history_counts_per_business_and_skips_failures(store: SQLite
     facts = await store.recipient_facts("111", "222", "1650", now)
     assert facts.last_sent_at == now - 10
     assert facts.marketing_sent_at == [now - 3600, now - 7200]
+
+
+async def test_pair_history_lists_this_numbers_sends_of_the_last_hour(store: SQLiteStore) -> None:
+    now = 1_700_000_000.0
+    sends = [SendRecord(f"d{i}", "111", "222", "1650", None, now - 40 * i - 0.5) for i in range(70)]  # 70 in 47 min
+    sends += [
+        SendRecord("other", "333", "222", "1650", None, now - 1),  # another number of the same business
+        SendRecord("failed", "111", "222", "1650", None, now - 2),  # Meta refused it
+        SendRecord("someone", "111", "222", "1999", None, now - 3),  # another recipient
+    ]
+    for i, send in enumerate(sends):
+        await store.log_decision(_decision(i, id=send.decision_id), send)
+    store.log_upstream("failed", 400, None, 131056, "pair rate", send_failed=True)
+    await store.flush()
+    facts = await store.recipient_facts("111", "222", "1650", now)
+    assert facts.pair_sent_at == [now - 40 * i - 0.5 for i in range(PAIR_HISTORY_LIMIT)]  # the newest 64
+    assert facts.last_sent_at == now - 0.5
+    # An hour later only those strictly newer than an hour are listed (and the 30-day `last_sent_at` stays).
+    later = await store.recipient_facts("111", "222", "1650", now + 1200)
+    assert later.pair_sent_at == [now - 40 * i - 0.5 for i in range(60)]
+    assert (await store.recipient_facts("111", "222", "1650", now + 3600.5)).pair_sent_at == []
+    assert (await store.recipient_facts("111", "222", "1650", now + 3600.5)).last_sent_at == now - 0.5
+    assert (await store.recipient_facts("111", "222", "2000", now)).pair_sent_at == []
 
 
 async def test_decision_log_filters_and_pages(store: SQLiteStore) -> None:

@@ -59,7 +59,11 @@ async def build_input(
                 "updated_at": consent.recorded_at,
             },
             "last_inbound_at": known.last_inbound_at,
-            "history": {"last_sent_at": known.last_sent_at, "marketing_sent_at": known.marketing_sent_at},
+            "history": {
+                "last_sent_at": known.last_sent_at,
+                "pair_sent_at": known.pair_sent_at,
+                "marketing_sent_at": known.marketing_sent_at,
+            },
             "delivery_failures": known.delivery_failures,
             "free_entry_point_at": known.free_entry_point_at,
         }

@@ -134,10 +134,9 @@ async def _seed(store: Any, config: Config, args: argparse.Namespace, phone_numb
         )
     if args.last_inbound:
         await store.record_inbound(phone_number_id, recipient, _when(args.last_inbound, now))
-    sends = [(_when(w, now), "marketing") for w in args.marketing_sent or []]
-    if args.last_sent:
-        sends.append((_when(args.last_sent, now), None))
-    for i, (at, category) in enumerate(sorted(sends)):
+    sends: list[tuple[float, str | None]] = [(_when(w, now), "marketing") for w in args.marketing_sent or []]
+    sends += [(_when(w, now), None) for w in args.last_sent or []]
+    for i, (at, category) in enumerate(sorted(sends, key=lambda send: send[0])):
         decision_id = f"eval-{i:04d}"
         record = DecisionRecord(decision_id, at, args.endpoint, args.api_version, phone_number_id, waba_id, recipient,
                                 message.get("type"), None, category, "allow", "enforce", True)
@@ -238,7 +237,8 @@ def add_policy_commands(policy: Any, command: Callable[..., argparse.ArgumentPar
     state.add_argument("--consent", choices=["opted_in", "opted_out", "none"], help="the latest consent record")
     state.add_argument("--categories", nargs="*", help="opted-in categories: marketing utility authentication")
     state.add_argument("--last-inbound", help="when the recipient last wrote: 2h (ago), Unix seconds or ISO 8601")
-    state.add_argument("--last-sent", help="the last send from this number to the recipient, e.g. 3s")
+    state.add_argument("--last-sent", nargs="*",
+                       help="earlier sends from this number to the recipient, e.g. 3s, or 1s 1s 2s 2s 2s (a burst)")
     state.add_argument("--marketing-sent", nargs="*", help="earlier marketing templates to the recipient, e.g. 5h 3d")
     state.add_argument("--templates", help="the WABA's template catalog: a Graph message_templates body (JSON)")
     sub = command(policy, "test", _test, "run the Rego tests through the embedded engine, as `opa test` counts them")

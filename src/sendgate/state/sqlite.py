@@ -30,6 +30,7 @@ from sendgate.state.base import (
     SendRecord,
     StoreError,
     TemplateFacts,
+    pair_history,
 )
 from sendgate.state.catalog import count_placeholders, validate_catalog
 from sendgate.state.sqlite_review import UPSERT_COUNT, ReviewQueries, count_rows, migrate
@@ -389,6 +390,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
             place=(row[6], row[7]) if row[5] else None,
             last_inbound_at=row[9],
             last_sent_at=next((s[3] for s in sends if s[0] == phone_number_id), None),
+            pair_sent_at=pair_history((s[3] for s in sends if s[0] == phone_number_id), now),
             marketing_sent_at=[s[3] for s in sends if s[2] == "marketing" and same_business(s)],
             delivery_failures=[{"code": code, "at": float(at)} for code, at in orjson.loads(row[10])],
             free_entry_point_at=row[11],
