@@ -41,7 +41,8 @@ PATIENT = {"admission_timeout": 300}
 PARAMS = json.loads((POLICIES / "data.json").read_text())["sendgate"]["params"]
 DAILY_MARKETING_CAP = min(c["max"] for c in PARAMS["frequency"]["marketing_caps"] if c["window_seconds"] <= 86400)
 HEADERS = {"Authorization": f"Bearer {APP_TOKEN}", "Content-Type": "application/json"}
-PAIR_BURST = PARAMS["frequency"].get("pair_rate", {"burst": 1})["burst"]  # TEMP
+PAIR_BURST = PARAMS["frequency"]["pair_rate"]["burst"]
+PAIR_INTERVAL = PARAMS["frequency"]["pair_rate"]["interval_seconds"]
 
 
 @pytest.fixture(params=["embedded", "opa"])
@@ -112,6 +113,8 @@ async def test_text_burst_to_one_recipient_forwards_exactly_the_pair_burst(
     deferred = [(headers, body) for status, headers, body in results if status == 429]
     assert len(deferred) == size - PAIR_BURST
     assert {body["error"]["code"] for _, body in deferred} == {131056}
+    # The burst went out at one instant: the next message fits one interval later, for each of them.
+    assert {headers["Retry-After"] for headers, _ in deferred} == {str(PAIR_INTERVAL)}
 
 
 async def test_burst_across_many_recipients_forwards_the_cap_for_each(
