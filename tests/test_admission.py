@@ -199,8 +199,8 @@ async def test_a_send_that_cannot_be_admitted_in_time_gets_503_and_a_record(
 # -- the in-process admission itself ---------------------------------------------------------
 
 
-async def test_local_admission_serialises_one_key_and_frees_its_memory() -> None:
-    admission = LocalAdmission()
+async def _most_inside_at_once(admission: LocalAdmission, keys: list[str], pause: float) -> int:
+    """Hold each key (one task per entry of `keys`, all at once); how many were inside together."""
     inside = 0
     most = 0
 
@@ -209,30 +209,23 @@ async def test_local_admission_serialises_one_key_and_frees_its_memory() -> None
         async with admission.hold([key], timeout=10):
             inside += 1
             most = max(most, inside)
-            await asyncio.sleep(0)
+            await asyncio.sleep(pause)
             inside -= 1
 
-    await asyncio.gather(*(one("recipient:1") for _ in range(200)))
-    assert most == 1
-    await asyncio.gather(*(one(f"recipient:{i}") for i in range(10_000)))
+    await asyncio.gather(*(one(key) for key in keys))
+    return most
+
+
+async def test_local_admission_serialises_one_key_and_frees_its_memory() -> None:
+    admission = LocalAdmission()
+    assert await _most_inside_at_once(admission, ["recipient:1"] * 200, 0) == 1
+    await _most_inside_at_once(admission, [f"recipient:{i}" for i in range(10_000)], 0)
     assert admission.held() == 0
 
 
 async def test_local_admission_lets_distinct_keys_in_together() -> None:
     admission = LocalAdmission()
-    inside = 0
-    most = 0
-
-    async def one(key: str) -> None:
-        nonlocal inside, most
-        async with admission.hold([key], timeout=10):
-            inside += 1
-            most = max(most, inside)
-            await asyncio.sleep(0.01)
-            inside -= 1
-
-    await asyncio.gather(*(one(f"recipient:{i}") for i in range(100)))
-    assert most == 100
+    assert await _most_inside_at_once(admission, [f"recipient:{i}" for i in range(100)], 0.01) == 100
 
 
 async def test_local_admission_overlapping_keys_in_any_order_never_deadlock() -> None:
