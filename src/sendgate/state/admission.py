@@ -59,6 +59,42 @@ class _Slot:
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
 
+class _Hold:
+    """One send's hold on its keys (a class, not a generator: this runs for every send)."""
+
+    __slots__ = ("_admission", "_keys", "_taken", "_timeout")
+
+    def __init__(self, admission: LocalAdmission, keys: list[str], timeout: float) -> None:
+        self._admission = admission
+        self._keys = keys
+        self._timeout = timeout
+        self._taken = 0
+
+    async def __aenter__(self) -> None:
+        slots = self._admission._slots
+        deadline: float | None = None
+        try:
+            for key in self._keys:
+                if key in slots:  # held by another send: wait for it, up to the deadline
+                    if deadline is None:
+                        deadline = asyncio.get_running_loop().time() + self._timeout
+                    await self._admission._take(key, deadline, self._timeout)
+                else:  # free: take it without suspending
+                    slots[key] = _Slot()
+                self._taken += 1
+        except BaseException:
+            self._release()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        for key in reversed(self._keys[: self._taken]):
+            self._admission._release(key)
+        self._taken = 0
+
+
 class LocalAdmission:
     """`Admission` inside one process, on its event loop.
 
@@ -73,26 +109,11 @@ class LocalAdmission:
     def held(self) -> int:
         return len(self._slots)
 
-    @contextlib.asynccontextmanager
-    async def hold(self, keys: Iterable[str], timeout: float) -> AsyncIterator[None]:
-        ordered = sorted(set(keys))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        taken: list[str] = []
-        try:
-            for key in ordered:
-                await self._take(key, deadline, timeout)
-                taken.append(key)
-            yield
-        finally:
-            for key in reversed(taken):
-                self._release(key)
+    def hold(self, keys: Iterable[str], timeout: float) -> _Hold:
+        return _Hold(self, sorted(set(keys)), timeout)
 
     async def _take(self, key: str, deadline: float, timeout: float) -> None:
-        slot = self._slots.get(key)
-        if slot is None:  # free: take it without suspending
-            self._slots[key] = _Slot()
-            return
+        slot = self._slots[key]
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         slot.waiters.append(waiter)
         try:
