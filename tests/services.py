@@ -72,7 +72,7 @@ def require_postgres() -> Path:
 def require_redis() -> str:
     """redis-server's path; skip without it on a laptop, fail under CI."""
     path = os.environ.get("SENDGATE_REDIS_SERVER") or shutil.which("redis-server")
-    if path is None:
+    if path is None or not os.access(path, os.X_OK):
         _missing("redis-server is not installed (Debian: apt-get install redis-server, as .ci/run does)")
     assert path is not None
     return path
@@ -142,7 +142,8 @@ class PostgresServer:
                                 capture_output=True, text=True, check=False, **self._as_server_user())
         if result.returncode != 0:
             raise RuntimeError(f"{program} exited with {result.returncode}: {result.stderr.strip()[-2000:]}")
-        return result.stdout
+        output: str = result.stdout
+        return output
 
     def _client_args(self) -> list[str]:
         return ["--host", "127.0.0.1", "--port", str(self.port), "--username", DATABASE_USER]
