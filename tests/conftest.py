@@ -18,6 +18,8 @@ from sendgate.policy.embedded import EmbeddedEngine
 from sendgate.state import Store
 
 from .opa_support import OpaServer, require_tool
+from .services import (  # fixtures, for every test module
+    make_postgres, make_redis, postgres_server, postgres_url, redis_server, redis_url)  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
