@@ -38,7 +38,7 @@ from sendgate.gateway.recorder import DecisionRecorder, _meta_ids
 from sendgate.gateway.upstream import Upstream, UpstreamError, UpstreamResponse
 from sendgate.policy.watch import RELOADER
 from sendgate.state import SendRecord, Store
-from sendgate.webhooks.options import Threshold
+from sendgate.options import Threshold
 
 if TYPE_CHECKING:
     from sendgate.gateway.send import SendCall

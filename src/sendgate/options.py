@@ -1,5 +1,6 @@
 """The `webhooks`, `template_sync` and `alerts` config keys.
 
+The ground floor with `sendgate.config`, which imports them: nothing of ours is imported here.
 Parsers raise `ValueError` naming the key; `sendgate.config` turns that into a `ConfigError`.
 """
 
