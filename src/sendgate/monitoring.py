@@ -33,15 +33,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from yarl import URL
 
 from sendgate.config import Config
+from sendgate.gateway.call import SendCall
 from sendgate.gateway.errors import primary_reason
 from sendgate.gateway.recorder import DecisionRecorder, _meta_ids
 from sendgate.gateway.upstream import Upstream, UpstreamError, UpstreamResponse
+from sendgate.options import Threshold
 from sendgate.policy.watch import RELOADER
 from sendgate.state import SendRecord, Store
-from sendgate.options import Threshold
 
 if TYPE_CHECKING:
-    from sendgate.gateway.send import SendCall
     from sendgate.policy import PolicyEngine
 
 __all__ = ["MONITOR", "Metrics", "Monitor", "MonitoredRecorder", "TimedUpstream", "monitoring_routes"]

@@ -5,17 +5,15 @@ from __future__ import annotations
 import hashlib
 import sys
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from sendgate.config import LogOptions
+from sendgate.gateway.call import SendCall
+from sendgate.gateway.upstream import UpstreamResponse
 from sendgate.masking import mask_record, mask_recipient_in
 from sendgate.state import DecisionRecord, SendRecord, Store
-
-if TYPE_CHECKING:
-    from sendgate.gateway.send import SendCall
-    from sendgate.gateway.upstream import UpstreamResponse
 
 __all__ = ["DecisionRecorder", "recipient_key"]
 
