@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -196,6 +196,7 @@ class Monitor:
     def _value(self, account: str, threshold: Threshold, now: float) -> tuple[int, int]:
         window = threshold.window
         total = self.counts.total
+        keys: list[tuple[Any, ...]]
         if threshold.metric == "errors":
             keys = [("error", c) for c in threshold.codes] or [("errors",)]
         elif threshold.metric == "rejections":
@@ -331,10 +332,10 @@ class Monitor:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def context(self) -> Callable[[web.Application], AsyncIterable[None]]:
+    def context(self) -> Callable[[web.Application], AsyncIterator[None]]:
         """A `cleanup_ctx` entry: the alert session and the periodic end-of-episode check."""
 
-        async def ctx(app: web.Application) -> Any:
+        async def ctx(app: web.Application) -> AsyncIterator[None]:
             app[MONITOR] = self
             self._session = aiohttp.ClientSession()
             pauses = await self._store().marketing_pauses()

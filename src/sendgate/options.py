@@ -227,6 +227,7 @@ def parse_alerts(value: Any) -> AlertOptions:
     raw = _mapping("alerts", value, {"url", "timeout", "thresholds"})
     url = raw.get("url")
     thresholds = raw.get("thresholds")
+    parsed: tuple[Threshold, ...]
     if thresholds is None:
         parsed = DEFAULT_THRESHOLDS
     elif isinstance(thresholds, list):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 import aiohttp
-from multidict import CIMultiDict
 from yarl import URL
 
 __all__ = ["Upstream", "UpstreamError", "UpstreamHooks", "UpstreamResponse", "UnsafePath", "decoded_path"]
@@ -92,7 +91,7 @@ class Upstream:
         self,
         method: str,
         target: str | URL,
-        headers: CIMultiDict[str] | dict[str, str],
+        headers: Mapping[str, str],
         body: bytes | AsyncIterable[bytes] | None,
     ) -> UpstreamResponse:
         """`target`: the request's raw path and query, or the URL `url_for` already built from them."""
