@@ -12,7 +12,7 @@ REGAL_VERSION ?= v0.35.1
 TOOLS_BIN ?= $(HOME)/.cache/sendgate-tools/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: install run test policy-test policy-lint tools bench bench-engines bench-review clean
+.PHONY: install run test typecheck policy-test policy-lint tools bench bench-engines bench-review clean
 
 install: $(VENV)/.installed
 
@@ -56,8 +56,12 @@ policy-lint: tools
 	opa test policies --coverage --threshold 90 --format=json > /dev/null && echo "opa test: coverage >= 90%"
 	regal lint policies
 
-## test: the whole test suite (Rego tests included, through pytest)
-test: install
+## typecheck: mypy, strict on src/ (the version pinned in the test extras; config in pyproject.toml)
+typecheck: install
+	$(PY) -m mypy
+
+## test: the type check, then the whole test suite (Rego tests included, through pytest)
+test: typecheck
 	$(PY) -m pytest
 
 ## policy-test: only the Rego unit tests, through the embedded engine

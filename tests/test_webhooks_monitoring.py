@@ -103,6 +103,16 @@ async def test_upstream_errors_by_meta_code(gateway_factory: GatewayFactory, fak
     assert sample(text, "sendgate_upstream_request_seconds_count", status="400") == 1
 
 
+async def test_unreachable_upstream_is_timed_under_error(gateway_factory: GatewayFactory, clock: Clock) -> None:
+    """The upstream's `on_error` hook: a request that got no answer is timed under status "error"."""
+    client = await gateway_factory(webhooks=webhook_config(), upstream_url="http://127.0.0.1:9")  # discard: refused
+    assert (await post_webhook(client, inbound_text("hi", clock.now - 60)))[0] == 200
+    assert (await send(client, text_message()))[0] == 502
+    text = await metrics_text(client)
+    assert sample(text, "sendgate_upstream_request_seconds_count", status="error") == 1
+    assert sample(text, "sendgate_decisions_total", decision="allow", rule="none", account=PHONE_NUMBER_ID) == 1
+
+
 async def test_healthz_and_readyz(gateway_factory: GatewayFactory) -> None:
     client = await gateway_factory()
     assert (await client.get("/healthz")).status == 200

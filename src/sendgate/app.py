@@ -15,11 +15,12 @@ from sendgate.admin.throttle import MemoryGuessThrottle
 from sendgate.config import Config
 from sendgate.gateway.errors import CODE_INVALID, graph_error
 from sendgate.gateway.passthrough import Passthrough
+from sendgate.gateway.recorder import DecisionRecorder
 from sendgate.gateway.send import SendPath
 from sendgate.gateway.upstream import Upstream
 from sendgate.ids import DecisionIds
 from sendgate.masking import mask_numbers
-from sendgate.monitoring import Metrics, MonitoredRecorder, Monitor, TimedUpstream, monitoring_routes
+from sendgate.monitoring import Metrics, Monitor, monitoring_routes, recorder_hooks, upstream_hooks
 from sendgate.policy import PolicyEngine
 from sendgate.policy.factory import create_engine
 from sendgate.policy.watch import RELOADER, PolicyReloader
@@ -92,9 +93,10 @@ def create_app(
         app[STORE] = store
         await _mark_outcome_unknown(store, clock())
         session = Upstream.open_session()
-        upstream = TimedUpstream(config.upstream_url, config.upstream_timeout, session, metrics)
-        recorder = MonitoredRecorder(
-            store, config.log, config.mode, lambda: policy.revision, metrics=metrics, monitor=monitor
+        # The metrics and the monitor observe the send path through its event hooks.
+        upstream = Upstream(config.upstream_url, config.upstream_timeout, session, upstream_hooks(metrics))
+        recorder = DecisionRecorder(
+            store, config.log, config.mode, lambda: policy.revision, recorder_hooks(metrics, monitor, config.mode)
         )
         # One process on one SQLite file: sends are admitted per recipient on this event loop.
         app[SEND_PATH] = SendPath(config, policy, upstream, recorder, LocalAdmission(), clock)

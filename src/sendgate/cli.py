@@ -183,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(parent: Any, name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
-        sub = parent.add_parser(name, help=help)
+        sub: argparse.ArgumentParser = parent.add_parser(name, help=help)
         sub.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
         sub.set_defaults(handler=handler)
         return sub
@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.sub_config or args.config)
-        return args.handler(config, args)
+        handler: Callable[[Config, argparse.Namespace], int] = args.handler
+        return handler(config, args)
     except (ConfigError, InvalidRecord, PolicyLoadError, EngineError, OSError, orjson.JSONDecodeError) as exc:
         print(f"sendgate: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from sendgate.webhooks.options import (
+from sendgate.options import (
     AlertOptions,
     TemplateSyncOptions,
     WebhookOptions,

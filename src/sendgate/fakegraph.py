@@ -637,7 +637,8 @@ class FakeGraph:
             if message.is_multipart():
                 for part in message.iter_parts():
                     name = part.get_param("name", header="content-disposition")
-                    payload = part.get_payload(decode=True) or b""
+                    decoded = part.get_payload(decode=True)  # bytes for a non-multipart part
+                    payload = decoded if isinstance(decoded, bytes) else b""
                     if part.get_filename() is not None or name == "file":
                         content = payload
                         mime_type = part.get_content_type()

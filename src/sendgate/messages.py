@@ -633,25 +633,27 @@ def normalize(payload: object, endpoint: str = "messages") -> dict[str, Any]:
     if endpoint == "marketing_messages" and message_type != "template":
         raise InvalidMessage(f"marketing_messages only sends templates, not type {_show(message_type)}")
 
-    body = payload.get(message_type)
-    if body is None:
+    raw = payload.get(message_type)
+    if raw is None:
         raise InvalidMessage(f"{message_type} is required for type {_show(message_type)}")
+    body: dict[str, Any] | list[Any]
     if message_type == "contacts":
-        if not isinstance(body, list):
-            raise InvalidMessage(f"contacts must be a list, not {_kind(body)}")
+        if not isinstance(raw, list):
+            raise InvalidMessage(f"contacts must be a list, not {_kind(raw)}")
+        body = raw
     else:
-        _object(body, message_type)
+        body = _object(raw, message_type)
 
     message = _empty(message_type, recipient, recipient_type, context_id)
     content = _Content()
-    if message_type == "text":
+    if isinstance(body, list):
+        _contacts(body, content)
+    elif message_type == "text":
         _text(body, content)
     elif message_type in _MEDIA_TYPES:
         message["media"] = _media_object(body, message_type, message_type, content)
     elif message_type == "location":
         _location(body, "location", content)
-    elif message_type == "contacts":
-        _contacts(body, content)
     elif message_type == "reaction":
         _reaction(body)
     elif message_type == "interactive":

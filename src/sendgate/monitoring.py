@@ -7,8 +7,8 @@
   stops). A threshold with `pause_marketing` also pauses marketing templates on the account
   (the policy input's `account.marketing_paused`, rule `account.paused`) until an operator
   clears it (`DELETE /admin/v1/accounts/{phone_number_id}/pause`).
-- `MonitoredRecorder` and `TimedUpstream`: the send path's recorder and upstream, reporting
-  to both.
+- `recorder_hooks` and `upstream_hooks`: how both observe the send path, through the event
+  hooks of its recorder and upstream.
 - `/metrics`, `/readyz` and the monitoring admin routes.
 
 Counts live in memory: a restart starts them afresh (pauses are in the store and survive).
@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,23 +28,21 @@ import aiohttp
 import orjson
 from aiohttp import web
 from cachetools import TTLCache
-from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from yarl import URL
 
 from sendgate.config import Config
+from sendgate.gateway.call import SendCall
 from sendgate.gateway.errors import primary_reason
-from sendgate.gateway.recorder import DecisionRecorder, _meta_ids
-from sendgate.gateway.upstream import Upstream, UpstreamError, UpstreamResponse
+from sendgate.gateway.recorder import RecorderHooks
+from sendgate.gateway.upstream import UpstreamError, UpstreamHooks, UpstreamResponse
+from sendgate.options import Threshold
 from sendgate.policy.watch import RELOADER
 from sendgate.state import SendRecord, Store
-from sendgate.webhooks.options import Threshold
 
 if TYPE_CHECKING:
-    from sendgate.gateway.send import SendCall
     from sendgate.policy import PolicyEngine
 
-__all__ = ["MONITOR", "Metrics", "Monitor", "MonitoredRecorder", "TimedUpstream", "monitoring_routes"]
+__all__ = ["MONITOR", "Metrics", "Monitor", "monitoring_routes", "recorder_hooks", "upstream_hooks"]
 
 log = logging.getLogger("sendgate.monitoring")
 
@@ -198,6 +196,7 @@ class Monitor:
     def _value(self, account: str, threshold: Threshold, now: float) -> tuple[int, int]:
         window = threshold.window
         total = self.counts.total
+        keys: list[tuple[Any, ...]]
         if threshold.metric == "errors":
             keys = [("error", c) for c in threshold.codes] or [("errors",)]
         elif threshold.metric == "rejections":
@@ -333,10 +332,10 @@ class Monitor:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def context(self) -> Callable[[web.Application], AsyncIterable[None]]:
+    def context(self) -> Callable[[web.Application], AsyncIterator[None]]:
         """A `cleanup_ctx` entry: the alert session and the periodic end-of-episode check."""
 
-        async def ctx(app: web.Application) -> Any:
+        async def ctx(app: web.Application) -> AsyncIterator[None]:
             app[MONITOR] = self
             self._session = aiohttp.ClientSession()
             pauses = await self._store().marketing_pauses()
@@ -388,56 +387,37 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
         log.error("monitoring task failed: %s", task.exception())
 
 
-class MonitoredRecorder(DecisionRecorder):
-    """The send path's recorder, also feeding the metrics and the monitor."""
+def recorder_hooks(metrics: Metrics, monitor: Monitor, mode: str) -> RecorderHooks:
+    """The decision log's news into `sendgate_decisions`, the evaluation histogram and the monitor."""
 
-    def __init__(self, *args: Any, metrics: Metrics, monitor: Monitor, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._metrics = metrics
-        self._monitor = monitor
-
-    async def record(self, call: SendCall, send: SendRecord | None = None) -> None:
-        await super().record(call, send)
+    def recorded(call: SendCall, send: SendRecord | None) -> None:
         account = call.phone_number_id
         rule = primary_reason(call.reasons).get("rule", "none") if call.reasons else "none"
-        self._metrics.decisions.labels(call.outcome, str(rule), self._mode, self._metrics.account(account)).inc()
+        metrics.decisions.labels(call.outcome, str(rule), mode, metrics.account(account)).inc()
         if call.eval_us is not None:
-            self._metrics.evaluation.observe(call.eval_us / 1e6)
+            metrics.evaluation.observe(call.eval_us / 1e6)
         if send is not None:
-            self._monitor.sent(account)
+            monitor.sent(account)
         if call.outcome in ("deny", "defer"):
-            self._monitor.rejected(account, [str(r.get("rule")) for r in call.reasons if r.get("rule")])
+            monitor.rejected(account, [str(r.get("rule")) for r in call.reasons if r.get("rule")])
 
-    def upstream_answered(self, call: SendCall, response: UpstreamResponse) -> None:
-        super().upstream_answered(call, response)
-        if response.status >= 300:
-            _, code = _meta_ids(response.body)
-            if code is not None:
-                self._monitor.upstream_error(call.phone_number_id, code, source="response")
+    def answered(call: SendCall, status: int, error_code: int | None) -> None:
+        if status >= 300 and error_code is not None:
+            monitor.upstream_error(call.phone_number_id, error_code, source="response")
+
+    return RecorderHooks(on_record=[recorded], on_answer=[answered])
 
 
-class TimedUpstream(Upstream):
-    """The upstream, timing each request into `sendgate_upstream_request_seconds`."""
+def upstream_hooks(metrics: Metrics) -> UpstreamHooks:
+    """Each request to Meta into `sendgate_upstream_request_seconds`, by status (`timeout` / `error`: no answer)."""
 
-    def __init__(self, base_url: str, timeout: float, session: aiohttp.ClientSession, metrics: Metrics) -> None:
-        super().__init__(base_url, timeout, session)
-        self._metrics = metrics
+    def answered(response: UpstreamResponse, seconds: float) -> None:
+        metrics.upstream.labels(str(response.status)).observe(seconds)
 
-    async def send(
-        self,
-        method: str,
-        target: str | URL,
-        headers: CIMultiDict[str] | dict[str, str],
-        body: bytes | AsyncIterable[bytes] | None,
-    ) -> UpstreamResponse:
-        started = time.perf_counter()
-        try:
-            response = await super().send(method, target, headers, body)
-        except UpstreamError as exc:
-            self._metrics.upstream.labels("timeout" if exc.timed_out else "error").observe(time.perf_counter() - started)
-            raise
-        self._metrics.upstream.labels(str(response.status)).observe(time.perf_counter() - started)
-        return response
+    def failed(exc: UpstreamError, seconds: float) -> None:
+        metrics.upstream.labels("timeout" if exc.timed_out else "error").observe(seconds)
+
+    return UpstreamHooks(on_response=[answered], on_error=[failed])
 
 
 # -- routes -----------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def stacked_chart(
         x = left + i * slot + (slot - bar_w) / 2
         counts = values.get(bucket, Counter())
         y = top + plot_h
-        stack = [(k, counts[k]) for k in keys if counts.get(k)]
+        stack: list[tuple[str | None, int]] = [(k, counts[k]) for k in keys if counts.get(k)]
         other = sum(n for k, n in counts.items() if k not in index)
         if other:
             stack.append((None, other))

@@ -60,7 +60,7 @@ def _format(args: argparse.Namespace, default_piped: str = "json") -> str:
     if getattr(args, "json", False):
         return "json"
     if args.format:
-        return args.format
+        return str(args.format)
     return "table" if sys.stdout.isatty() else default_piped
 
 
@@ -289,7 +289,7 @@ def log_stats(config: Config, args: argparse.Namespace) -> int:
             if counter is summary.accounts:
                 table.add_column("of decisions", justify="right")
             for key, n in counter.most_common(args.top):
-                cells = [Text(_safe(label(key))), f"{n:,}"]
+                cells: list[Text | str] = [Text(_safe(label(key))), f"{n:,}"]
                 if counter is summary.accounts:
                     total = summary.account_totals[key]
                     cells.append(f"{n / total:.1%} of {total:,}" if total else "-")

@@ -99,7 +99,7 @@ class Session:
 
 
 SESSION = web.RequestKey("review_session", Session)
-FORM = web.RequestKey("review_form", dict)
+FORM = web.RequestKey("review_form", dict[str, str])
 
 
 class Sessions:
@@ -451,7 +451,7 @@ class ReviewPages:
         return self._render(request, "detail.html", context)
 
     async def review(self, request: web.Request, session: Session) -> web.StreamResponse:
-        form: Mapping[str, str] = request[FORM]
+        form = request[FORM]
         decision_id = request.match_info["decision_id"]
         note = form.get("note", "").strip().replace("\r\n", "\n")
         saved = await self.store_of().add_review(ReviewRecord(decision_id, session.name, note, self.clock()))
@@ -652,7 +652,7 @@ def _facts_view(record: DecisionRecord) -> dict[str, Any] | None:
     recipient = facts.get("recipient")
     if isinstance(recipient, dict):
         consent = recipient.get("consent")
-        history = recipient.get("history") if isinstance(recipient.get("history"), dict) else {}
+        history = found if isinstance(found := recipient.get("history"), dict) else {}
         marketing = [t for t in history.get("marketing_sent_at") or [] if isinstance(t, (int, float))]
         local = recipient.get("local_time")
         out["recipient"] = {

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 
 from sendgate.config import LogOptions
+from sendgate.gateway.call import SendCall
+from sendgate.gateway.upstream import UpstreamResponse
 from sendgate.masking import mask_record, mask_recipient_in
 from sendgate.state import DecisionRecord, SendRecord, Store
 
-if TYPE_CHECKING:
-    from sendgate.gateway.send import SendCall
-    from sendgate.gateway.upstream import UpstreamResponse
-
-__all__ = ["DecisionRecorder", "recipient_key"]
+__all__ = ["DecisionRecorder", "RecorderHooks", "recipient_key"]
 
 _MAX_INVALID_CONTENT = 4096  # characters of an unparseable body kept for review
 # Masking reads this far past the cut, so a number the cut would halve is masked whole first.
@@ -29,12 +28,31 @@ def recipient_key(recipient: str) -> str:
     return hashlib.sha256(b"sendgate-recipient:" + recipient.encode()).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class RecorderHooks:
+    """Event hooks, called in order once the decision log has a call's news: `on_record` after its
+    record is committed (with its send-history row when it is forwarded), `on_answer` with Meta's
+    HTTP status and error code (None when the body names none). The metrics and the monitor
+    observe the send path here, not by subclassing the recorder."""
+
+    on_record: Sequence[Callable[[SendCall, SendRecord | None], None]] = ()
+    on_answer: Sequence[Callable[[SendCall, int, int | None], None]] = ()
+
+
 class DecisionRecorder:
-    def __init__(self, store: Store, options: LogOptions, mode: str, revision: Any) -> None:
+    def __init__(
+        self,
+        store: Store,
+        options: LogOptions,
+        mode: str,
+        revision: Callable[[], str | None],
+        hooks: RecorderHooks = RecorderHooks(),
+    ) -> None:
         self.store = store
         self._options = options
         self._mode = mode
         self._revision = revision  # a callable, so records name the revision that decided
+        self._hooks = hooks
 
     async def record(self, call: SendCall, send: SendRecord | None = None) -> None:
         message = call.message or {}
@@ -77,10 +95,14 @@ class DecisionRecorder:
             line.pop("facts")
             sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
             sys.stdout.flush()
+        for on_record in self._hooks.on_record:
+            on_record(call, send)
 
     def upstream_answered(self, call: SendCall, response: UpstreamResponse) -> None:
         message_id, error_code = _meta_ids(response.body)
         self.store.log_upstream(call.id, response.status, message_id, error_code, None, response.status >= 300)
+        for on_answer in self._hooks.on_answer:
+            on_answer(call, response.status, error_code)
 
     def upstream_failed(self, call: SendCall, detail: str) -> None:
         self.store.log_upstream(call.id, None, None, None, detail, True)

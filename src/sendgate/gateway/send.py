@@ -13,59 +13,27 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
-from yarl import URL
 
 from sendgate.config import Config
 from sendgate.facts import build_input
 from sendgate.gateway.body import read_body
+from sendgate.gateway.call import SendCall
 from sendgate.gateway.errors import CODE_ENGINE, CODE_INVALID, graph_error, policy_error
 from sendgate.gateway.recorder import DecisionRecorder
 from sendgate.gateway.upstream import UnsafePath, Upstream, UpstreamError, UpstreamResponse
 from sendgate.ids import DecisionIds
 from sendgate.messages import InvalidMessage, normalize
-from sendgate.policy import Decision, EngineError, PolicyEngine
+from sendgate.policy import EngineError, PolicyEngine
 from sendgate.state import SendRecord, StoreError
 from sendgate.state.admission import Admission, AdmissionTimeout, recipient_key
 
-__all__ = ["SendCall", "SendPath", "parse_body"]
+__all__ = ["SendPath", "parse_body"]
 
 log = logging.getLogger("sendgate.gateway")
-
-
-@dataclass
-class SendCall:
-    """What is known about one call as it moves down the path (the flow object)."""
-
-    id: str
-    received_at: float
-    endpoint: str
-    api_version: str
-    phone_number_id: str
-    upstream_url: URL | None = None  # built before anything is read: a record never says forwarded without one
-    raw_body: bytes = b""
-    body: Any = None
-    message: dict[str, Any] | None = None
-    input: dict[str, Any] | None = None
-    decision: Decision | None = None
-    eval_us: float | None = None
-    outcome: str = "invalid"  # allow | deny | defer | invalid | error
-    reasons: list[dict[str, Any]] = field(default_factory=list)
-    forwarded: bool = False
-
-    @property
-    def category(self) -> str | None:
-        facts = (self.input or {}).get("template") or {}
-        category = facts.get("category")
-        if category:
-            return str(category).lower()
-        if self.endpoint == "marketing_messages":
-            return "marketing"
-        return None
 
 
 def parse_body(raw: bytes, max_depth: int) -> Any:

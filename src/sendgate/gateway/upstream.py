@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable
+import time
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 import aiohttp
-from multidict import CIMultiDict
 from yarl import URL
 
-__all__ = ["Upstream", "UpstreamError", "UpstreamResponse", "UnsafePath", "decoded_path"]
+__all__ = ["Upstream", "UpstreamError", "UpstreamHooks", "UpstreamResponse", "UnsafePath", "decoded_path"]
 
 # Headers that mean something to Meta; hop-by-hop and client-identity headers stay here.
 # Content-Encoding stays too: bodies are forwarded decoded (body.py).
@@ -39,13 +39,28 @@ class UpstreamResponse:
     content_type: str | None
 
 
-class Upstream:
-    """One pooled client session to `upstream_url`."""
+@dataclass(frozen=True)
+class UpstreamHooks:
+    """Event hooks, as httpx's `event_hooks`: called in order as each request to Meta ends, with
+    the seconds it took. Observers (the metrics) add their behaviour here, not by subclassing."""
 
-    def __init__(self, base_url: str, timeout: float, session: aiohttp.ClientSession) -> None:
+    on_response: Sequence[Callable[[UpstreamResponse, float], None]] = ()
+    on_error: Sequence[Callable[[UpstreamError, float], None]] = ()
+
+
+class Upstream:
+    """One pooled client session to `upstream_url`.
+
+    The session is the transport seam (httpx's `transport=`): tests and tools pass their own.
+    """
+
+    def __init__(
+        self, base_url: str, timeout: float, session: aiohttp.ClientSession, hooks: UpstreamHooks = UpstreamHooks()
+    ) -> None:
         self._base = URL(base_url.rstrip("/"))
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session = session
+        self._hooks = hooks
 
     @classmethod
     def open_session(cls, connections: int = 256) -> aiohttp.ClientSession:
@@ -76,15 +91,31 @@ class Upstream:
         self,
         method: str,
         target: str | URL,
-        headers: CIMultiDict[str] | dict[str, str],
+        headers: Mapping[str, str],
         body: bytes | AsyncIterable[bytes] | None,
     ) -> UpstreamResponse:
         """`target`: the request's raw path and query, or the URL `url_for` already built from them."""
         url = target if isinstance(target, URL) else self.url_for(target)
         out = {name: headers[name] for name in _FORWARDED_HEADERS if name in headers}
+        started = time.perf_counter()
+        try:
+            response = await self._request(method, url, out, body)
+        except UpstreamError as exc:
+            seconds = time.perf_counter() - started
+            for on_error in self._hooks.on_error:
+                on_error(exc, seconds)
+            raise
+        seconds = time.perf_counter() - started
+        for on_response in self._hooks.on_response:
+            on_response(response, seconds)
+        return response
+
+    async def _request(
+        self, method: str, url: URL, headers: dict[str, str], body: bytes | AsyncIterable[bytes] | None
+    ) -> UpstreamResponse:
         try:
             async with self._session.request(
-                method, url, data=body, headers=out, timeout=self._timeout, allow_redirects=False
+                method, url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as response:
                 payload = await response.read()
                 return UpstreamResponse(response.status, payload, response.headers.get("Content-Type"))

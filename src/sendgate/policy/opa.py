@@ -55,7 +55,7 @@ _ADMIN_TIMEOUT = 10.0  # seconds, for pushes and reads that are not decisions
 _REPUSH_INTERVAL = 0.5
 
 
-class _Client(AsyncOpaClient):
+class _Client(AsyncOpaClient):  # type: ignore[misc]  # opa-python-client has no types: its class is Any
     """opa-python-client's async client plus one call it lacks: a decision with OPA's error body.
 
     `query_rule` raises on a non-2xx answer before reading it, and OPA puts the

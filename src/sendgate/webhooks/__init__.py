@@ -1,6 +1,5 @@
 """Meta's webhooks: verify, keep the gateway's state current from them, relay them to the app.
 
-- `options`: the `webhooks`, `template_sync` and `alerts` config keys;
 - `events`: a webhook body into typed events (inbound messages, statuses, preferences,
   template and account updates);
 - `apply`: those events into the store (window, consent ledger, delivery status, catalog,
@@ -8,5 +7,5 @@
 - `receiver`: the aiohttp handlers (verification GET, signed POST, forwarding to the app);
 - `templates`: the catalog sync from Graph's `message_templates`.
 
-Kept free of imports here: `sendgate.config` imports `options`.
+Their config keys (`webhooks`, `template_sync`, `alerts`) are `sendgate.options`: config owns them.
 """

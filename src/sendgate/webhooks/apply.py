@@ -55,7 +55,7 @@ class OptOutRules:
     """`data.sendgate.params.optout`, normalized for matching."""
 
     def __init__(self, params: dict[str, Any]) -> None:
-        optout = params.get("optout") if isinstance(params.get("optout"), dict) else {}
+        optout = found if isinstance(found := params.get("optout"), dict) else {}
         self.keywords = _keywords(optout.get("keywords"))
         self.optin_keywords = _keywords(optout.get("optin_keywords"))
         self.button_payloads = _keywords(optout.get("button_payloads"))
@@ -357,7 +357,7 @@ def _waba_status(event: AccountEvent) -> Any:
     """The WABA's status after an account_update, None when cleared, `_UNCHANGED` when not about status."""
     detail = event.detail
     if event.event == "DISABLED_UPDATE":
-        ban = detail.get("ban_info") if isinstance(detail.get("ban_info"), dict) else {}
+        ban = found if isinstance(found := detail.get("ban_info"), dict) else {}
         states = ban.get("waba_ban_state")
         states = states if isinstance(states, list) else [states]
         if "DISABLE" in states:

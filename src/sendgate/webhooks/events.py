@@ -248,7 +248,7 @@ def _digits(value: Any) -> str | None:
 
 
 def _metadata(parsed: Parsed, waba_id: str | None, value: dict[str, Any]) -> tuple[str | None, str | None]:
-    metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+    metadata = found if isinstance(found := value.get("metadata"), dict) else {}
     phone_number_id = _str(metadata.get("phone_number_id"))
     display = _digits(metadata.get("display_phone_number"))
     if phone_number_id is not None:
@@ -286,9 +286,9 @@ def _messages(
         if sender is None or message_id is None:
             parsed.problems.append("messages: a message without a sender or id")
             continue
-        text = message.get("text") if isinstance(message.get("text"), dict) else {}
-        button = message.get("button") if isinstance(message.get("button"), dict) else {}
-        referral = message.get("referral") if isinstance(message.get("referral"), dict) else None
+        text = found if isinstance(found := message.get("text"), dict) else {}
+        button = found if isinstance(found := message.get("button"), dict) else {}
+        referral = found if isinstance(found := message.get("referral"), dict) else None
         at, unusable = _time(parsed, message.get("timestamp"), entry_time, received_at, f"message {message_id}")
         parsed.messages.append(
             InboundMessage(

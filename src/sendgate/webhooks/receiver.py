@@ -190,7 +190,7 @@ class WebhookReceiver:
 
     def _accounts(self, parsed: Parsed) -> list[str]:
         accounts = set(parsed.phone_numbers)
-        wabas = {e.waba_id for e in [*parsed.templates, *parsed.accounts]}
+        wabas = {e.waba_id for e in parsed.templates} | {e.waba_id for e in parsed.accounts}
         accounts |= {a.phone_number_id for a in self._config.accounts if a.waba_id in wabas}
         return sorted(accounts)
 
@@ -223,7 +223,8 @@ def setup_webhooks(
                 if "params" not in cached:
                     raise
                 log.warning("webhook: the engine did not give its params; using the last known ones")
-        return cached["params"]
+        known: dict[str, Any] = cached["params"]
+        return known
 
     sync = TemplateSync(config, None, store, metrics, clock)
     applier = WebhookApplier(config, store, params, monitor, sync.request)

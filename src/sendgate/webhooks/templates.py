@@ -101,8 +101,8 @@ class TemplateSync:
             if response.status != 200 or not isinstance(body, dict) or not isinstance(body.get("data"), list):
                 raise TemplateSyncError(f"Graph answered {response.status}: {_graph_error(body, response.body)}")
             templates.extend(t for t in body["data"] if isinstance(t, dict))
-            paging = body.get("paging") if isinstance(body.get("paging"), dict) else {}
-            cursors = paging.get("cursors") if isinstance(paging.get("cursors"), dict) else {}
+            paging = found if isinstance(found := body.get("paging"), dict) else {}
+            cursors = found if isinstance(found := paging.get("cursors"), dict) else {}
             after = cursors.get("after") if isinstance(cursors.get("after"), str) else None
             if not paging.get("next") or after is None:
                 return templates

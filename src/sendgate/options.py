@@ -1,5 +1,6 @@
 """The `webhooks`, `template_sync` and `alerts` config keys.
 
+The ground floor with `sendgate.config`, which imports them: nothing of ours is imported here.
 Parsers raise `ValueError` naming the key; `sendgate.config` turns that into a `ConfigError`.
 """
 
@@ -226,6 +227,7 @@ def parse_alerts(value: Any) -> AlertOptions:
     raw = _mapping("alerts", value, {"url", "timeout", "thresholds"})
     url = raw.get("url")
     thresholds = raw.get("thresholds")
+    parsed: tuple[Threshold, ...]
     if thresholds is None:
         parsed = DEFAULT_THRESHOLDS
     elif isinstance(thresholds, list):
