@@ -9,7 +9,7 @@ decision (a yield to the event loop plus a short busy spin, the part of a send t
 while its key is held), wrapped in:
 
 - `baseline`: nothing (the send path before admission);
-- `distinct`: `LocalAdmission.hold([recipient_key(r)])`, every send a new recipient;
+- `distinct`: `LocalAdmission.hold([recipient_admission_key(r)])`, every send a new recipient;
 - `one hot recipient`: the same, every send to one recipient (they queue, by design).
 
 Prints sends/s, the overhead per send against the baseline, and the keys left held; then
@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from sendgate.state.admission import LocalAdmission, recipient_key  # noqa: E402
+from sendgate.state.admission import LocalAdmission, recipient_admission_key  # noqa: E402
 
 SPIN_SECONDS = 20e-6  # about what a send's in-process work between facts and commit takes
 
@@ -80,10 +80,10 @@ async def _main(args: argparse.Namespace) -> None:
     for _ in range(args.rounds):  # interleaved, so drift in the machine's load hits all rows alike
         rows["baseline"].append(await _run(_nothing, lambda i: f"1650{i:07d}", args.concurrency, args.sends))
         rows["distinct recipients"].append(
-            await _run(admission.hold, lambda i: recipient_key(f"1650{i:07d}"), args.concurrency, args.sends)
+            await _run(admission.hold, lambda i: recipient_admission_key(f"1650{i:07d}"), args.concurrency, args.sends)
         )
         rows["one hot recipient"].append(
-            await _run(admission.hold, lambda i: recipient_key("16505551234"), args.concurrency, args.sends)
+            await _run(admission.hold, lambda i: recipient_admission_key("16505551234"), args.concurrency, args.sends)
         )
     base = statistics.median(rows["baseline"])
     print(f"{args.concurrency} concurrent tasks, {args.sends} sends a row, median of {args.rounds} rounds")
@@ -99,7 +99,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 async def _alone(admission: LocalAdmission, n: int) -> tuple[float, float]:
     """µs per `hold` of a new key with nobody waiting, and per empty `async with`, best of 5."""
-    keys = [recipient_key(f"1650{i:07d}") for i in range(n)]
+    keys = [recipient_admission_key(f"1650{i:07d}") for i in range(n)]
     best_hold = best_empty = float("inf")
     for _ in range(5):
         started = time.perf_counter()

@@ -29,7 +29,7 @@ from sendgate.ids import DecisionIds
 from sendgate.messages import InvalidMessage, normalize
 from sendgate.policy import EngineError, PolicyEngine
 from sendgate.state import SendRecord, StoreError
-from sendgate.state.admission import Admission, AdmissionTimeout, recipient_key
+from sendgate.state.admission import Admission, AdmissionTimeout, recipient_admission_key
 
 __all__ = ["SendPath", "parse_body"]
 
@@ -304,7 +304,7 @@ def _admission_keys(message: dict[str, Any]) -> list[str]:
     recipient = message.get("recipient")
     if recipient is None or message.get("is_status"):
         return []
-    return [recipient_key(recipient)]
+    return [recipient_admission_key(recipient)]
 
 
 def _relay(call: SendCall, response: UpstreamResponse, mode: str) -> web.Response:

@@ -21,7 +21,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
-__all__ = ["Admission", "AdmissionTimeout", "LocalAdmission", "recipient_key"]
+__all__ = ["Admission", "AdmissionTimeout", "LocalAdmission", "recipient_admission_key"]
 
 
 class AdmissionTimeout(Exception):
@@ -33,7 +33,7 @@ class AdmissionTimeout(Exception):
         self.timeout = timeout
 
 
-def recipient_key(recipient: str) -> str:
+def recipient_admission_key(recipient: str) -> str:
     """The key of everything a recipient's decision reads (consent, window, caps, pair rate)."""
     return f"recipient:{recipient}"
 
