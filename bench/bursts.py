@@ -19,8 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,10 @@ import aiohttp
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import gateway as gw  # noqa: E402  (bench/gateway.py: starting the processes)
+
 PHONE_NUMBER_ID = "106540352242922"
 WABA_ID = "102290129340398"
 TOKEN = "bench-admin-token"
@@ -38,26 +40,6 @@ CATALOG = {"data": [
     {"name": "spring_sale", "language": "en_US", "status": "APPROVED", "category": "MARKETING", "id": "12",
      "components": [{"type": "BODY", "text": "Spring sale: 20% off."}]},
 ]}  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(cmd: list[str], ready: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    assert proc.stdout is not None
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = proc.stdout.readline().decode()
-        if ready in line:
-            return proc
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError(f"{cmd[:3]} did not start")
 
 
 def _recipient(i: int) -> str:
@@ -121,9 +103,9 @@ def main() -> None:
     args = parser.parse_args()
     args.src = args.src.resolve()
     env = {**os.environ, "PYTHONPATH": str(args.src)}
-    fake_port, port = _free_port(), _free_port()
+    fake_port, port = gw._free_port(), gw._free_port()
     with tempfile.TemporaryDirectory(prefix="sendgate-bursts-") as work:
-        procs = [_start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], "listening", env)]
+        procs = [gw._start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], "listening", env)]
         try:
             gate_env = {**env,
                 "SENDGATE_LISTEN": f"127.0.0.1:{port}",
@@ -135,7 +117,7 @@ def main() -> None:
                     [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "markets": ["US", "IN"]}]).decode(),
                 "SENDGATE_LOG": "{level: WARNING}",
             }  # fmt: skip
-            procs.append(_start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env))
+            procs.append(gw._start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env))
             asyncio.run(_run(args, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{fake_port}"))
         finally:
             for proc in procs:
