@@ -11,7 +11,7 @@ import orjson
 
 from sendgate.config import LogOptions
 from sendgate.masking import mask_record, mask_recipient_in
-from sendgate.state import DecisionRecord, SendRecord, Store
+from sendgate.state import DecisionLog, DecisionRecord, SendRecord
 
 if TYPE_CHECKING:
     from sendgate.gateway.send import SendCall
@@ -30,7 +30,7 @@ def recipient_key(recipient: str) -> str:
 
 
 class DecisionRecorder:
-    def __init__(self, store: Store, options: LogOptions, mode: str, revision: Any) -> None:
+    def __init__(self, store: DecisionLog, options: LogOptions, mode: str, revision: Any) -> None:
         self.store = store
         self._options = options
         self._mode = mode

@@ -21,7 +21,7 @@ from aiohttp import web
 from yarl import URL
 
 from sendgate.config import Config
-from sendgate.facts import build_input
+from sendgate.facts import FactSources, build_input
 from sendgate.gateway.body import read_body
 from sendgate.gateway.errors import CODE_ENGINE, CODE_INVALID, graph_error, policy_error
 from sendgate.gateway.recorder import DecisionRecorder
@@ -143,6 +143,7 @@ class SendPath:
         engine: PolicyEngine,
         upstream: Upstream,
         recorder: DecisionRecorder,
+        facts: FactSources,
         admission: Admission,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -153,6 +154,7 @@ class SendPath:
         self.engine = engine
         self.upstream = upstream
         self.recorder = recorder
+        self.facts = facts
         self._store_errors = _ErrorLines()
 
     def _call(self, request: web.Request) -> SendCall:
@@ -274,7 +276,7 @@ class SendPath:
         try:
             call.input = await build_input(
                 self.config,
-                self.recorder.store,
+                self.facts,
                 call.endpoint,
                 call.api_version,
                 call.phone_number_id,

@@ -1,9 +1,9 @@
-"""The facts policies see, and the decision log: one store interface.
+"""The facts policies see, and the decision log: a store interface by role.
 
-`Store` is what the gateway, the admin API and the CLI depend on; `SQLiteStore`
-is the first implementation. Its parts are named for what they hold: the
-consent ledger, the template catalog, the inbound (24-hour) window, the send
-history and the decision log.
+Each consumer depends on the roles it uses (`state/roles.py`: `ConsentLedger`,
+`TemplateCatalog`, `RecipientReads`, `DecisionLog`, `ReviewTrail`, `WebhookState`,
+`AccountState`, `Lifecycle`); `Store` is all of them, what `open_store` returns.
+`SQLiteStore` is the first implementation.
 """
 
 from __future__ import annotations
@@ -25,12 +25,30 @@ from sendgate.state.base import (
     RecipientFacts,
     ReviewRecord,
     SendRecord,
-    Store,
     StoreError,
     TemplateFacts,
 )
+from sendgate.state.roles import (
+    AccountState,
+    ConsentLedger,
+    DecisionLog,
+    Lifecycle,
+    RecipientReads,
+    ReviewTrail,
+    Store,
+    TemplateCatalog,
+    WebhookState,
+)
 
 __all__ = [
+    "AccountState",
+    "ConsentLedger",
+    "DecisionLog",
+    "Lifecycle",
+    "RecipientReads",
+    "ReviewTrail",
+    "TemplateCatalog",
+    "WebhookState",
     "CONSENT_CATEGORIES",
     "CONSENT_STATUSES",
     "DECISION_FILTERS",

@@ -439,15 +439,8 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         return _decision(row) if row else None
 
     async def mark_outcome_unknown(self, started_at: float) -> int:
-        """Give `OUTCOME_UNKNOWN` to the forwarded records from before `started_at` that have no answer
-        from Meta: their process was killed between forwarding and recording the answer.
-
-        This assumes one serving process per database, as SQLite is used here: whatever is older
-        than this process's start and unanswered was left by a process that is gone. With several
-        processes on one database, a record in flight in another live process would be marked too:
-        that needs the owner of each record (and whether it is alive), not only its time.
-        Their send rows keep counting: Meta may have taken them.
-        """
+        """One serving process per SQLite file: what is older than this start and unanswered was
+        left by a process that is gone (see `Lifecycle.mark_outcome_unknown`)."""
 
         def op(conn: sqlite3.Connection) -> int:
             return int(conn.execute(_MARK_OUTCOME_UNKNOWN, (OUTCOME_UNKNOWN, started_at)).rowcount)
@@ -457,8 +450,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
     # -- lifecycle ------------------------------------------------------------------
 
     async def ping(self) -> None:
-        """A one-row upsert through the writer, committed as a send's record is, then a read:
-        raises `StoreError` when a write cannot commit (disk full or read-only...)."""
+        """A one-row upsert through the writer, committed as a send's record is, then a read."""
         rows = Rows([(_PROBE, [(time.time(),)])], name="health probe")
         await self._writer.write_rows(rows)
         if rows.error is not None:
@@ -466,7 +458,6 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         self._read.execute("SELECT probed_at FROM health").fetchone()
 
     async def flush(self) -> None:
-        """Wait until every write submitted so far is committed."""
         await self._write(lambda conn: None)
 
     async def close(self) -> None:

@@ -347,7 +347,6 @@ class ReviewQueries:
     # -- review trail ---------------------------------------------------------------
 
     async def add_review(self, review: ReviewRecord) -> ReviewRecord | None:
-        """Append a review note; None when there is no such decision."""
         if not review.reviewer:
             raise InvalidRecord("a review needs a reviewer")
         if len(review.note) > MAX_NOTE:
@@ -366,7 +365,6 @@ class ReviewQueries:
         return ReviewRecord(review.decision_id, review.reviewer, review.note, review.reviewed_at, seq)
 
     async def reviews(self, decision_ids: list[str]) -> dict[str, list[ReviewRecord]]:
-        """The review trail of each given decision, oldest note first (decisions without notes are left out)."""
         trail: dict[str, list[ReviewRecord]] = {}
         for chunk in _chunks(list(dict.fromkeys(decision_ids))):
             rows = self._read.execute(
@@ -381,12 +379,7 @@ class ReviewQueries:
     # -- retention ------------------------------------------------------------------
 
     async def prune_decisions(self, before: float, now: float) -> PruneResult:
-        """Delete decision records older than `before`, with their rule index entries and review notes.
-
-        Review notes of kept records are never touched. Forwarded-message history (`sends`) goes
-        too once it is older than both `before` and the 30 days the frequency rules read. Runs in
-        batches of `PRUNE_BATCH` records, each its own short transaction, so sends keep flowing.
-        """
+        """In batches of `PRUNE_BATCH` records, each its own transaction through the writer."""
         decisions = reviews = sends = 0
 
         def prune_batch(conn: sqlite3.Connection) -> tuple[int, int]:

@@ -1,18 +1,8 @@
 """What Meta's webhooks tell the gateway, on SQLite: `SQLiteStore` mixes `WebhookQueries` in.
 
-Every write here is idempotent under Meta's redeliveries, duplicates and out-of-order events:
-
-- times only move forward (`max()`), or a change applies only if it is not older than the
-  last one applied to the same thing (template fields, account state);
-- delivery statuses only move forward (sent < delivered < read < played < failed);
-- delivery failures are keyed by (message id, code);
-- consent records from webhooks (append-only ledger) are keyed by the event (`webhook_events`),
-  checked in the same transaction as the append: an opt-out always goes in unless the state
-  holds it already, an opt-in only when newer than the ledger and every opt-out event seen
-  (`apply_consent_event`).
-
-The times come checked by `webhooks/events.py` (none far in the future, none absurd), so none of
-these `max()`es can be held by a bogus time.
+What each write promises (idempotence under redelivery, ordering) is the interface's:
+`state/roles.py` (`WebhookState`, `AccountState`, `ConsentLedger.apply_consent_event`,
+`TemplateCatalog.update_template`). Each runs as one transaction on the writer.
 """
 
 from __future__ import annotations
@@ -126,8 +116,6 @@ class WebhookQueries:
         await self._write(op)
 
     async def close_window(self, phone_number_id: str, recipient: str, at: float) -> None:
-        """Meta said the window was closed at `at` (131047): inbound messages up to then no longer count."""
-
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO window_closures VALUES (?, ?, ?) ON CONFLICT (phone_number_id, recipient)"
@@ -140,8 +128,6 @@ class WebhookQueries:
     async def record_delivery_failure(
         self, message_id: str, code: int, recipient: str, phone_number_id: str | None, at: float
     ) -> bool:
-        """True when this (message, code) is new."""
-
         def op(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO delivery_failures VALUES (?, ?, ?, ?, ?)",
@@ -156,12 +142,6 @@ class WebhookQueries:
     async def record_delivery_status(
         self, message_id: str, status: str, at: float, error: str | None
     ) -> tuple[str, str] | None:
-        """Set `delivery_status` on the decision that got `message_id` from Meta, moving only forward.
-
-        A `failed` status also marks the send failed, so frequency counters leave it out. Returns
-        (decision id, account) when a record changed, None otherwise (unknown message, or a status
-        that is not newer than the one recorded).
-        """
         rank = DELIVERY_RANK.get(status)
         if rank is None:
             return None
@@ -186,26 +166,8 @@ class WebhookQueries:
     # -- consent ledger entries from webhooks -----------------------------------------
 
     async def apply_consent_event(self, key: str, record: ConsentRecord, action: str) -> ConsentRecord | None:
-        """Append `record` for webhook event `key`, as `action` says; the appended record, or None.
-
-        Times are compared at Meta's resolution, whole seconds (floor): the app's records carry
-        fractions, Meta's events do not.
-
-        - `opt_out` is never dropped for ordering: it goes in unless the latest record already is
-          an opt-out covering its categories (no categories = everything). One older than a
-          later opt-in goes in too: the safe side wins, the app must confirm consent again.
-        - `resubscribe` (an opt-in keyword) and `resume` (user_preferences resume) go in only
-          when strictly newer than the latest record and than the newest opt-out event seen for
-          the recipient (`optout_events`, appended or not): on a tie the opt-out wins.
-          `resubscribe` needs the latest record to be an opt-out and restores the last opt-in's
-          categories, else `record.categories`; `resume` adds `record.categories` to the last
-          opt-in's, unless the latest record already holds them.
-
-        `key` is marked seen (`webhook_events`) when the event went in or the state already held
-        it, so its redeliveries change nothing; an opt-in not newer than the ledger, or with no
-        opt-out to resubscribe from, is not, so its redelivery once the ledger has changed (a late
-        opt-out appended since) can still apply it.
-        """
+        """`optout_events` holds the newest opt-out event per recipient (whole seconds), appended
+        or not; `webhook_events` the keys seen. Both change in the transaction of the append."""
         if action not in CONSENT_ACTIONS:
             raise ValueError(f"unknown consent action {action!r}")
         second = math.floor(record.recorded_at)
@@ -284,12 +246,6 @@ class WebhookQueries:
         quality: str | None = None,
         category: str | None = None,
     ) -> bool | None:
-        """Change one template's status, quality score or category in the WABA's catalog.
-
-        Matches by template id, else by name (and language when given). Returns True when
-        applied, False when an event at least as new was applied before (out of order), None
-        when the catalog has no such template (a sync will bring it).
-        """
         changes = {k: v for k, v in (("status", status), ("quality", quality), ("category", category)) if v}
         if not changes:
             return False
@@ -352,7 +308,6 @@ class WebhookQueries:
     # -- phone numbers and account state -------------------------------------------------
 
     async def learn_phone_numbers(self, numbers: dict[str, tuple[str | None, str | None]], at: float) -> None:
-        """phone_number_id -> (display number, WABA id), as message webhooks' metadata show them."""
         rows = [(pid, display, waba, at) for pid, (display, waba) in numbers.items()]
         if not rows:
             return
@@ -376,10 +331,6 @@ class WebhookQueries:
     async def set_account_state(
         self, scope: str, key: str, values: dict[str, str | None], at: float, detail: dict[str, Any] | None = None
     ) -> bool:
-        """Set fields (`quality`, `status`, `messaging_limit`) of a `phone` (phone number id) or `waba`.
-
-        A field changes only if `at` is not older than its last change. True when any changed.
-        """
         if scope not in ("phone", "waba"):
             raise ValueError("scope must be 'phone' or 'waba'")
         encoded = None if detail is None else orjson.dumps(detail).decode()
@@ -401,8 +352,6 @@ class WebhookQueries:
         return changed
 
     async def set_marketing_pause(self, phone_number_id: str, alert: str, message: str, since: float) -> bool:
-        """Pause marketing on an account until `clear_marketing_pause`; False if already paused."""
-
         def op(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO marketing_pauses VALUES (?, ?, ?, ?)", (phone_number_id, alert, message, since)
@@ -426,7 +375,6 @@ class WebhookQueries:
         return {pid: {"alert": alert, "message": message, "since": since} for pid, alert, message, since in rows}
 
     async def account_state(self, phone_number_id: str, waba_id: str | None) -> dict[str, Any]:
-        """`quality`, `status` (the most severe of the number's and the WABA's), `messaging_limit`, `marketing_paused`."""
         cache = self._account_cache_get()
         key = (phone_number_id, waba_id)
         cached = cache.get(key)
