@@ -10,7 +10,7 @@ import pytest
 
 from sendgate.places import recipient_place
 from sendgate.state import ConsentRecord, DecisionQuery, DecisionRecord, InvalidRecord, SendRecord
-from sendgate.state.base import PAIR_HISTORY_LIMIT
+from sendgate.state.rules import PAIR_HISTORY_LIMIT
 from sendgate.state.catalog import count_placeholders
 from sendgate.state.sqlite import SQLiteStore
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from itertools import islice, takewhile
 from typing import Any
 
 __all__ = [
@@ -17,15 +15,12 @@ __all__ = [
     "DecisionQuery",
     "DecisionRecord",
     "InvalidRecord",
-    "PAIR_HISTORY_LIMIT",
-    "PAIR_HISTORY_SECONDS",
     "PruneResult",
     "RecipientFacts",
     "ReviewRecord",
     "SendRecord",
     "StoreError",
     "TemplateFacts",
-    "pair_history",
 ]
 
 CONSENT_STATUSES = frozenset({"opted_in", "opted_out"})
@@ -94,22 +89,6 @@ class TemplateFacts:
         }
 
 
-# What the pair rate (policies/frequency.rego) can need of the sends from one number to one
-# recipient: those of the last hour, at most 64. The rule decides exactly on that: a list of
-# PAIR_HISTORY_LIMIT may have been cut, and the rule then assumes the worst of what came
-# before; sends older than the hour cannot matter while PAIR_HISTORY_LIMIT intervals fit in
-# it (policies/frequency_test.rego checks data.json). Short, because it is part of every
-# message's input document.
-PAIR_HISTORY_SECONDS = 3600
-PAIR_HISTORY_LIMIT = 64
-
-
-def pair_history(sent_at: Iterable[float], now: float) -> list[float]:
-    """`RecipientFacts.pair_sent_at` from the sends from this number to this recipient, newest first."""
-    since = now - PAIR_HISTORY_SECONDS
-    return list(islice(takewhile(lambda at: at > since, sent_at), PAIR_HISTORY_LIMIT))
-
-
 @dataclass(frozen=True)
 class RecipientFacts:
     """What the store knows of one recipient, for the policy input (docs/input.md `recipient`)."""
@@ -118,7 +97,7 @@ class RecipientFacts:
     place: tuple[str | None, str | None] | None  # (country, time zone) as stored; None: not stored
     last_inbound_at: float | None  # None too once Meta reported the window closed after it
     last_sent_at: float | None  # from this phone number
-    pair_sent_at: list[float]  # from this phone number, newest first: `pair_history()`
+    pair_sent_at: list[float]  # from this phone number, newest first: `rules.pair_history()`
     marketing_sent_at: list[float]  # same business (WABA, else phone number), newest first
     delivery_failures: list[dict[str, Any]]  # {"code", "at"}, newest first
     free_entry_point_at: float | None

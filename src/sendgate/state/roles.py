@@ -3,7 +3,8 @@
 A consumer depends on the roles it uses (the send path's facts on `RecipientReads`,
 `TemplateCatalog` and `AccountState`, the recorder on `DecisionLog`...); `Store` is all of
 them, for what opens, serves and closes a store. The rules these contracts state (consent
-merging, event ordering, ranks, windows) hold for every backend alike.
+merging, event ordering, ranks, windows) are pure functions in `state/rules.py`, shared by
+every backend: a backend only reads, writes and keeps transactions, calling them.
 
 Common to every role:
 
@@ -64,7 +65,8 @@ class ConsentLedger(Protocol):
 
     async def apply_consent_event(self, key: str, record: ConsentRecord, action: str) -> ConsentRecord | None:
         """Merge a consent event from Meta's webhooks (`key` names the event) for `action`
-        (`opt_out`, `resubscribe`, `resume`); returns the record appended, or None.
+        (`opt_out`, `resubscribe`, `resume`), as `rules.merge_consent_event` decides; returns the
+        record appended, or None.
 
         Times are compared at Meta's resolution, whole seconds (floor). An `opt_out` goes in
         unless the latest record already is an opt-out covering its categories (none: all), even
@@ -115,8 +117,9 @@ class TemplateCatalog(Protocol):
     ) -> bool | None:
         """Change one template's status, quality score or category from a webhook event at `at`.
 
-        Matches by template id, else by name (and language when given); each field changes
-        unless a change to that field newer than `at` was applied (kept per template and field,
+        Matches by template id, else by name (and language when given: `rules.match_templates`);
+        each field changes unless a change to that field newer than `at` was applied
+        (`rules.template_event_applies`) (kept per template and field,
         in the same transaction). Returns True when applied, False when an event at
         least as new was applied before (or nothing to change), None when the catalog has no
         such template (a sync will bring it).
@@ -130,11 +133,12 @@ class RecipientReads(Protocol):
     async def recipient_facts(
         self, phone_number_id: str, waba_id: str | None, recipient: str, now: float
     ) -> RecipientFacts:
-        """Everything the policy input says of a recipient (docs/input.md `recipient`), from: the latest consent record; where the number is
+        """Everything the policy input says of a recipient (docs/input.md `recipient`), built by
+        `rules.recipient_facts` from: the latest consent record; where the number is
         (as placed with today's `places.PLACE_DATA`, else None); the last inbound message from it
         to this number, unless Meta reported the window closed at or after it; the forwarded,
-        not failed sends to it of the last 30 days, newest first; Meta's delivery failures for it
-        of the same window, newest first, at most 100; the free entry point. Sends from this
+        not failed sends to it of the last `rules.HISTORY_SECONDS` (30 days), newest first; Meta's delivery failures for it
+        of the same window, newest first, at most `rules.FAILURE_LIMIT`; the free entry point. Sends from this
         number give `last_sent_at` and `pair_sent_at` (`pair_history`); marketing sends of the
         same business (the WABA when known, else the number) give `marketing_sent_at`. Sees every write committed before it was called; times come back exact."""
         ...
@@ -180,7 +184,7 @@ class DecisionLog(Protocol):
     async def prune_decisions(self, before: float, now: float) -> PruneResult:
         """Delete the records older than `before`, with their review notes and rule index; the
         counts stay exact. Send history goes once older than both `before` and
-        30 days before `now`. In short transactions, so sends keep flowing."""
+        `rules.HISTORY_SECONDS` before `now`. In short transactions, so sends keep flowing."""
         ...
 
 
@@ -188,7 +192,7 @@ class ReviewTrail(Protocol):
     """Append-only notes on decisions: who looked, when, what they noted. Never updated."""
 
     async def add_review(self, review: ReviewRecord) -> ReviewRecord | None:
-        """Append a note (a reviewer, at most 4000 characters) and return it with its `seq` (increasing
+        """Append a note (checked by `rules.check_review`) and return it with its `seq` (increasing
         in append order); None when there is no such decision."""
         ...
 
@@ -223,7 +227,7 @@ class WebhookState(Protocol):
         self, message_id: str, status: str, at: float, error: str | None
     ) -> tuple[str, str] | None:
         """Set the delivery status of the record that got `message_id` from Meta, moving only forward
-        (sent < delivered < read < played < failed); a `failed` one also marks its send failed, in the same
+        (`rules.delivery_status_advances`); a `failed` one also marks its send failed, in the same
         transaction. Returns (decision id, account) when a record changed, else None (unknown
         message or status, or not newer than the one recorded)."""
         ...
@@ -247,7 +251,7 @@ class AccountState(Protocol):
         ...
 
     async def account_state(self, phone_number_id: str, waba_id: str | None) -> dict[str, Any]:
-        """`quality`, `status` (the most severe of the number's and the WABA's),
+        """`quality`, `status` (`rules.most_severe_status` of the number's and the WABA's),
         `messaging_limit`, `marketing_paused`; may lag a write by a few seconds, never more."""
         ...
 

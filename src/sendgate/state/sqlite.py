@@ -30,16 +30,15 @@ from sendgate.state.base import (
     SendRecord,
     StoreError,
     TemplateFacts,
-    pair_history,
 )
+from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, recipient_facts
 from sendgate.state.catalog import count_placeholders, validate_catalog
 from sendgate.state.sqlite_review import UPSERT_COUNT, ReviewQueries, count_rows, migrate
-from sendgate.state.sqlite_webhooks import FAILURE_HISTORY_SECONDS, WebhookQueries, migrate_webhooks
+from sendgate.state.sqlite_webhooks import WebhookQueries, migrate_webhooks
 from sendgate.state.sqlite_writer import GroupCommitWriter, Op, Rows, Statement
 
 __all__ = ["SQLiteStore"]
 
-_HISTORY_DAYS = 30
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS consent (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -166,7 +165,7 @@ SELECT c.status, c.categories, c.source, c.evidence, c.recorded_at,
          AND w.recipient = i.recipient AND w.closed_at >= i.last_at)),
     (SELECT json_group_array(json_array(code, printf('%!.17g', at)))
         FROM (SELECT code, at FROM delivery_failures WHERE recipient = :r AND at > :failures_since
-              ORDER BY at DESC LIMIT 100)),
+              ORDER BY at DESC LIMIT :failures_limit)),
     (SELECT at FROM entry_points WHERE phone_number_id = :p AND recipient = :r)
 FROM (SELECT :r AS recipient) k
 LEFT JOIN (SELECT * FROM consent WHERE recipient = :r ORDER BY seq DESC LIMIT 1) c
@@ -375,24 +374,24 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         params = {
             "p": phone_number_id,
             "r": recipient,
-            "sends_since": now - _HISTORY_DAYS * 86400,
-            "failures_since": now - FAILURE_HISTORY_SECONDS,
+            "sends_since": now - HISTORY_SECONDS,
+            "failures_since": now - HISTORY_SECONDS,
+            "failures_limit": FAILURE_LIMIT,
             "data": PLACE_DATA,
         }
         row = self._read.execute(_RECIPIENT_FACTS, params).fetchone()
         consent = None
         if row[0] is not None:
             consent = ConsentRecord(recipient, row[0], tuple(orjson.loads(row[1])), row[2], row[3], row[4])
-        sends = [(pid, wid, category, float(at)) for pid, wid, category, at in orjson.loads(row[8])]
-        same_business = (lambda s: s[1] == waba_id) if waba_id is not None else (lambda s: s[0] == phone_number_id)
-        return RecipientFacts(
+        return recipient_facts(
+            phone_number_id,
+            waba_id,
+            now,
             consent=consent,
             place=(row[6], row[7]) if row[5] else None,
             last_inbound_at=row[9],
-            last_sent_at=next((s[3] for s in sends if s[0] == phone_number_id), None),
-            pair_sent_at=pair_history((s[3] for s in sends if s[0] == phone_number_id), now),
-            marketing_sent_at=[s[3] for s in sends if s[2] == "marketing" and same_business(s)],
-            delivery_failures=[{"code": code, "at": float(at)} for code, at in orjson.loads(row[10])],
+            sends=[(pid, wid, category, float(at)) for pid, wid, category, at in orjson.loads(row[8])],
+            failures=[(code, float(at)) for code, at in orjson.loads(row[10])],
             free_entry_point_at=row[11],
         )
 

@@ -38,6 +38,7 @@ from sendgate.state.base import (
     PruneResult,
     ReviewRecord,
 )
+from sendgate.state.rules import HISTORY_SECONDS, check_review
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -46,9 +47,7 @@ __all__ = ["NEW_DECISION_COLUMNS", "ReviewQueries", "count_rows", "id_floor", "m
 
 HOUR = 3600
 DAY = 86400
-HISTORY_SECONDS = 30 * 86400  # send history the frequency rules read (see SQLiteStore.send_history)
 PRUNE_BATCH = 2000  # records per write transaction: pruning never holds the writer for long
-MAX_NOTE = 4000
 
 # Columns added to `decisions` after its first release: ALTERed into older files on open.
 NEW_DECISION_COLUMNS = (
@@ -347,10 +346,7 @@ class ReviewQueries:
     # -- review trail ---------------------------------------------------------------
 
     async def add_review(self, review: ReviewRecord) -> ReviewRecord | None:
-        if not review.reviewer:
-            raise InvalidRecord("a review needs a reviewer")
-        if len(review.note) > MAX_NOTE:
-            raise InvalidRecord(f"a review note is at most {MAX_NOTE} characters")
+        check_review(review)
         if self._read.execute("SELECT 1 FROM decisions WHERE id = ?", (review.decision_id,)).fetchone() is None:
             return None
 

@@ -7,8 +7,6 @@ What each write promises (idempotence under redelivery, ordering) is the interfa
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import sqlite3
 import time
 from collections.abc import Callable
@@ -18,16 +16,23 @@ import orjson
 from cachetools import TTLCache
 
 from sendgate.state.base import ConsentRecord
+from sendgate.state.rules import (
+    CONSENT_ACTIONS,
+    apply_template_change,
+    delivery_status_advances,
+    match_templates,
+    merge_consent_event,
+    most_severe_status,
+    optout_second,
+    template_changes,
+    template_event_applies,
+    template_event_key,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-__all__ = ["CONSENT_ACTIONS", "DELIVERY_RANK", "FAILURE_HISTORY_SECONDS", "WebhookQueries", "migrate_webhooks"]
-
-FAILURE_HISTORY_SECONDS = 30 * 86400  # delivery failures the policy input shows
-DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5}
-CONSENT_ACTIONS = frozenset({"opt_out", "resubscribe", "resume"})
-_SEVERITY = ("DELETED", "DISABLED", "RESTRICTED", "SCHEDULED_FOR_DISABLE", "VIOLATION", "FLAGGED")
+__all__ = ["WebhookQueries", "migrate_webhooks"]
 
 _SCHEMA = (
     # Webhook events applied, or that found the state already holding them: a redelivery changes nothing.
@@ -80,12 +85,15 @@ def migrate_webhooks(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _latest_consent(conn: sqlite3.Connection, recipient: str, status: str | None = None) -> tuple[Any, ...] | None:
+def _latest_consent(conn: sqlite3.Connection, recipient: str, status: str | None = None) -> ConsentRecord | None:
     where = "recipient = ?" + (" AND status = ?" if status else "")
     args = (recipient, status) if status else (recipient,)
-    return conn.execute(
-        f"SELECT status, categories, recorded_at FROM consent WHERE {where} ORDER BY seq DESC LIMIT 1", args
+    row = conn.execute(
+        "SELECT recipient, status, categories, source, evidence, recorded_at FROM consent"
+        f" WHERE {where} ORDER BY seq DESC LIMIT 1",
+        args,
     ).fetchone()
+    return None if row is None else ConsentRecord(row[0], row[1], tuple(orjson.loads(row[2])), *row[3:])
 
 
 class WebhookQueries:
@@ -142,16 +150,15 @@ class WebhookQueries:
     async def record_delivery_status(
         self, message_id: str, status: str, at: float, error: str | None
     ) -> tuple[str, str] | None:
-        rank = DELIVERY_RANK.get(status)
-        if rank is None:
-            return None
+        if not delivery_status_advances(None, status):
+            return None  # not a status at all
 
         def op(conn: sqlite3.Connection) -> tuple[str, str] | None:
             row = conn.execute(
                 "SELECT id, account, delivery_status FROM decisions WHERE upstream_message_id = ? LIMIT 1",
                 (message_id,),
             ).fetchone()
-            if row is None or DELIVERY_RANK.get(row[2] or "", 0) >= rank:
+            if row is None or not delivery_status_advances(row[2], status):
                 return None
             conn.execute(
                 "UPDATE decisions SET delivery_status = ?, delivery_at = ?, delivery_error = ? WHERE id = ?",
@@ -170,64 +177,39 @@ class WebhookQueries:
         or not; `webhook_events` the keys seen. Both change in the transaction of the append."""
         if action not in CONSENT_ACTIONS:
             raise ValueError(f"unknown consent action {action!r}")
-        second = math.floor(record.recorded_at)
 
         def op(conn: sqlite3.Connection) -> ConsentRecord | None:
             if conn.execute("SELECT 1 FROM webhook_events WHERE key = ?", (key,)).fetchone() is not None:
                 return None
-
-            def seen() -> None:
-                conn.execute("INSERT INTO webhook_events VALUES (?, ?)", (key, record.recorded_at))
-
             latest = _latest_consent(conn, record.recipient)
-            latest_categories = set(orjson.loads(latest[1])) if latest else set()
-            new = record
+            last_opt_in = latest if latest is not None and latest.status == "opted_in" else None
+            last_opt_in = last_opt_in or _latest_consent(conn, record.recipient, "opted_in")
+            optout = conn.execute("SELECT at FROM optout_events WHERE recipient = ?", (record.recipient,)).fetchone()
+            merge = merge_consent_event(
+                record, action, latest=latest, last_opt_in=last_opt_in, newest_optout_at=optout[0] if optout else None
+            )
             if action == "opt_out":
                 conn.execute(
                     "INSERT INTO optout_events VALUES (?, ?) ON CONFLICT (recipient)"
                     " DO UPDATE SET at = max(at, excluded.at)",
-                    (record.recipient, second),
+                    (record.recipient, optout_second(record)),
                 )
-                seen()
-                if latest is not None and latest[0] == "opted_out" and (
-                    not latest_categories or (record.categories and set(record.categories) <= latest_categories)
-                ):
-                    return None
-            else:
-                if latest is not None and second <= math.floor(latest[2]):
-                    return None
-                optout = conn.execute("SELECT at FROM optout_events WHERE recipient = ?", (record.recipient,))
-                newest_optout = optout.fetchone()
-                if newest_optout is not None and second <= newest_optout[0]:
-                    return None
-                previous = latest if latest is not None and latest[0] == "opted_in" else None
-                previous = previous or _latest_consent(conn, record.recipient, "opted_in")
-                held = tuple(orjson.loads(previous[1])) if previous else ()
-                if action == "resubscribe":
-                    if latest is None:
-                        return None
-                    seen()
-                    if latest[0] != "opted_out":
-                        return None
-                    categories = held or record.categories
-                else:
-                    categories = tuple(dict.fromkeys([*held, *record.categories]))
-                    seen()
-                    if latest is not None and latest[0] == "opted_in" and set(categories) <= latest_categories:
-                        return None
-                new = dataclasses.replace(record, categories=categories)
-            conn.execute(
-                "INSERT INTO consent (recipient, status, categories, source, evidence, recorded_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    new.recipient,
-                    new.status,
-                    orjson.dumps(list(new.categories)).decode(),
-                    new.source,
-                    new.evidence,
-                    new.recorded_at,
-                ),
-            )
+            if merge.seen:
+                conn.execute("INSERT INTO webhook_events VALUES (?, ?)", (key, record.recorded_at))
+            new = merge.append
+            if new is not None:
+                conn.execute(
+                    "INSERT INTO consent (recipient, status, categories, source, evidence, recorded_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        new.recipient,
+                        new.status,
+                        orjson.dumps(list(new.categories)).decode(),
+                        new.source,
+                        new.evidence,
+                        new.recorded_at,
+                    ),
+                )
             return new
 
         return await self._write(op)
@@ -246,7 +228,7 @@ class WebhookQueries:
         quality: str | None = None,
         category: str | None = None,
     ) -> bool | None:
-        changes = {k: v for k, v in (("status", status), ("quality", quality), ("category", category)) if v}
+        changes = template_changes(status, quality, category)
         if not changes:
             return False
 
@@ -256,35 +238,24 @@ class WebhookQueries:
                 return None
             body = orjson.loads(row[0])
             templates = body.get("data", [])
-            matches = [t for t in templates if template_id is not None and str(t.get("id")) == template_id]
-            if not matches and name is not None:
-                matches = [
-                    t for t in templates if t.get("name") == name and (language is None or t.get("language") == language)
-                ]
+            matches = match_templates(templates, template_id, name, language)
             if not matches:
                 return None
             applied = False
             for template in matches:
-                key = f"{template.get('name')}:{template.get('language')}"
+                key = template_event_key(template)
                 for field_name, value in changes.items():
                     seen = conn.execute(
                         "SELECT at FROM template_events WHERE waba_id = ? AND template = ? AND field = ?",
                         (waba_id, key, field_name),
                     ).fetchone()
-                    if seen is not None and seen[0] > at:
-                        continue  # a newer change to this field was applied already
+                    if not template_event_applies(seen[0] if seen else None, at):
+                        continue
                     conn.execute(
                         "INSERT OR REPLACE INTO template_events VALUES (?, ?, ?, ?)", (waba_id, key, field_name, at)
                     )
                     applied = True
-                    if field_name == "status":
-                        template["status"] = value
-                    elif field_name == "quality":
-                        template["quality_score"] = {"score": value, "date": int(at)}
-                    else:
-                        if template.get("category") != value:
-                            template["previous_category"] = template.get("category")
-                        template["category"] = value
+                    apply_template_change(template, field_name, value, at)
                 conn.execute(
                     "UPDATE templates SET status = ?, category = ? WHERE waba_id = ? AND name = ? AND language = ?",
                     (
@@ -385,14 +356,12 @@ class WebhookQueries:
             (phone_number_id, waba_id or ""),
         ).fetchall()
         fields: dict[tuple[str, str], str | None] = {(scope, name): value for scope, name, value in rows}
-        statuses = [s for s in (fields.get(("phone", "status")), fields.get(("waba", "status"))) if s]
-        statuses.sort(key=lambda s: _SEVERITY.index(s) if s in _SEVERITY else len(_SEVERITY))
         pause = self._read.execute(
             "SELECT alert, message, since FROM marketing_pauses WHERE phone_number_id = ?", (phone_number_id,)
         ).fetchone()
         state = {
             "quality": fields.get(("phone", "quality")),
-            "status": statuses[0] if statuses else None,
+            "status": most_severe_status([fields.get(("phone", "status")), fields.get(("waba", "status"))]),
             "messaging_limit": fields.get(("phone", "messaging_limit")),
             "marketing_paused": None if pause is None else {"alert": pause[0], "message": pause[1], "since": pause[2]},
         }
