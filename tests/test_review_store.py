@@ -15,7 +15,7 @@ from sendgate.gateway.recorder import recipient_key
 from sendgate.ids import DecisionIds
 from sendgate.state import DecisionQuery, DecisionRecord, InvalidRecord, ReviewRecord, SendRecord
 from sendgate.state.sqlite import SQLiteStore
-from sendgate.state.sqlite_review import id_floor
+from sendgate.state.sqlite.review import id_floor
 
 from .review_seed import ACCOUNTS, seed, synthetic
 
@@ -192,7 +192,7 @@ async def test_prune_removes_old_records_their_rules_and_notes_only(
 
 
 async def test_prune_works_in_batches(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sendgate.state.sqlite_review as review_sql
+    import sendgate.state.sqlite.review as review_sql
 
     monkeypatch.setattr(review_sql, "PRUNE_BATCH", 7)
     records = await seed(store, NOW, 60, span=86400)

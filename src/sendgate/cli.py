@@ -16,7 +16,7 @@ from sendgate.config import Config, ConfigError, load_config
 from sendgate.masking import mask_recipient
 from sendgate.policy import EngineError, PolicyLoadError
 from sendgate.policy.cli import add_policy_commands
-from sendgate.state import ConsentLedger, InvalidRecord, TemplateCatalog, WebhookState, run_with_store
+from sendgate.state import ConsentLedger, InvalidRecord, StateURLError, TemplateCatalog, WebhookState, run_with_store
 
 __all__ = ["main"]
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.sub_config or args.config)
         return args.handler(config, args)
-    except (ConfigError, InvalidRecord, PolicyLoadError, EngineError, OSError, orjson.JSONDecodeError) as exc:
+    except (ConfigError, StateURLError, InvalidRecord, PolicyLoadError, EngineError, OSError, orjson.JSONDecodeError) as exc:
         print(f"sendgate: {exc}", file=sys.stderr)
         return 2
 

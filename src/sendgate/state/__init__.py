@@ -65,18 +65,38 @@ __all__ = [
     "Store",
     "StoreError",
     "TemplateFacts",
+    "BACKENDS",
+    "StateURLError",
     "open_store",
     "run_with_store",
 ]
 
 
-def open_store(url: str) -> Store:
-    """Open the store a `state` URL names (`sqlite:///path`)."""
+class StateURLError(ValueError):
+    """The `state` URL names no backend this sendgate has, or is malformed for its backend."""
+
+
+def _open_sqlite(url: str) -> Store:
     from sendgate.state.sqlite import SQLiteStore
 
-    if not url.startswith("sqlite:///"):
-        raise ValueError(f"unsupported state URL {url!r}: use sqlite:///path")
-    return SQLiteStore(url.removeprefix("sqlite:///"))
+    path = url.removeprefix("sqlite:///")
+    if path == url or not path:
+        raise StateURLError(f"state: a SQLite URL is sqlite:///path (three slashes, then the file), got {url!r}")
+    return SQLiteStore(path)
+
+
+# Backends by URL scheme: a new backend is one entry here and its own package.
+BACKENDS: dict[str, Callable[[str], Store]] = {"sqlite": _open_sqlite}
+
+
+def open_store(url: str) -> Store:
+    """Open the store a `state` URL names (`sqlite:///path`); the only place state URLs are parsed."""
+    scheme, sep, _ = url.partition("://")
+    opener = BACKENDS.get(scheme) if sep else None
+    if opener is None:
+        known = ", ".join(f"{name}://" for name in sorted(BACKENDS))
+        raise StateURLError(f"state: unsupported URL {url!r}; this sendgate knows {known}")
+    return opener(url)
 
 
 def run_with_store(url: str, work: Callable[[Store], Awaitable[int]]) -> int:

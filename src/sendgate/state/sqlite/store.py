@@ -1,7 +1,7 @@
 """SQLite store: reads on the caller's thread, writes through one group-committing writer.
 
 Reads are short indexed lookups, cheaper than a thread hop, so they run inline.
-Writes go to a single writer thread (`sqlite_writer.py`) that commits whatever has
+Writes go to a single writer thread (`writer.py`) that commits whatever has
 queued up in one transaction (group commit): a send awaits the commit of its
 decision record before it is forwarded, so every message that reached Meta has a
 committed record even if the process is killed, and a burst of sends shares one
@@ -33,113 +33,12 @@ from sendgate.state.base import (
 )
 from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, recipient_facts
 from sendgate.state.catalog import count_placeholders, validate_catalog
-from sendgate.state.sqlite_review import UPSERT_COUNT, ReviewQueries, count_rows, migrate
-from sendgate.state.sqlite_webhooks import WebhookQueries, migrate_webhooks
-from sendgate.state.sqlite_writer import GroupCommitWriter, Op, Rows, Statement
+from sendgate.state.sqlite.review import UPSERT_COUNT, ReviewQueries, count_rows
+from sendgate.state.sqlite.schema import migrate
+from sendgate.state.sqlite.webhooks import WebhookQueries
+from sendgate.state.sqlite.writer import GroupCommitWriter, Op, Rows, Statement
 
 __all__ = ["SQLiteStore"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS consent (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    recipient TEXT NOT NULL,
-    status TEXT NOT NULL,
-    categories TEXT NOT NULL,
-    source TEXT,
-    evidence TEXT,
-    recorded_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS consent_recipient ON consent (recipient, seq);
-
-CREATE TABLE IF NOT EXISTS catalogs (
-    waba_id TEXT PRIMARY KEY,
-    body TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS templates (
-    waba_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    language TEXT NOT NULL,
-    status TEXT NOT NULL,
-    category TEXT,
-    placeholders TEXT NOT NULL,
-    PRIMARY KEY (waba_id, name, language)
-);
-
--- Where each known recipient's number is (sendgate.places), kept when the number is learnt of
--- (consent, inbound) so the send path reads it instead of running phonenumbers per message.
-CREATE TABLE IF NOT EXISTS places (
-    recipient TEXT PRIMARY KEY,
-    country TEXT,
-    timezone TEXT,
-    data TEXT NOT NULL  -- the metadata that placed it (sendgate.places.PLACE_DATA)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS inbound (
-    phone_number_id TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    last_at REAL NOT NULL,
-    PRIMARY KEY (phone_number_id, recipient)
-);
-
-CREATE TABLE IF NOT EXISTS sends (
-    decision_id TEXT PRIMARY KEY,
-    phone_number_id TEXT NOT NULL,
-    waba_id TEXT,
-    recipient TEXT NOT NULL,
-    category TEXT,
-    sent_at REAL NOT NULL,
-    failed INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS sends_recipient ON sends (recipient, sent_at);
-
-CREATE TABLE IF NOT EXISTS decisions (
-    id TEXT PRIMARY KEY,
-    ts REAL NOT NULL,
-    endpoint TEXT NOT NULL,
-    api_version TEXT NOT NULL,
-    account TEXT NOT NULL,
-    waba_id TEXT,
-    recipient TEXT,
-    recipient_key TEXT,
-    type TEXT,
-    template TEXT,
-    category TEXT,
-    decision TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    forwarded INTEGER NOT NULL,
-    reasons TEXT NOT NULL,
-    warnings TEXT NOT NULL,
-    retry_after INTEGER,
-    policy_revision TEXT,
-    eval_us REAL,
-    upstream_status INTEGER,
-    upstream_message_id TEXT,
-    upstream_error_code INTEGER,
-    upstream_error TEXT,
-    content TEXT
-);
-CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
-CREATE INDEX IF NOT EXISTS decisions_decision ON decisions (decision, id);
-CREATE INDEX IF NOT EXISTS decisions_account ON decisions (account, id);
-CREATE INDEX IF NOT EXISTS decisions_recipient ON decisions (recipient_key, id);
-CREATE INDEX IF NOT EXISTS decisions_message ON decisions (upstream_message_id);
--- Forwarded records still waiting for Meta's answer: a handful at any time, found on start
--- without scanning the log (`mark_outcome_unknown`).
-CREATE INDEX IF NOT EXISTS decisions_unanswered ON decisions (ts)
-    WHERE forwarded = 1 AND upstream_status IS NULL AND upstream_error IS NULL;
-CREATE TABLE IF NOT EXISTS decision_rules (
-    decision_id TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    PRIMARY KEY (rule, decision_id)
-) WITHOUT ROWID;
-
--- One row that `ping` (/readyz) rewrites: proof that a write commits, not just that the file opens.
-CREATE TABLE IF NOT EXISTS health (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    probed_at REAL NOT NULL
-);
-"""
 
 _DECISION_COLUMNS = (
     "id", "ts", "endpoint", "api_version", "account", "waba_id", "recipient", "recipient_key", "type",
@@ -226,8 +125,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class SQLiteStore(ReviewQueries, WebhookQueries):
-    """The `Store` on one SQLite file. Listing, counts, reviews and pruning: `sqlite_review.py`;
-    what webhooks record (delivery status, failures, account state...): `sqlite_webhooks.py`."""
+    """The `Store` on one SQLite file. Listing, counts, reviews and pruning: `review.py`;
+    what webhooks record (delivery status, failures, account state...): `webhooks.py`; the
+    schema and its migrations: `schema.py`."""
 
     _select_columns = ", ".join(f"d.{column}" for column in _DECISION_COLUMNS)
 
@@ -235,9 +135,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._read = _connect(self.path)
-        self._read.executescript(_SCHEMA)
         migrate(self._read)
-        migrate_webhooks(self._read)
         self._writer = GroupCommitWriter(lambda: _connect(self.path), UPSERT_COUNT)
         self._writer.start()
         # Catalog facts change rarely and are read on every template send.

@@ -8,7 +8,6 @@ What each write promises (idempotence under redelivery, ordering) is the interfa
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,58 +31,7 @@ from sendgate.state.rules import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-__all__ = ["WebhookQueries", "migrate_webhooks"]
-
-_SCHEMA = (
-    # Webhook events applied, or that found the state already holding them: a redelivery changes nothing.
-    "CREATE TABLE IF NOT EXISTS webhook_events (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID",
-    # The newest opt-out event seen per recipient (whole seconds), appended or not: no opt-in older
-    # than it, or of the same second, goes in.
-    "CREATE TABLE IF NOT EXISTS optout_events (recipient TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID",
-    """CREATE TABLE IF NOT EXISTS entry_points (
-        phone_number_id TEXT NOT NULL, recipient TEXT NOT NULL, at REAL NOT NULL, source TEXT,
-        PRIMARY KEY (phone_number_id, recipient)) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS window_closures (
-        phone_number_id TEXT NOT NULL, recipient TEXT NOT NULL, closed_at REAL NOT NULL,
-        PRIMARY KEY (phone_number_id, recipient)) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS delivery_failures (
-        message_id TEXT NOT NULL, code INTEGER NOT NULL, recipient TEXT NOT NULL, phone_number_id TEXT,
-        at REAL NOT NULL, PRIMARY KEY (message_id, code)) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS delivery_failures_recipient ON delivery_failures (recipient, at)",
-    """CREATE TABLE IF NOT EXISTS account_state (
-        scope TEXT NOT NULL, id TEXT NOT NULL, field TEXT NOT NULL, value TEXT, at REAL NOT NULL, detail TEXT,
-        PRIMARY KEY (scope, id, field)) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS phone_numbers (
-        phone_number_id TEXT PRIMARY KEY, display_phone_number TEXT, waba_id TEXT, seen_at REAL NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS phone_numbers_display ON phone_numbers (display_phone_number)",
-    """CREATE TABLE IF NOT EXISTS template_events (
-        waba_id TEXT NOT NULL, template TEXT NOT NULL, field TEXT NOT NULL, at REAL NOT NULL,
-        PRIMARY KEY (waba_id, template, field)) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS marketing_pauses (
-        phone_number_id TEXT PRIMARY KEY, alert TEXT NOT NULL, message TEXT NOT NULL, since REAL NOT NULL)""",
-)
-
-
-def migrate_webhooks(conn: sqlite3.Connection) -> None:
-    """Create this module's tables (idempotent, safe with a second process)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'consent_events'").fetchone():
-            # Before: the newest consent event of either kind. As opt-out times they only keep older
-            # opt-ins out (the safe side); one dated in the future is brought back to now.
-            conn.execute(
-                "INSERT INTO optout_events SELECT recipient, min(CAST(at AS INTEGER), ?) FROM consent_events WHERE true"
-                " ON CONFLICT (recipient) DO UPDATE SET at = max(at, excluded.at)",
-                (int(time.time()),),
-            )
-            conn.execute("DROP TABLE consent_events")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
+__all__ = ["WebhookQueries"]
 
 def _latest_consent(conn: sqlite3.Connection, recipient: str, status: str | None = None) -> ConsentRecord | None:
     where = "recipient = ?" + (" AND status = ?" if status else "")

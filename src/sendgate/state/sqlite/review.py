@@ -1,7 +1,6 @@
 """The decision log's review side on SQLite: filtered listing, hourly counts, the review trail, pruning.
 
-`SQLiteStore` mixes `ReviewQueries` in; the schema here is applied (and older files migrated)
-when a store opens.
+`SQLiteStore` mixes `ReviewQueries` in; the tables and indexes are in `schema.py`.
 
 Listing stays fast on millions of records because every filter has an index that also yields
 rows newest first, so a page reads about as many rows as it shows:
@@ -43,51 +42,11 @@ from sendgate.state.rules import HISTORY_SECONDS, check_review
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-__all__ = ["NEW_DECISION_COLUMNS", "ReviewQueries", "count_rows", "id_floor", "migrate", "rebuild_counts"]
+__all__ = ["ReviewQueries", "count_rows", "id_floor", "rebuild_counts"]
 
 HOUR = 3600
 DAY = 86400
 PRUNE_BATCH = 2000  # records per write transaction: pruning never holds the writer for long
-
-# Columns added to `decisions` after its first release: ALTERed into older files on open.
-NEW_DECISION_COLUMNS = (
-    ("facts", "TEXT"),
-    ("delivery_status", "TEXT"),
-    ("delivery_at", "REAL"),
-    ("delivery_error", "TEXT"),
-    ("engine_decision_id", "TEXT"),
-)
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS reviews (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        decision_id TEXT NOT NULL,
-        reviewer TEXT NOT NULL,
-        note TEXT NOT NULL,
-        reviewed_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS reviews_decision ON reviews (decision_id, seq)",
-    """CREATE TRIGGER IF NOT EXISTS reviews_append_only BEFORE UPDATE ON reviews
-    BEGIN
-        SELECT RAISE(ABORT, 'the review trail is append-only');
-    END""",
-    "CREATE INDEX IF NOT EXISTS decisions_template ON decisions (template, id)",
-    "CREATE INDEX IF NOT EXISTS decisions_rejected ON decisions (id) WHERE decision != 'allow'",
-    "CREATE INDEX IF NOT EXISTS decisions_shadow ON decisions (id) WHERE mode = 'shadow' AND decision IN ('deny', 'defer')",
-)
-
-_COUNTS_SCHEMA = """
-CREATE TABLE decision_counts (
-    span INTEGER NOT NULL,  -- 3600: an hour row, 86400: a day row
-    start INTEGER NOT NULL,  -- Unix seconds, a multiple of span
-    dim TEXT NOT NULL,
-    key TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (span, start, dim, key, decision, mode)
-) WITHOUT ROWID;
-"""
 
 UPSERT_COUNT = (  # parameters: a count_rows() row, then how many decisions it counts
     "INSERT INTO decision_counts (span, start, dim, key, decision, mode, n) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -165,28 +124,6 @@ def rebuild_counts(conn: sqlite3.Connection, since: int | None = None, until: in
         conn.execute(sql, (since, until))
     conn.execute("DELETE FROM decision_counts WHERE span = ? AND start >= ? AND start < ?", (DAY, day_since, day_until))
     conn.execute(_DAYS_FROM_HOURS, (day_since, day_until))
-
-
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a store file up to this version's schema (idempotent, safe with a second process)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        present = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
-        for name, kind in NEW_DECISION_COLUMNS:
-            if name not in present:
-                conn.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        has_counts = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decision_counts'"
-        ).fetchone()
-        if not has_counts:
-            conn.execute(_COUNTS_SCHEMA)
-            rebuild_counts(conn)  # a file from before the rollup: count what it already holds
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _placeholders(n: int) -> str:
