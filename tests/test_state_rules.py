@@ -11,6 +11,8 @@ from sendgate.state.rules import (
     PAIR_HISTORY_LIMIT,
     apply_template_change,
     check_review,
+    count_keys,
+    decision_rules,
     delivery_status_advances,
     match_templates,
     merge_consent_event,
@@ -135,3 +137,15 @@ def test_review_notes_need_a_reviewer_and_a_bounded_note() -> None:
         check_review(ReviewRecord("d", "", "ok", 1.0))
     with pytest.raises(InvalidRecord, match=str(MAX_NOTE)):
         check_review(ReviewRecord("d", "ana", "x" * (MAX_NOTE + 1), 1.0))
+
+
+def test_counts_key_every_decision_by_account_and_rejections_by_template_and_rule() -> None:
+    reasons = [{"rule": "window.closed"}, {"rule": "consent.required"}, {"rule": "window.closed"}, {"message": "x"}, "odd"]
+    rules = decision_rules(reasons)
+    assert rules == ["consent.required", "window.closed"]
+    assert count_keys("allow", "111", "spring_sale", rules) == [("all", ""), ("account", "111")]
+    assert count_keys("deny", "111", "spring_sale", rules) == [
+        ("all", ""), ("account", "111"), ("template", "spring_sale"), ("rule", "consent.required"),
+        ("rule", "window.closed"),
+    ]  # fmt: skip
+    assert count_keys("defer", "111", None, []) == [("all", ""), ("account", "111")]

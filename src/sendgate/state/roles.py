@@ -178,7 +178,8 @@ class DecisionLog(Protocol):
         self, since: float, until: float, bucket: int | None = None, dimension: str | None = None
     ) -> list[DecisionCount]:
         """Exact counts of the records with `since <= timestamp < until`, per `bucket` seconds (a
-        whole number of hours; None: one bucket) and dimension (see `DecisionCount`)."""
+        whole number of hours; None: one bucket) and dimension (see `DecisionCount`; which keys a
+        record counts under: `rules.count_keys`)."""
         ...
 
     async def prune_decisions(self, before: float, now: float) -> PruneResult:

@@ -28,6 +28,8 @@ __all__ = [
     "ConsentMerge",
     "apply_template_change",
     "check_review",
+    "count_keys",
+    "decision_rules",
     "delivery_status_advances",
     "match_templates",
     "merge_consent_event",
@@ -239,6 +241,26 @@ def most_severe_status(statuses: Iterable[str | None]) -> str | None:
     """The most severe of the given account statuses (unknown ones rank last), None when none."""
     known = sorted((s for s in statuses if s), key=lambda s: SEVERITY.index(s) if s in SEVERITY else len(SEVERITY))
     return known[0] if known else None
+
+
+# -- decision counts ----------------------------------------------------------------------
+
+
+def decision_rules(reasons: Iterable[Any]) -> list[str]:
+    """The rule ids a record's reasons name, sorted and once each: what the rule filter and the
+    `rule` counts key on."""
+    return sorted({r["rule"] for r in reasons if isinstance(r, dict) and isinstance(r.get("rule"), str)})
+
+
+def count_keys(decision: str, account: str, template: str | None, rules: Iterable[str]) -> list[tuple[str, str]]:
+    """The (dimension, key) pairs one decision counts under (`DecisionCount`): every decision under
+    `all` and its account; a rejection also under its template and each of its rules."""
+    keys = [("all", ""), ("account", account)]
+    if decision != "allow":
+        if template is not None:
+            keys.append(("template", template))
+        keys.extend(("rule", rule) for rule in rules)
+    return keys
 
 
 # -- review trail -----------------------------------------------------------------------

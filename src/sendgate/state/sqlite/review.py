@@ -37,7 +37,7 @@ from sendgate.state.base import (
     PruneResult,
     ReviewRecord,
 )
-from sendgate.state.rules import HISTORY_SECONDS, check_review
+from sendgate.state.rules import HISTORY_SECONDS, check_review, count_keys, decision_rules
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -91,27 +91,13 @@ def _hour(ts: float) -> int:
     return int(ts // HOUR) * HOUR
 
 
-def _keys(decision: str, account: str, template: str | None, rules: Iterable[str]) -> list[tuple[str, str]]:
-    keys = [("all", ""), ("account", account)]
-    if decision != "allow":
-        if template is not None:
-            keys.append(("template", template))
-        keys.extend(("rule", rule) for rule in rules)
-    return keys
-
-
 def count_rows(record: DecisionRecord, rules: Iterable[str]) -> list[tuple[Any, ...]]:
     """`UPSERT_COUNT` parameters for one new decision record: its hour row and its day row per key."""
     hour = _hour(record.timestamp)
     day = int(record.timestamp // DAY) * DAY
-    keys = _keys(record.decision, record.account, record.template, rules)
+    keys = count_keys(record.decision, record.account, record.template, rules)
     return [(span, start, dim, key, record.decision, record.mode) for span, start in ((HOUR, hour), (DAY, day))
             for dim, key in keys]  # fmt: skip
-
-
-def rules_of(reasons: Sequence[Any]) -> list[str]:
-    """The rule ids `decision_rules` indexes for a record's reasons."""
-    return sorted({r["rule"] for r in reasons if isinstance(r, dict) and isinstance(r.get("rule"), str)})
 
 
 def rebuild_counts(conn: sqlite3.Connection, since: int | None = None, until: int | None = None) -> None:
@@ -275,8 +261,8 @@ class ReviewQueries:
         )
         for ts, decision, mode, account, template, reasons in rows:
             b = None if bucket is None else float(int(ts // bucket) * bucket)
-            rules = rules_of(orjson.loads(reasons)) if decision != "allow" else ()
-            for dim, key in _keys(decision, account, template, rules):
+            rules = decision_rules(orjson.loads(reasons)) if decision != "allow" else ()
+            for dim, key in count_keys(decision, account, template, rules):
                 if dimension is None or dim == dimension:
                     totals[(b, dim, key, decision, mode)] += 1
 
@@ -322,7 +308,7 @@ class ReviewQueries:
             if not rows:
                 return 0, 0
             ids = [row[0] for row in rows]
-            pairs = [(rule, row[0]) for row in rows for rule in rules_of(orjson.loads(row[1]))]
+            pairs = [(rule, row[0]) for row in rows for rule in decision_rules(orjson.loads(row[1]))]
             conn.executemany("DELETE FROM decision_rules WHERE rule = ? AND decision_id = ?", pairs)
             removed_reviews = conn.execute(
                 f"DELETE FROM reviews WHERE decision_id IN ({_placeholders(len(ids))})", ids

@@ -31,7 +31,7 @@ from sendgate.state.base import (
     StoreError,
     TemplateFacts,
 )
-from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, recipient_facts
+from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, decision_rules, recipient_facts
 from sendgate.state.catalog import count_placeholders, validate_catalog
 from sendgate.state.sqlite.review import UPSERT_COUNT, ReviewQueries, count_rows
 from sendgate.state.sqlite.schema import migrate
@@ -296,7 +296,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
     # -- decision log ---------------------------------------------------------------
 
     async def log_decision(self, record: DecisionRecord, send: SendRecord | None = None) -> None:
-        rules = sorted({r["rule"] for r in record.reasons if isinstance(r.get("rule"), str)})
+        rules = decision_rules(record.reasons)
         statements: list[Statement] = [(_INSERT_DECISION, [_decision_row(record)])]
         if rules:
             statements.append(("INSERT OR IGNORE INTO decision_rules VALUES (?, ?)", [(record.id, r) for r in rules]))
