@@ -37,8 +37,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sendgate.gateway.recorder import recipient_key  # noqa: E402
 from sendgate.ids import DecisionIds  # noqa: E402
-from sendgate.state.sqlite import _DECISION_COLUMNS, SQLiteStore  # noqa: E402
-from sendgate.state.sqlite_review import rebuild_counts  # noqa: E402
+from sendgate.state.sqlite.store import _DECISION_COLUMNS, SQLiteStore  # noqa: E402
+from sendgate.state.sqlite.review import rebuild_counts  # noqa: E402
+from sendgate.state.sqlite.schema import SCHEMA  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token"
 SPAN = 30 * 86400
@@ -145,9 +146,10 @@ def generate(path: Path, count: int, now: float, seed: int = 1) -> dict[str, Any
     conn.execute("BEGIN")
     conn.executemany("INSERT INTO reviews (decision_id, reviewer, note, reviewed_at) VALUES (?, ?, ?, ?)", reviews)
     rebuild_counts(conn)
+    for statement in SCHEMA:  # recreates the indexes dropped above (the file's version is current)
+        conn.execute(statement)
     conn.execute("COMMIT")
     conn.close()
-    SQLiteStore(path)._read.close()  # recreates the indexes
     sample["template"] = TEMPLATES[7]
     sample["account"] = ACCOUNTS[3]
     sample["reviews"] = len(reviews)

@@ -15,7 +15,7 @@ from sendgate.config import load_config
 from sendgate.fakegraph import FakeGraph
 from sendgate.policy.bundle import PolicyBundle, write_bundle
 from sendgate.policy.embedded import EmbeddedEngine
-from sendgate.state import Store
+from sendgate.state import Store, open_store
 
 from .opa_support import OpaServer, require_tool
 from .services import (  # fixtures, for every test module
@@ -89,6 +89,29 @@ def opa_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpaServer]:
     server = OpaServer(opa, ["--bundle", str(bundle)], root / "opa.log")
     yield server
     server.stop()
+
+
+def _sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+# The contract suite: every test taking `store` runs on each backend. A backend plugs in with a
+# function giving a state URL to a new, empty store of its kind (a throwaway database).
+STORE_BACKENDS: dict[str, Callable[[Path], str]] = {"sqlite": _sqlite_url}
+
+
+@pytest.fixture(params=sorted(STORE_BACKENDS))
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The state URL of a new, empty store of each backend in turn."""
+    return STORE_BACKENDS[request.param](tmp_path)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """A new, empty store of each backend in turn, used only through the `Store` interface."""
+    opened = open_store(store_url)
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

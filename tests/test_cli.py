@@ -110,3 +110,21 @@ def test_policy_test_reports_passes_and_failures(config: Path, tmp_path: Path, c
     code, out, _ = run(capsys, "policy", "test", "--dir", str(broken))
     assert code == 1
     assert "data.sendgate_test.test_bad: FAIL" in out and "PASS: 1/2" in out and "FAIL: 1/2" in out
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ("mysql://db/sendgate", "unsupported URL 'mysql://db/sendgate'; this sendgate knows sqlite://"),
+        ("sqlite://relative.db", "a SQLite URL is sqlite:///path"),
+    ],
+)
+def test_a_state_url_no_backend_opens_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], state: str, message: str
+) -> None:
+    """Only `open_store` parses state URLs: config checks the form, the backends say the rest."""
+    path = tmp_path / "sendgate.yaml"
+    path.write_text(f"state: {state}\npolicy_dir: {POLICIES}\n")
+    code, out, err = run(capsys, "-c", str(path), "consent", "show", US_RECIPIENT)
+    assert code == 2 and out == ""
+    assert err.startswith("sendgate: state: ") and message in err

@@ -12,7 +12,7 @@ def test_defaults_without_a_file() -> None:
     assert config.listen == "127.0.0.1:8080"
     assert (config.host, config.port) == ("127.0.0.1", 8080)
     assert config.upstream_url == "https://graph.facebook.com"
-    assert config.sqlite_path == Path(".sendgate/sendgate.db")
+    assert config.state == "sqlite:///.sendgate/sendgate.db"
     assert config.policy_dir == "policies"
     assert config.mode == "enforce"
     assert config.on_engine_error == "deny"
@@ -52,7 +52,7 @@ def test_environment_values_are_yaml() -> None:
         ({"SENDGATE_MODE": "audit"}, "mode must be"),
         ({"SENDGATE_ON_ENGINE_ERROR": "maybe"}, "on_engine_error"),
         ({"SENDGATE_UPSTREAM_URL": "https://graph.facebook.com/v23.0"}, "upstream_url"),
-        ({"SENDGATE_STATE": "postgres://x"}, "only sqlite"),
+        ({"SENDGATE_STATE": ".sendgate/sendgate.db"}, "state must be a URL"),
         ({"SENDGATE_ACCOUNTS": "[{waba_id: '1'}]"}, "phone_number_id"),
         ({"SENDGATE_ALLOW_UNKNOWN_ACCOUNTS": "'yes please'"}, "true or false"),
         ({"SENDGATE_LISTEN": "8080"}, "host:port"),

@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,8 +18,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from sendgate.state import OUTCOME_UNKNOWN
-from sendgate.state.sqlite import SQLiteStore
+from sendgate.state import OUTCOME_UNKNOWN, DecisionQuery, DecisionRecord, open_store
 
 from .conftest import APP_TOKEN, PHONE_NUMBER_ID, POLICIES, ROOT, WABA_ID
 
@@ -52,8 +50,8 @@ def _recipient(i: int) -> str:
 
 
 async def test_sigkill_under_load_loses_no_forwarded_record(tmp_path: Path) -> None:
-    db = tmp_path / "sendgate.db"
-    store = SQLiteStore(db)
+    state = f"sqlite:///{tmp_path / 'sendgate.db'}"
+    store = open_store(state)
     for i in range(SENDS):  # every recipient wrote in the last minute: all sends are allowed
         await store.record_inbound(PHONE_NUMBER_ID, _recipient(i), time.time() - 60)
     await store.close()
@@ -65,7 +63,7 @@ async def test_sigkill_under_load_loses_no_forwarded_record(tmp_path: Path) -> N
         **env,
         "SENDGATE_LISTEN": f"127.0.0.1:{gate_port}",
         "SENDGATE_UPSTREAM_URL": f"http://127.0.0.1:{fake_port}",
-        "SENDGATE_STATE": f"sqlite:///{db}",
+        "SENDGATE_STATE": state,
         "SENDGATE_POLICY_DIR": str(POLICIES),
         "SENDGATE_ACCOUNTS": orjson.dumps([{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID}]).decode(),
         "SENDGATE_LOG": "{level: WARNING}",
@@ -110,10 +108,9 @@ async def test_sigkill_under_load_loses_no_forwarded_record(tmp_path: Path) -> N
     reached_meta = {r["body"]["to"] for r in received if r["path"].endswith("/messages")}
     assert answered >= 300 and len(reached_meta) >= answered
     assert len(reached_meta) < SENDS, "the kill must land mid-load"
-    conn = sqlite3.connect(db)
-    logged = {row[0] for row in conn.execute("SELECT recipient FROM decisions WHERE forwarded = 1")}
-    open_after_kill = _forwarded_with_nothing(conn)
-    conn.close()
+    records = await _log(state)
+    logged = {r.recipient for r in records if r.forwarded}
+    open_after_kill = _forwarded_with_nothing(records)
     missing = reached_meta - logged
     assert not missing, f"{len(missing)} messages reached Meta without a committed record"
 
@@ -126,23 +123,29 @@ async def test_sigkill_under_load_loses_no_forwarded_record(tmp_path: Path) -> N
         if restarted.poll() is None:
             restarted.kill()
             restarted.wait()
-    conn = sqlite3.connect(db)
+    records = await _log(state)
+    assert _forwarded_with_nothing(records) == [], f"{len(open_after_kill)} were open after the kill"
+    marked = [r for r in records if r.upstream_error == OUTCOME_UNKNOWN]
+    assert sorted(r.id for r in marked) == sorted(open_after_kill)
+    # Meta may have delivered them: their sends keep counting (one send per recipient here).
+    store = open_store(state)
     try:
-        assert _forwarded_with_nothing(conn) == [], f"{len(open_after_kill)} were open after the kill"
-        marked = [row[0] for row in conn.execute("SELECT id FROM decisions WHERE upstream_error = ?", [OUTCOME_UNKNOWN])]
-        assert sorted(marked) == sorted(open_after_kill)
-        # Meta may have delivered them: their sends keep counting.
-        still_counted = conn.execute(
-            "SELECT count(*) FROM sends s JOIN decisions d ON d.id = s.decision_id WHERE d.upstream_error = ?"
-            " AND s.failed = 0",
-            (OUTCOME_UNKNOWN,),
-        ).fetchone()[0]
-        assert still_counted == len(marked)
+        for r in marked:
+            assert r.recipient is not None
+            facts = await store.recipient_facts(PHONE_NUMBER_ID, WABA_ID, r.recipient, time.time())
+            assert facts.last_sent_at is not None, r.id
     finally:
-        conn.close()
+        await store.close()
 
 
-def _forwarded_with_nothing(conn: sqlite3.Connection) -> list[str]:
-    return [row[0] for row in conn.execute(
-        "SELECT id FROM decisions WHERE forwarded = 1 AND upstream_status IS NULL AND upstream_error IS NULL"
-    )]  # fmt: skip
+async def _log(state: str) -> list[DecisionRecord]:
+    """The whole decision log, read through the store interface."""
+    store = open_store(state)
+    try:
+        return await store.decisions(DecisionQuery(limit=2 * SENDS))
+    finally:
+        await store.close()
+
+
+def _forwarded_with_nothing(records: list[DecisionRecord]) -> list[str]:
+    return [r.id for r in records if r.forwarded and r.upstream_status is None and r.upstream_error is None]

@@ -27,7 +27,7 @@ from sendgate.messages import normalize
 from sendgate.policy.base import ENTRYPOINT
 from sendgate.policy.bundle import PolicyBundle
 from sendgate.policy.embedded import compile_bundle
-from sendgate.state.base import PAIR_HISTORY_LIMIT, PAIR_HISTORY_SECONDS, pair_history
+from sendgate.state.rules import PAIR_HISTORY_LIMIT, PAIR_HISTORY_SECONDS, pair_history
 
 from .conftest import AFTERNOON, POLICIES
 
@@ -168,7 +168,7 @@ def long_runs(draw: st.DrawFn) -> list[float]:
 @given(bucket=st.sampled_from(BUCKETS), times=long_runs())
 def test_pair_rate_on_the_gateways_bounded_history_is_never_laxer(bucket: tuple[float, int],
                                                                    times: list[float]) -> None:
-    """What the gateway lists (state.base.pair_history: the last hour, at most 64) never lets
+    """What the gateway lists (state.rules.pair_history: the last hour, at most 64) never lets
     the rule admit what the whole history would defer (the bucket here takes exactly the
     sends the rule let out), nor wait less; short of 64 entries it is exact."""
     def safe(bucket: Bucket, t: float, decision: dict[str, Any], listed: int) -> None:

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from sendgate.cli import main
-from sendgate.state import DecisionRecord
-from sendgate.state.sqlite import SQLiteStore
+from sendgate.state import DecisionRecord, open_store
 
 from .review_seed import seed
 
@@ -33,7 +32,7 @@ def records(tmp_path: Path, config: Path) -> list[DecisionRecord]:
     """300 records over the last 3 days, and 20 older than 90 days (all logged now, before the CLI runs)."""
 
     async def fill() -> list[DecisionRecord]:
-        store = SQLiteStore(tmp_path / "state.db")
+        store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
         try:
             recent = await seed(store, time.time(), 300, span=3 * 86400)
             old = await seed(store, time.time() - 100 * 86400, 20, span=86400, seed=9)
@@ -167,7 +166,7 @@ def test_terminal_output_cannot_be_driven_by_message_content(config: Path, tmp_p
     assert _safe("ok\x1b[2J\x07 [bold]x[/bold]") == "ok\ufffd[2J\ufffd [bold]x[/bold]"
 
     async def fill() -> None:
-        store = SQLiteStore(tmp_path / "state.db")
+        store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
         [record] = await seed(store, time.time(), 1)
         from dataclasses import replace
 

@@ -18,6 +18,7 @@ from sendgate.state import DecisionQuery
 
 from .conftest import (
     ADMIN_TOKEN,
+    AFTERNOON,
     PHONE_NUMBER_ID,
     US_RECIPIENT,
     Clock,
@@ -183,12 +184,19 @@ async def test_detail_shows_the_facts_and_upstream(pages: TestClient) -> None:
     assert "template.not_approved" in page and "opted_in" in page and "PENDING" in page
     assert record.policy_revision is not None and record.policy_revision in page and "serving now" in page
     assert 'id="delivery"' not in page  # no webhook status yet: no row for it
-    # Once the webhook code records Meta's delivery status, the page shows it.
-    store_of(pages)._read.execute(
-        "UPDATE decisions SET delivery_status = 'failed', delivery_at = ?, delivery_error = '131026 undeliverable'"
-        " WHERE id = ?", (record.timestamp + 60, record.id),
-    )  # fmt: skip
-    page = await (await pages.get(f"/admin/decisions/{record.id}")).text()
+    # Once the webhook code records Meta's delivery status of a forwarded message, its page shows it.
+    store = store_of(pages)
+    await store.record_inbound(PHONE_NUMBER_ID, US_RECIPIENT, AFTERNOON - 60)  # the window is open
+    assert (await send(pages, text_message()))[0] == 200
+    await store.flush()  # Meta's answer completes the record after the send returns
+    [forwarded] = await store.decisions(DecisionQuery(decision="allow"))
+    page = await (await pages.get(f"/admin/decisions/{forwarded.id}")).text()
+    assert 'id="delivery"' not in page and forwarded.upstream_message_id is not None
+    changed = await store.record_delivery_status(
+        forwarded.upstream_message_id, "failed", forwarded.timestamp + 60, "131026 undeliverable"
+    )
+    assert changed is not None
+    page = await (await pages.get(f"/admin/decisions/{forwarded.id}")).text()
     assert 'id="delivery"' in page and "131026 undeliverable" in page
 
 

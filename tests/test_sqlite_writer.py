@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sendgate.state.sqlite_writer import GroupCommitWriter, Rows
+from sendgate.state.sqlite.writer import GroupCommitWriter, Rows
 
 UPSERT = "INSERT INTO counts VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET n = n + excluded.n"
 

@@ -1,27 +1,20 @@
+"""The store contract: every backend (the `store` fixture, tests/conftest.py), through the interface."""
+
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from sendgate.places import recipient_place
-from sendgate.state import ConsentRecord, DecisionQuery, DecisionRecord, InvalidRecord, SendRecord
-from sendgate.state.base import PAIR_HISTORY_LIMIT
+from sendgate.state import ConsentRecord, DecisionQuery, DecisionRecord, InvalidRecord, SendRecord, Store
+from sendgate.state.rules import PAIR_HISTORY_LIMIT
 from sendgate.state.catalog import count_placeholders
-from sendgate.state.sqlite import SQLiteStore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "cloud-api"
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    store = SQLiteStore(tmp_path / "s.db")
-    yield store
-    await store.close()
 
 
 def _decision(i: int, **fields) -> DecisionRecord:
@@ -34,7 +27,7 @@ def _decision(i: int, **fields) -> DecisionRecord:
     return DecisionRecord(**base)
 
 
-async def test_consent_is_append_only_and_latest_wins(store: SQLiteStore) -> None:
+async def test_consent_is_append_only_and_latest_wins(store: Store) -> None:
     await store.record_consent(ConsentRecord("1650", "opted_in", ("marketing",), "web", "form #1", 100.0))
     await store.record_consent(ConsentRecord("1650", "opted_out", (), "whatsapp", "STOP", 200.0))
     current = (await store.recipient_facts("111", None, "1650", 300.0)).consent
@@ -67,7 +60,7 @@ def test_placeholder_counts_on_meta_examples() -> None:
     assert count_placeholders(named) == {"header": 1, "body": 2, "button_1": 1, "button_3": 1}
 
 
-async def test_templates_replace_atomically_and_answer_facts(store: SQLiteStore) -> None:
+async def test_templates_replace_atomically_and_answer_facts(store: Store) -> None:
     body = {"data": [
         {"name": "promo", "language": "en_US", "status": "APPROVED", "category": "MARKETING",
          "components": [{"type": "BODY", "text": "Hi {{1}}"}]},
@@ -87,14 +80,14 @@ async def test_templates_replace_atomically_and_answer_facts(store: SQLiteStore)
         await store.put_templates("222", {"templates": []})
 
 
-async def test_inbound_window_never_moves_back(store: SQLiteStore) -> None:
+async def test_inbound_window_never_moves_back(store: Store) -> None:
     await store.record_inbound("111", "1650", 500.0)
     await store.record_inbound("111", "1650", 400.0)  # a late redelivery
     assert (await store.recipient_facts("111", None, "1650", 600.0)).last_inbound_at == 500.0
     assert (await store.recipient_facts("999", None, "1650", 600.0)).last_inbound_at is None
 
 
-async def test_send_history_counts_per_business_and_skips_failures(store: SQLiteStore) -> None:
+async def test_send_history_counts_per_business_and_skips_failures(store: Store) -> None:
     now = 1_700_000_000.0
     sends = [
         SendRecord("d1", "111", "222", "1650", "marketing", now - 3600),
@@ -112,7 +105,7 @@ async def test_send_history_counts_per_business_and_skips_failures(store: SQLite
     assert facts.marketing_sent_at == [now - 3600, now - 7200]
 
 
-async def test_pair_history_lists_this_numbers_sends_of_the_last_hour(store: SQLiteStore) -> None:
+async def test_pair_history_lists_this_numbers_sends_of_the_last_hour(store: Store) -> None:
     now = 1_700_000_000.0
     sends = [SendRecord(f"d{i}", "111", "222", "1650", None, now - 40 * i - 0.5) for i in range(70)]  # 70 in 47 min
     sends += [
@@ -135,7 +128,7 @@ async def test_pair_history_lists_this_numbers_sends_of_the_last_hour(store: SQL
     assert (await store.recipient_facts("111", "222", "2000", now)).pair_sent_at == []
 
 
-async def test_decision_log_filters_and_pages(store: SQLiteStore) -> None:
+async def test_decision_log_filters_and_pages(store: Store) -> None:
     await asyncio.gather(*(
         store.log_decision(_decision(i, decision="deny" if i % 3 == 0 else "allow",
                                      reasons=[{"rule": "window.closed", "message": "m"}] if i % 3 == 0 else [],
@@ -155,7 +148,7 @@ async def test_decision_log_filters_and_pages(store: SQLiteStore) -> None:
     assert len(await store.decisions(DecisionQuery(recipient_key="nobody", limit=100))) == 0
 
 
-async def test_a_failing_write_does_not_fail_its_batch(store: SQLiteStore) -> None:
+async def test_a_failing_write_does_not_fail_its_batch(store: Store) -> None:
     good = [store.log_decision(_decision(i)) for i in range(10)]
     duplicate = store.log_decision(_decision(3))  # primary key clash
     results = await asyncio.gather(*good, duplicate, return_exceptions=True)
@@ -164,7 +157,7 @@ async def test_a_failing_write_does_not_fail_its_batch(store: SQLiteStore) -> No
     assert len(await store.decisions(DecisionQuery(limit=100))) == 10
 
 
-async def test_upstream_outcome_completes_the_record(store: SQLiteStore) -> None:
+async def test_upstream_outcome_completes_the_record(store: Store) -> None:
     await store.log_decision(_decision(1, content={"to": "1650"}))
     store.log_upstream(_decision(1).id, 200, "wamid.X", None, None, send_failed=False)
     await store.flush()
@@ -173,7 +166,7 @@ async def test_upstream_outcome_completes_the_record(store: SQLiteStore) -> None
     assert (record.upstream_status, record.upstream_message_id, record.content) == (200, "wamid.X", {"to": "1650"})
 
 
-async def test_recipient_facts_keep_times_exact_and_places_stored(store: SQLiteStore) -> None:
+async def test_recipient_facts_keep_times_exact_and_places_stored(store: Store) -> None:
     # Times go through SQLite's JSON functions: every digit of a float must come back.
     now = 1_795_557_600.123456789
     at = [now - 0.000_123_456, now - 86_399.987_654_321]
@@ -194,13 +187,3 @@ async def test_recipient_facts_keep_times_exact_and_places_stored(store: SQLiteS
     assert (await store.recipient_facts("111", None, "442079460000", now)).place == ("GB", "Europe/London")
     assert (await store.recipient_facts("111", None, "447700900123", now)).place == (None, None)
     assert (await store.recipient_facts("111", None, "5511987654321", now)).place is None
-
-
-async def test_places_from_older_metadata_are_not_used(store: SQLiteStore, tmp_path: Path) -> None:
-    await store.record_consent(ConsentRecord("16505551234", "opted_in", ("utility",), "web", None, 1.0))
-    await store.flush()
-    with sqlite3.connect(store.path) as conn:
-        conn.execute("UPDATE places SET country = 'ZZ', data = 'phonenumbers 0.0.1'")
-    assert (await store.recipient_facts("111", None, "16505551234", 2.0)).place is None
-    await store.record_consent(ConsentRecord("16505551234", "opted_in", ("utility",), "web", None, 3.0))
-    assert (await store.recipient_facts("111", None, "16505551234", 4.0)).place == ("US", "America/Los_Angeles")

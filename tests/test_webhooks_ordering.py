@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sendgate.config import load_config
-from sendgate.state import ConsentRecord
-from sendgate.state.sqlite import SQLiteStore
+from sendgate.state import ConsentRecord, Store
 from sendgate.webhooks.apply import WebhookApplier
 from sendgate.webhooks.events import MAX_FUTURE_SECONDS, parse_webhook
 
@@ -44,13 +40,6 @@ from .webhook_support import (
 NOW = 1795557600.0
 YEAR_2100 = 4102444800  # 2100-01-01 UTC
 UNUSABLE = ["NaN", "abc", "-5", "0", "inf", "1e400", "", "1230000000"]  # the last: 2008, before WhatsApp
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> Any:
-    s = SQLiteStore(tmp_path / "state.db")
-    yield s
-    await s.close()
 
 
 def _value(payload: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +114,7 @@ def test_an_unusable_entry_time_is_unusable_for_events_without_their_own() -> No
 # -- the store: whole seconds, opt-outs first, what is marked seen ---------------------------------
 
 
-async def test_optout_in_the_same_second_as_a_fractional_optin_goes_in(store: SQLiteStore) -> None:
+async def test_optout_in_the_same_second_as_a_fractional_optin_goes_in(store: Store) -> None:
     await store.record_consent(record("opted_in", NOW + 0.4, source="web"))  # the app's time.time()
     stop = record("opted_out", NOW, (), "whatsapp:keyword")  # Meta's whole second
     assert await store.apply_consent_event("message:stop", stop, "opt_out") == stop
@@ -133,7 +122,7 @@ async def test_optout_in_the_same_second_as_a_fractional_optin_goes_in(store: SQ
     assert facts.consent is not None and facts.consent.status == "opted_out"
 
 
-async def test_an_older_optout_still_goes_in_after_a_newer_optin(store: SQLiteStore) -> None:
+async def test_an_older_optout_still_goes_in_after_a_newer_optin(store: Store) -> None:
     await store.record_consent(record("opted_in", NOW, source="web"))
     late = record("opted_out", NOW - 3600, ("marketing",), "whatsapp:user_preferences")
     assert await store.apply_consent_event("late-stop", late, "opt_out") == late
@@ -143,7 +132,7 @@ async def test_an_older_optout_still_goes_in_after_a_newer_optin(store: SQLiteSt
     assert len(await store.consent_history(US_RECIPIENT)) == 2
 
 
-async def test_an_optin_must_be_strictly_newer_in_whole_seconds(store: SQLiteStore) -> None:
+async def test_an_optin_must_be_strictly_newer_in_whole_seconds(store: Store) -> None:
     await store.record_consent(record("opted_in", NOW - 900, source="web"))
     assert await store.apply_consent_event("stop", record("opted_out", NOW), "opt_out") is not None
     # Later by a fraction (a time clamped to when it was received): the same second, the opt-out wins.
@@ -153,7 +142,7 @@ async def test_an_optin_must_be_strictly_newer_in_whole_seconds(store: SQLiteSto
     assert await store.apply_consent_event("resume-newer", newer, "resume") is not None
 
 
-async def test_an_optin_loses_to_a_newer_optout_event_that_appended_nothing(store: SQLiteStore) -> None:
+async def test_an_optin_loses_to_a_newer_optout_event_that_appended_nothing(store: Store) -> None:
     await store.record_consent(record("opted_out", NOW - 100, ("marketing",), "web"))
     covered = record("opted_out", NOW, ("marketing",), "whatsapp:user_preferences")
     assert await store.apply_consent_event("stop", covered, "opt_out") is None  # held already
@@ -162,7 +151,7 @@ async def test_an_optin_loses_to_a_newer_optout_event_that_appended_nothing(stor
     assert await store.apply_consent_event("resume", record("opted_in", NOW + 1), "resume") is not None
 
 
-async def test_an_event_not_applied_is_applied_by_its_redelivery(store: SQLiteStore) -> None:
+async def test_an_event_not_applied_is_applied_by_its_redelivery(store: Store) -> None:
     await store.record_consent(record("opted_in", NOW - 100, ("marketing", "utility"), "web"))
     resume = record("opted_in", NOW - 110, ("marketing",), "whatsapp:user_preferences")
     assert await store.apply_consent_event("resume", resume, "resume") is None  # older than the app's record
@@ -175,7 +164,7 @@ async def test_an_event_not_applied_is_applied_by_its_redelivery(store: SQLiteSt
     assert [r.status for r in await store.consent_history(US_RECIPIENT)] == ["opted_in", "opted_out", "opted_in"]
 
 
-async def test_an_optin_the_state_already_holds_is_marked_seen(store: SQLiteStore) -> None:
+async def test_an_optin_the_state_already_holds_is_marked_seen(store: Store) -> None:
     await store.record_consent(record("opted_in", NOW - 100, ("marketing",), "web"))
     resume = record("opted_in", NOW - 50, ("marketing",), "whatsapp:user_preferences")
     assert await store.apply_consent_event("resume", resume, "resume") is None  # held
@@ -185,47 +174,20 @@ async def test_an_optin_the_state_already_holds_is_marked_seen(store: SQLiteStor
     assert (await store.consent_history(US_RECIPIENT))[-1].status == "opted_out"
 
 
-async def test_start_in_the_same_second_as_stop_loses_in_either_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("order", [("STOP", "START"), ("START", "STOP")])
+async def test_start_in_the_same_second_as_stop_loses_in_either_order(store: Store, order: tuple[str, str]) -> None:
     params = {"optout": {"keywords": ["stop"], "optin_keywords": ["start"], "resubscribe_on_optin": True,
                          "optin_categories": ["marketing"]}}  # fmt: skip
 
     async def get_params() -> dict[str, Any]:
         return params
 
-    for index, order in enumerate((("STOP", "START"), ("START", "STOP"))):
-        store = SQLiteStore(tmp_path / f"state{index}.db")
-        try:
-            applier = WebhookApplier(load_config(None, env={}), lambda s=store: s, get_params)  # type: ignore[misc]
-            await store.record_consent(record("opted_out", NOW - 900, source="web"))  # START may resubscribe
-            for body in order:
-                await applier.apply(parse_webhook(inbound_text(body, NOW - 60), NOW), NOW)
-            facts = await store.recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, NOW)
-            assert facts.consent is not None and facts.consent.status == "opted_out", order
-        finally:
-            await store.close()
-
-
-async def test_a_schema_from_before_keeps_its_optout_times_without_the_future(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE consent_events (recipient TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID")
-    conn.executemany("INSERT INTO consent_events VALUES (?, ?)", [(US_RECIPIENT, NOW - 10), ("5511987654321", YEAR_2100)])
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(path)
-    try:
-        # The old table's times (of any consent event) still stop older opt-ins...
-        await store.record_consent(record("opted_out", NOW - 100, source="web"))
-        assert await store.apply_consent_event("a", record("opted_in", NOW - 20), "resume") is None
-        assert await store.apply_consent_event("b", record("opted_in", NOW - 5), "resume") is not None
-        # ...and one dated 2100 no longer stops anything newer than the upgrade.
-        other = ConsentRecord("5511987654321", "opted_out", ("marketing",), "web", None, NOW - 100)
-        await store.record_consent(other)
-        resume = ConsentRecord("5511987654321", "opted_in", ("marketing",), "whatsapp:user_preferences", "{}",
-                               time.time() + 1)  # fmt: skip
-        assert await store.apply_consent_event("c", resume, "resume") is not None
-    finally:
-        await store.close()
+    applier = WebhookApplier(load_config(None, env={}), lambda: store, get_params)
+    await store.record_consent(record("opted_out", NOW - 900, source="web"))  # START may resubscribe
+    for body in order:
+        await applier.apply(parse_webhook(inbound_text(body, NOW - 60), NOW), NOW)
+    facts = await store.recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, NOW)
+    assert facts.consent is not None and facts.consent.status == "opted_out"
 
 
 # -- end to end: opt-outs --------------------------------------------------------------------------------

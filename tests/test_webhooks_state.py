@@ -3,14 +3,12 @@ store writes, and the config keys."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sendgate.config import ConfigError, load_config
-from sendgate.state import ConsentRecord
-from sendgate.state.sqlite import SQLiteStore
+from sendgate.state import ConsentRecord, Store
 from sendgate.webhooks.apply import OptOutRules, WebhookApplier, normalize_keyword
 from sendgate.webhooks.events import parse_webhook
 
@@ -18,13 +16,6 @@ from .conftest import CATALOG, PHONE_NUMBER_ID, US_RECIPIENT, WABA_ID
 from .webhook_support import EXAMPLES, inbound_text, status_update, user_preference
 
 NOW = 1795557600.0
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> Any:
-    s = SQLiteStore(tmp_path / "state.db")
-    yield s
-    await s.close()
 
 
 def test_every_example_parses_without_problems() -> None:
@@ -75,7 +66,7 @@ def test_optout_rules_read_policy_params() -> None:
     assert not empty.is_optout_text("stop") and not empty.resubscribe_on_optin
 
 
-async def test_optin_keyword_resubscribes_when_policy_data_says_so(store: SQLiteStore) -> None:
+async def test_optin_keyword_resubscribes_when_policy_data_says_so(store: Store) -> None:
     params = {"optout": {"keywords": ["stop"], "optin_keywords": ["start"], "resubscribe_on_optin": True,
                          "optin_categories": ["utility"]}}  # fmt: skip
 
@@ -98,7 +89,7 @@ async def test_optin_keyword_resubscribes_when_policy_data_says_so(store: SQLite
     assert (await store.recipient_facts(PHONE_NUMBER_ID, None, other, NOW)).consent.categories == ("utility",)  # type: ignore[union-attr]
 
 
-async def test_consent_events_are_idempotent_and_never_go_back(store: SQLiteStore) -> None:
+async def test_consent_events_are_idempotent_and_never_go_back(store: Store) -> None:
     optout = ConsentRecord(US_RECIPIENT, "opted_out", ("marketing",), "whatsapp:user_preferences", "{}", NOW - 100)
     assert await store.apply_consent_event("k1", optout, "opt_out") is not None
     assert await store.apply_consent_event("k1", optout, "opt_out") is None  # same event again
@@ -113,7 +104,7 @@ async def test_consent_events_are_idempotent_and_never_go_back(store: SQLiteStor
         await store.apply_consent_event("k5", older, "maybe")
 
 
-async def test_delivery_status_moves_forward_only(store: SQLiteStore) -> None:
+async def test_delivery_status_moves_forward_only(store: Store) -> None:
     from sendgate.state import DecisionRecord
 
     record = DecisionRecord(id="01TEST", timestamp=NOW, endpoint="messages", api_version="v23.0",
@@ -130,7 +121,7 @@ async def test_delivery_status_moves_forward_only(store: SQLiteStore) -> None:
     assert saved is not None and (saved.delivery_status, saved.delivery_at) == ("delivered", NOW + 2)
 
 
-async def test_template_updates_need_the_template_and_keep_order(store: SQLiteStore) -> None:
+async def test_template_updates_need_the_template_and_keep_order(store: Store) -> None:
     await store.put_templates(WABA_ID, CATALOG)
     common = {"template_id": None, "name": "order_update", "language": "en_US"}
     assert await store.update_template(WABA_ID, at=NOW, status="PAUSED", **common) is True
@@ -145,7 +136,7 @@ async def test_template_updates_need_the_template_and_keep_order(store: SQLiteSt
     assert [f.category for f in facts] == ["UTILITY", "UTILITY"]
 
 
-async def test_account_state_keeps_the_newest_and_the_most_severe_status(store: SQLiteStore) -> None:
+async def test_account_state_keeps_the_newest_and_the_most_severe_status(store: Store) -> None:
     assert await store.set_account_state("phone", PHONE_NUMBER_ID, {"status": "FLAGGED", "quality": "RED"}, NOW)
     assert not await store.set_account_state("phone", PHONE_NUMBER_ID, {"status": None}, NOW - 10)
     await store.set_account_state("waba", WABA_ID, {"status": "DISABLED"}, NOW)
@@ -159,7 +150,7 @@ async def test_account_state_keeps_the_newest_and_the_most_severe_status(store: 
     assert (await store.account_state(PHONE_NUMBER_ID, None))["marketing_paused"] is None
 
 
-async def test_window_closure_and_reopening(store: SQLiteStore) -> None:
+async def test_window_closure_and_reopening(store: Store) -> None:
     await store.record_inbound(PHONE_NUMBER_ID, US_RECIPIENT, NOW - 100)
     await store.close_window(PHONE_NUMBER_ID, US_RECIPIENT, NOW - 50)
     assert (await store.recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, NOW)).last_inbound_at is None
@@ -168,7 +159,7 @@ async def test_window_closure_and_reopening(store: SQLiteStore) -> None:
     assert (await store.recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, NOW)).last_inbound_at == NOW - 10
 
 
-async def test_user_preference_other_categories_are_ignored(store: SQLiteStore) -> None:
+async def test_user_preference_other_categories_are_ignored(store: Store) -> None:
     async def params() -> dict[str, Any]:
         return {}
 

@@ -25,7 +25,7 @@ from sendgate.policy import PolicyEngine
 from sendgate.policy.factory import create_engine
 from sendgate.policy.watch import RELOADER, PolicyReloader
 from sendgate.retention import retention_context
-from sendgate.state import Store, StoreError, open_store
+from sendgate.state import Lifecycle, Store, StoreError, open_store
 from sendgate.state.admission import LocalAdmission
 from sendgate.webhooks.receiver import setup_webhooks
 
@@ -99,7 +99,7 @@ def create_app(
             store, config.log, config.mode, lambda: policy.revision, recorder_hooks(metrics, monitor, config.mode)
         )
         # One process on one SQLite file: sends are admitted per recipient on this event loop.
-        app[SEND_PATH] = SendPath(config, policy, upstream, recorder, LocalAdmission(), clock)
+        app[SEND_PATH] = SendPath(config, policy, upstream, recorder, store, LocalAdmission(), clock)
         own_paths = ("/admin", config.webhooks.path, "/healthz", "/readyz", "/metrics")
         app[PASSTHROUGH] = Passthrough(config.passthrough, upstream, own_paths)
         try:
@@ -141,7 +141,7 @@ def create_app(
     return app
 
 
-async def _mark_outcome_unknown(store: Store, started_at: float) -> None:
+async def _mark_outcome_unknown(store: Lifecycle, started_at: float) -> None:
     """Before serving: a forwarded record still waiting for Meta's answer was left by a process that
     is gone (SQLite: one serving process per database; see `mark_outcome_unknown`)."""
     try:

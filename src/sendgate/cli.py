@@ -16,7 +16,7 @@ from sendgate.config import Config, ConfigError, load_config
 from sendgate.masking import mask_recipient
 from sendgate.policy import EngineError, PolicyLoadError
 from sendgate.policy.cli import add_policy_commands
-from sendgate.state import InvalidRecord, Store, run_with_store
+from sendgate.state import ConsentLedger, InvalidRecord, StateURLError, TemplateCatalog, WebhookState, run_with_store
 
 __all__ = ["main"]
 
@@ -84,7 +84,7 @@ def _consent_set(config: Config, args: argparse.Namespace) -> int:
         {"status": args.status, "categories": args.categories, "source": args.source, "evidence": args.evidence},
     )
 
-    async def work(store: Store) -> int:
+    async def work(store: ConsentLedger) -> int:
         await store.record_consent(record)
         _dump(record.as_json())
         return 0
@@ -97,7 +97,7 @@ def _consent_show(config: Config, args: argparse.Namespace) -> int:
 
     recipient = normalize_recipient(args.recipient)
 
-    async def work(store: Store) -> int:
+    async def work(store: ConsentLedger) -> int:
         history = await store.consent_history(recipient)
         if not history:
             print(f"no consent records for {_shown(config, recipient)}", file=sys.stderr)
@@ -113,7 +113,7 @@ def _consent_import(config: Config, args: argparse.Namespace) -> int:
 
     records = parse_consent_import(Path(args.file).read_text(encoding="utf-8-sig"))
 
-    async def work(store: Store) -> int:
+    async def work(store: ConsentLedger) -> int:
         print(f"imported {await store.import_consent(records)} consent records")
         return 0
 
@@ -126,7 +126,7 @@ def _consent_import(config: Config, args: argparse.Namespace) -> int:
 def _templates_load(config: Config, args: argparse.Namespace) -> int:
     body = orjson.loads(Path(args.file).read_bytes())
 
-    async def work(store: Store) -> int:
+    async def work(store: TemplateCatalog) -> int:
         print(f"loaded {await store.put_templates(args.waba, body)} templates for WABA {args.waba}")
         return 0
 
@@ -140,7 +140,7 @@ def _templates_sync(config: Config, args: argparse.Namespace) -> int:
 
 
 def _templates_show(config: Config, args: argparse.Namespace) -> int:
-    async def work(store: Store) -> int:
+    async def work(store: TemplateCatalog) -> int:
         catalog = await store.templates(args.waba)
         if catalog is None:
             print(f"no templates loaded for WABA {args.waba}", file=sys.stderr)
@@ -160,7 +160,7 @@ def _inbound(config: Config, args: argparse.Namespace) -> int:
     at = parse_time(args.timestamp) if args.timestamp else time.time()
     recipient = normalize_recipient(args.sender)
 
-    async def work(store: Store) -> int:
+    async def work(store: WebhookState) -> int:
         await store.record_inbound(args.phone_number_id, recipient, at)
         print(f"window open for {_shown(config, recipient)} on {args.phone_number_id} from {at:.0f}")
         return 0
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.sub_config or args.config)
         handler: Callable[[Config, argparse.Namespace], int] = args.handler
         return handler(config, args)
-    except (ConfigError, InvalidRecord, PolicyLoadError, EngineError, OSError, orjson.JSONDecodeError) as exc:
+    except (ConfigError, StateURLError, InvalidRecord, PolicyLoadError, EngineError, OSError, orjson.JSONDecodeError) as exc:
         print(f"sendgate: {exc}", file=sys.stderr)
         return 2
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sendgate.config import Config
 from sendgate.places import recipient_place
-from sendgate.state import Store
+from sendgate.state import AccountState, RecipientReads, TemplateCatalog
 
-__all__ = ["build_input"]
+__all__ = ["FactSources", "build_input"]
+
+
+class FactSources(RecipientReads, TemplateCatalog, AccountState, Protocol):
+    """What the input document is gathered from: the store's roles the send path reads."""
 
 
 @lru_cache(maxsize=1024)
@@ -31,7 +35,7 @@ def _local_time(zone_name: str | None, now: float) -> dict[str, int] | None:
 
 
 async def build_input(
-    config: Config, store: Store, endpoint: str, api_version: str, phone_number_id: str, message: dict[str, Any], now: float
+    config: Config, store: FactSources, endpoint: str, api_version: str, phone_number_id: str, message: dict[str, Any], now: float
 ) -> dict[str, Any]:
     account = config.account(phone_number_id)
     waba_id = account.waba_id if account else None

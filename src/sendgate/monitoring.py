@@ -22,7 +22,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
@@ -37,7 +37,7 @@ from sendgate.gateway.recorder import RecorderHooks
 from sendgate.gateway.upstream import UpstreamError, UpstreamHooks, UpstreamResponse
 from sendgate.options import Threshold
 from sendgate.policy.watch import RELOADER
-from sendgate.state import SendRecord, Store
+from sendgate.state import AccountState, Lifecycle, SendRecord
 
 if TYPE_CHECKING:
     from sendgate.policy import PolicyEngine
@@ -146,7 +146,7 @@ class Monitor:
     """Rolling counts and alert episodes per account (see the module docstring)."""
 
     def __init__(
-        self, config: Config, metrics: Metrics, store: Callable[[], Store], clock: Callable[[], float] = time.time
+        self, config: Config, metrics: Metrics, store: Callable[[], AccountState], clock: Callable[[], float] = time.time
     ) -> None:
         self._config = config
         self._options = config.alerts
@@ -435,7 +435,7 @@ class StoreProbe:
     """`/readyz`'s store check: a real write (`Store.ping`), at most once per `_PROBE_INTERVAL`
     however often it is asked; meanwhile callers get the last answer, or wait for the one in flight."""
 
-    def __init__(self, store: Callable[[], Store], clock: Callable[[], float]) -> None:
+    def __init__(self, store: Callable[[], Lifecycle], clock: Callable[[], float]) -> None:
         self._store = store
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -455,11 +455,15 @@ class StoreProbe:
             return self._answer
 
 
+class MonitoredStore(AccountState, Lifecycle, Protocol):
+    """What the monitoring routes read: account state and pauses, and the store's health."""
+
+
 def monitoring_routes(
     config: Config,
     metrics: Metrics,
     monitor: Monitor,
-    store: Callable[[], Store],
+    store: Callable[[], MonitoredStore],
     engine: Callable[[], PolicyEngine],
     guarded: Callable[[Handler], Handler],
     clock: Callable[[], float] = time.time,

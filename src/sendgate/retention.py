@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from sendgate.state import PruneResult, Store
+from sendgate.state import DecisionLog, PruneResult
 
 __all__ = ["parse_age", "prune_older_than", "retention_context"]
 
@@ -34,12 +34,12 @@ def parse_age(value: str) -> float:
     return seconds
 
 
-async def prune_older_than(store: Store, seconds: float, now: float) -> PruneResult:
+async def prune_older_than(store: DecisionLog, seconds: float, now: float) -> PruneResult:
     return await store.prune_decisions(now - seconds, now)
 
 
 def retention_context(
-    days: int | None, store_of: Callable[[], Store], clock: Callable[[], float], interval: float = INTERVAL
+    days: int | None, store_of: Callable[[], DecisionLog], clock: Callable[[], float], interval: float = INTERVAL
 ) -> Callable[[Any], AsyncIterator[None]]:
     """An aiohttp cleanup context running the retention loop while the app runs (nothing when `days` is None)."""
 

@@ -7,7 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -18,7 +18,16 @@ from sendgate.masking import shown_record
 from sendgate.messages import normalize_recipient
 from sendgate.policy import EngineError, PolicyEngine, PolicyLoadError
 from sendgate.policy.watch import PolicyReloader
-from sendgate.state import InvalidRecord, ReviewRecord, Store, StoreError
+from sendgate.state import (
+    ConsentLedger,
+    DecisionLog,
+    InvalidRecord,
+    ReviewRecord,
+    ReviewTrail,
+    StoreError,
+    TemplateCatalog,
+    WebhookState,
+)
 
 __all__ = ["AdminGuard", "admin_routes"]
 
@@ -89,9 +98,13 @@ class AdminGuard:
         return check
 
 
+class AdminStore(ConsentLedger, TemplateCatalog, WebhookState, DecisionLog, ReviewTrail, Protocol):
+    """What the admin API reads and writes: consent, catalogs, inbound messages, the log and its reviews."""
+
+
 def admin_routes(
     guarded: AdminGuard,
-    store_of: Callable[[], Store],
+    store_of: Callable[[], AdminStore],
     engine: Callable[[], PolicyEngine],
     reloader: PolicyReloader | None = None,
     mask_recipients: bool = False,

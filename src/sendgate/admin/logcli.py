@@ -17,6 +17,7 @@ import orjson
 
 from sendgate.admin.records import decision_query, parse_time
 from sendgate.admin.review import (
+    ReviewedLog,
     ReviewView,
     csv_text,
     fmt_time,
@@ -26,7 +27,7 @@ from sendgate.admin.review import (
 )
 from sendgate.config import Config, ConfigError
 from sendgate.retention import parse_age, prune_older_than
-from sendgate.state import DECISION_FILTERS, DecisionRecord, InvalidRecord, ReviewRecord, Store, run_with_store
+from sendgate.state import DECISION_FILTERS, DecisionLog, DecisionRecord, InvalidRecord, ReviewRecord, run_with_store
 
 __all__ = ["add_log_commands"]
 
@@ -93,7 +94,7 @@ def log_list(config: Config, args: argparse.Namespace) -> int:
     view = ReviewView(config)
     output = _format(args)
 
-    async def work(store: Store) -> int:
+    async def work(store: ReviewedLog) -> int:
         records = await store.decisions(query)
         trail = await store.reviews([r.id for r in records])
         if output == "json":
@@ -161,7 +162,7 @@ def log_show(config: Config, args: argparse.Namespace) -> int:
     view = ReviewView(config)
     output = "json" if args.json or not sys.stdout.isatty() else "table"
 
-    async def work(store: Store) -> int:
+    async def work(store: ReviewedLog) -> int:
         record = await store.decision(args.id)
         if record is None:
             print(f"no decision {args.id}", file=sys.stderr)
@@ -243,7 +244,7 @@ def log_stats(config: Config, args: argparse.Namespace) -> int:
     view = ReviewView(config)
     output = _format(args)
 
-    async def work(store: Store) -> int:
+    async def work(store: ReviewedLog) -> int:
         summary = summarize(await store.decision_counts(since, until))
         if output == "json":
             _json_line({"since": since, "until": until, **summary.as_json()})
@@ -309,7 +310,7 @@ def log_export(config: Config, args: argparse.Namespace) -> int:
     query = decision_query(params)
     view = ReviewView(config)
 
-    async def work(store: Store) -> int:
+    async def work(store: ReviewedLog) -> int:
         out: IO[str] = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
         count = 0
         try:
@@ -340,7 +341,7 @@ def log_export(config: Config, args: argparse.Namespace) -> int:
 def log_review(config: Config, args: argparse.Namespace) -> int:
     reviewer = args.reviewer or _whoami()
 
-    async def work(store: Store) -> int:
+    async def work(store: ReviewedLog) -> int:
         saved = await store.add_review(ReviewRecord(args.id, reviewer, (args.note or "").strip(), time.time()))
         if saved is None:
             print(f"no decision {args.id}", file=sys.stderr)
@@ -371,7 +372,7 @@ def log_prune(config: Config, args: argparse.Namespace) -> int:
     now = time.time()
     cutoff = now - age
 
-    async def work(store: Store) -> int:
+    async def work(store: DecisionLog) -> int:
         if args.dry_run:
             counts = await store.decision_counts(0.0, cutoff)
             n = sum(c.count for c in counts if c.dimension == "all")

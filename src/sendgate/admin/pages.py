@@ -35,6 +35,7 @@ from aiohttp import web
 from sendgate.admin.charts import PALETTE_SIZE, Bar, bar_chart, series_class, stacked_chart
 from sendgate.admin.records import FILTERS, decision_query, parse_time
 from sendgate.admin.review import (
+    ReviewedLog,
     ReviewView,
     csv_text,
     fmt_duration,
@@ -47,7 +48,7 @@ from sendgate.admin.review import (
 from sendgate.admin.throttle import GuessThrottle, MemoryGuessThrottle
 from sendgate.config import Config
 from sendgate.messages import normalize
-from sendgate.state import DecisionQuery, DecisionRecord, InvalidRecord, ReviewRecord, Store, StoreError
+from sendgate.state import DecisionQuery, DecisionRecord, InvalidRecord, ReviewRecord, StoreError
 
 __all__ = ["JINJA", "SESSION_COOKIE", "ReviewPages", "setup_review_pages"]
 
@@ -168,7 +169,7 @@ class ReviewPages:
     def __init__(
         self,
         config: Config,
-        store_of: Callable[[], Store],
+        store_of: Callable[[], ReviewedLog],
         clock: Callable[[], float] = time.time,
         revision_of: Callable[[], str | None] = lambda: None,
         throttle: GuessThrottle | None = None,
@@ -694,7 +695,7 @@ def _facts_view(record: DecisionRecord) -> dict[str, Any] | None:
 def setup_review_pages(
     app: web.Application,
     config: Config,
-    store_of: Callable[[], Store],
+    store_of: Callable[[], ReviewedLog],
     clock: Callable[[], float] = time.time,
     revision_of: Callable[[], str | None] = lambda: None,
     throttle: GuessThrottle | None = None,

@@ -13,15 +13,16 @@ import io
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from sendgate.config import Config
 from sendgate.masking import shown_record
-from sendgate.state import DecisionCount, DecisionQuery, DecisionRecord, ReviewRecord, Store
+from sendgate.state import DecisionCount, DecisionLog, DecisionQuery, DecisionRecord, ReviewRecord, ReviewTrail
 
 __all__ = [
     "CSV_COLUMNS",
     "REJECTED_DECISIONS",
+    "ReviewedLog",
     "Summary",
     "ReviewView",
     "csv_text",
@@ -40,6 +41,10 @@ CSV_COLUMNS = (
     "reviewed_by", "reviewed_at", "review_note",
 )  # fmt: skip
 _EXPORT_PAGE = 500
+
+
+class ReviewedLog(DecisionLog, ReviewTrail, Protocol):
+    """What reviewing reads and writes: the decision log and its review trail."""
 
 
 def fmt_time(ts: float | None, seconds: bool = True) -> str:
@@ -164,7 +169,7 @@ def csv_text(rows: Iterable[Mapping[str, Any]], header: bool = True) -> str:
 
 
 async def iter_decisions(
-    store: Store, query: DecisionQuery, page: int = _EXPORT_PAGE
+    store: ReviewedLog, query: DecisionQuery, page: int = _EXPORT_PAGE
 ) -> AsyncIterator[list[tuple[DecisionRecord, list[ReviewRecord]]]]:
     """Every record the query matches (its `limit` ignored), newest first, a page at a time, with reviews."""
     cursor = query.before_id

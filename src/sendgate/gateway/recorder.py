@@ -14,7 +14,7 @@ from sendgate.config import LogOptions
 from sendgate.gateway.call import SendCall
 from sendgate.gateway.upstream import UpstreamResponse
 from sendgate.masking import mask_record, mask_recipient_in
-from sendgate.state import DecisionRecord, SendRecord, Store
+from sendgate.state import DecisionLog, DecisionRecord, SendRecord
 
 __all__ = ["DecisionRecorder", "RecorderHooks", "recipient_key"]
 
@@ -42,7 +42,7 @@ class RecorderHooks:
 class DecisionRecorder:
     def __init__(
         self,
-        store: Store,
+        store: DecisionLog,
         options: LogOptions,
         mode: str,
         revision: Callable[[], str | None],

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from sendgate.config import Config
-from sendgate.facts import build_input
+from sendgate.facts import FactSources, build_input
 from sendgate.gateway.body import read_body
 from sendgate.gateway.call import SendCall
 from sendgate.gateway.errors import CODE_ENGINE, CODE_INVALID, graph_error, policy_error
@@ -111,6 +111,7 @@ class SendPath:
         engine: PolicyEngine,
         upstream: Upstream,
         recorder: DecisionRecorder,
+        facts: FactSources,
         admission: Admission,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -121,6 +122,7 @@ class SendPath:
         self.engine = engine
         self.upstream = upstream
         self.recorder = recorder
+        self.facts = facts
         self._store_errors = _ErrorLines()
 
     def _call(self, request: web.Request) -> SendCall:
@@ -242,7 +244,7 @@ class SendPath:
         try:
             call.input = await build_input(
                 self.config,
-                self.recorder.store,
+                self.facts,
                 call.endpoint,
                 call.api_version,
                 call.phone_number_id,

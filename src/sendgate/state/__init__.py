@@ -1,9 +1,9 @@
-"""The facts policies see, and the decision log: one store interface.
+"""The facts policies see, and the decision log: a store interface by role.
 
-`Store` is what the gateway, the admin API and the CLI depend on; `SQLiteStore`
-is the first implementation. Its parts are named for what they hold: the
-consent ledger, the template catalog, the inbound (24-hour) window, the send
-history and the decision log.
+Each consumer depends on the roles it uses (`state/roles.py`: `ConsentLedger`,
+`TemplateCatalog`, `RecipientReads`, `DecisionLog`, `ReviewTrail`, `WebhookState`,
+`AccountState`, `Lifecycle`); `Store` is all of them, what `open_store` returns.
+`SQLiteStore` is the first implementation.
 """
 
 from __future__ import annotations
@@ -25,12 +25,30 @@ from sendgate.state.base import (
     RecipientFacts,
     ReviewRecord,
     SendRecord,
-    Store,
     StoreError,
     TemplateFacts,
 )
+from sendgate.state.roles import (
+    AccountState,
+    ConsentLedger,
+    DecisionLog,
+    Lifecycle,
+    RecipientReads,
+    ReviewTrail,
+    Store,
+    TemplateCatalog,
+    WebhookState,
+)
 
 __all__ = [
+    "AccountState",
+    "ConsentLedger",
+    "DecisionLog",
+    "Lifecycle",
+    "RecipientReads",
+    "ReviewTrail",
+    "TemplateCatalog",
+    "WebhookState",
     "CONSENT_CATEGORIES",
     "CONSENT_STATUSES",
     "DECISION_FILTERS",
@@ -47,18 +65,38 @@ __all__ = [
     "Store",
     "StoreError",
     "TemplateFacts",
+    "BACKENDS",
+    "StateURLError",
     "open_store",
     "run_with_store",
 ]
 
 
-def open_store(url: str) -> Store:
-    """Open the store a `state` URL names (`sqlite:///path`)."""
+class StateURLError(ValueError):
+    """The `state` URL names no backend this sendgate has, or is malformed for its backend."""
+
+
+def _open_sqlite(url: str) -> Store:
     from sendgate.state.sqlite import SQLiteStore
 
-    if not url.startswith("sqlite:///"):
-        raise ValueError(f"unsupported state URL {url!r}: use sqlite:///path")
-    return SQLiteStore(url.removeprefix("sqlite:///"))
+    path = url.removeprefix("sqlite:///")
+    if path == url or not path:
+        raise StateURLError(f"state: a SQLite URL is sqlite:///path (three slashes, then the file), got {url!r}")
+    return SQLiteStore(path)
+
+
+# Backends by URL scheme: a new backend is one entry here and its own package.
+BACKENDS: dict[str, Callable[[str], Store]] = {"sqlite": _open_sqlite}
+
+
+def open_store(url: str) -> Store:
+    """Open the store a `state` URL names (`sqlite:///path`); the only place state URLs are parsed."""
+    scheme, sep, _ = url.partition("://")
+    opener = BACKENDS.get(scheme) if sep else None
+    if opener is None:
+        known = ", ".join(f"{name}://" for name in sorted(BACKENDS))
+        raise StateURLError(f"state: unsupported URL {url!r}; this sendgate knows {known}")
+    return opener(url)
 
 
 def run_with_store(url: str, work: Callable[[Store], Awaitable[int]]) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Protocol
 
 __all__ = ["Admission", "AdmissionTimeout", "LocalAdmission", "recipient_admission_key"]

@@ -1,11 +1,9 @@
-"""Records and the `Store` interface every backend implements."""
+"""The records the store keeps and returns (the interface itself, by role: `state/roles.py`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from itertools import islice, takewhile
-from typing import Any, Protocol
+from typing import Any
 
 __all__ = [
     "CONSENT_CATEGORIES",
@@ -17,16 +15,12 @@ __all__ = [
     "DecisionQuery",
     "DecisionRecord",
     "InvalidRecord",
-    "PAIR_HISTORY_LIMIT",
-    "PAIR_HISTORY_SECONDS",
     "PruneResult",
     "RecipientFacts",
     "ReviewRecord",
     "SendRecord",
-    "Store",
     "StoreError",
     "TemplateFacts",
-    "pair_history",
 ]
 
 CONSENT_STATUSES = frozenset({"opted_in", "opted_out"})
@@ -95,22 +89,6 @@ class TemplateFacts:
         }
 
 
-# What the pair rate (policies/frequency.rego) can need of the sends from one number to one
-# recipient: those of the last hour, at most 64. The rule decides exactly on that: a list of
-# PAIR_HISTORY_LIMIT may have been cut, and the rule then assumes the worst of what came
-# before; sends older than the hour cannot matter while PAIR_HISTORY_LIMIT intervals fit in
-# it (policies/frequency_test.rego checks data.json). Short, because it is part of every
-# message's input document.
-PAIR_HISTORY_SECONDS = 3600
-PAIR_HISTORY_LIMIT = 64
-
-
-def pair_history(sent_at: Iterable[float], now: float) -> list[float]:
-    """`RecipientFacts.pair_sent_at` from the sends from this number to this recipient, newest first."""
-    since = now - PAIR_HISTORY_SECONDS
-    return list(islice(takewhile(lambda at: at > since, sent_at), PAIR_HISTORY_LIMIT))
-
-
 @dataclass(frozen=True)
 class RecipientFacts:
     """What the store knows of one recipient, for the policy input (docs/input.md `recipient`)."""
@@ -119,7 +97,7 @@ class RecipientFacts:
     place: tuple[str | None, str | None] | None  # (country, time zone) as stored; None: not stored
     last_inbound_at: float | None  # None too once Meta reported the window closed after it
     last_sent_at: float | None  # from this phone number
-    pair_sent_at: list[float]  # from this phone number, newest first: `pair_history()`
+    pair_sent_at: list[float]  # from this phone number, newest first: `rules.pair_history()`
     marketing_sent_at: list[float]  # same business (WABA, else phone number), newest first
     delivery_failures: list[dict[str, Any]]  # {"code", "at"}, newest first
     free_entry_point_at: float | None
@@ -239,90 +217,3 @@ class PruneResult:
     decisions: int
     reviews: int
     sends: int
-
-
-class Store(Protocol):
-    """Everything sendgate keeps. Writes that the send path awaits are committed when they return."""
-
-    # Consent ledger: append-only; the latest record per recipient is its state.
-    async def record_consent(self, record: ConsentRecord) -> None: ...
-    async def import_consent(self, records: list[ConsentRecord]) -> int: ...
-    async def consent_history(self, recipient: str) -> list[ConsentRecord]: ...
-
-    # Template catalog, per WABA, in Graph's message_templates shape.
-    async def put_templates(self, waba_id: str, body: dict[str, Any]) -> int: ...
-    async def templates(self, waba_id: str) -> dict[str, Any] | None: ...
-    async def template_facts(self, waba_id: str, name: str, language: str) -> TemplateFacts: ...
-
-    # Inbound messages: the 24-hour customer-service window.
-    async def record_inbound(self, phone_number_id: str, recipient: str, at: float) -> None: ...
-
-    # Everything the send path reads about a recipient, in one call per message: the latest
-    # consent record, the window, the send history (last 30 days), Meta's delivery failures
-    # (last 30 days) and the free entry point, from webhooks, and where the number is.
-    async def recipient_facts(
-        self, phone_number_id: str, waba_id: str | None, recipient: str, now: float
-    ) -> RecipientFacts: ...
-
-    # Decision log.
-    async def log_decision(self, record: DecisionRecord, send: SendRecord | None = None) -> None: ...
-    def log_upstream(
-        self,
-        decision_id: str,
-        status: int | None,
-        message_id: str | None,
-        error_code: int | None,
-        error: str | None,
-        send_failed: bool,
-    ) -> None: ...
-    async def decisions(self, query: DecisionQuery) -> list[DecisionRecord]: ...
-    async def decision(self, decision_id: str) -> DecisionRecord | None: ...
-    async def decision_counts(
-        self, since: float, until: float, bucket: int | None = None, dimension: str | None = None
-    ) -> list[DecisionCount]: ...
-    async def prune_decisions(self, before: float, now: float) -> PruneResult: ...
-    # Forwarded records from before `started_at` with no answer from Meta get `OUTCOME_UNKNOWN`;
-    # returns how many. Called once when the gateway starts serving.
-    async def mark_outcome_unknown(self, started_at: float) -> int: ...
-
-    # Review trail: append-only notes on decisions.
-    async def add_review(self, review: ReviewRecord) -> ReviewRecord | None: ...  # None: no such decision
-    async def reviews(self, decision_ids: list[str]) -> dict[str, list[ReviewRecord]]: ...
-
-    # What Meta's webhooks report (sendgate/webhooks); every write idempotent under redelivery.
-    # SQLite: state/sqlite_webhooks.py documents each.
-    async def record_entry_point(self, phone_number_id: str, recipient: str, at: float, source: str | None) -> None: ...
-    async def close_window(self, phone_number_id: str, recipient: str, at: float) -> None: ...
-    async def record_delivery_failure(
-        self, message_id: str, code: int, recipient: str, phone_number_id: str | None, at: float
-    ) -> bool: ...
-    async def record_delivery_status(
-        self, message_id: str, status: str, at: float, error: str | None
-    ) -> tuple[str, str] | None: ...
-    async def apply_consent_event(self, key: str, record: ConsentRecord, action: str) -> ConsentRecord | None: ...
-    async def update_template(
-        self,
-        waba_id: str,
-        *,
-        template_id: str | None,
-        name: str | None,
-        language: str | None,
-        at: float,
-        status: str | None = None,
-        quality: str | None = None,
-        category: str | None = None,
-    ) -> bool | None: ...
-    async def learn_phone_numbers(self, numbers: dict[str, tuple[str | None, str | None]], at: float) -> None: ...
-    async def phone_number_ids(self, display_phone_number: str) -> list[str]: ...
-    async def set_account_state(
-        self, scope: str, key: str, values: dict[str, str | None], at: float, detail: dict[str, Any] | None = None
-    ) -> bool: ...
-    async def account_state(self, phone_number_id: str, waba_id: str | None) -> dict[str, Any]: ...
-    async def set_marketing_pause(self, phone_number_id: str, alert: str, message: str, since: float) -> bool: ...
-    async def clear_marketing_pause(self, phone_number_id: str) -> bool: ...
-    async def marketing_pauses(self) -> dict[str, dict[str, Any]]: ...
-    # Health: a real, tiny write through the path the send path's writes take; raises StoreError.
-    async def ping(self) -> None: ...
-
-    async def flush(self) -> None: ...
-    async def close(self) -> None: ...

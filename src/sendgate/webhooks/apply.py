@@ -1,6 +1,6 @@
 """Webhook events into the gateway's state: what each kind changes (README "Webhooks").
 
-Every store call here is idempotent (see `state/sqlite_webhooks.py`), so Meta's retries,
+Every store call here is idempotent (see `state/roles.py`), so Meta's retries,
 duplicates and out-of-order deliveries are harmless; a store failure raises, and the
 receiver answers Meta with an error so that it retries.
 
@@ -15,13 +15,20 @@ import logging
 import unicodedata
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from sendgate.config import Config
 from sendgate.masking import mask_recipient
-from sendgate.state import CONSENT_CATEGORIES, ConsentRecord, Store
+from sendgate.state import (
+    CONSENT_CATEGORIES,
+    AccountState,
+    ConsentLedger,
+    ConsentRecord,
+    TemplateCatalog,
+    WebhookState,
+)
 from sendgate.webhooks.events import AccountEvent, InboundMessage, Parsed, StatusEvent, TemplateEvent, UserPreference
 
 if TYPE_CHECKING:
@@ -90,13 +97,17 @@ def _evidence(**fields: Any) -> str:
     return orjson.dumps({k: v for k, v in fields.items() if v is not None}).decode()
 
 
+class WebhookStore(ConsentLedger, TemplateCatalog, WebhookState, AccountState, Protocol):
+    """The store's roles webhook events change (and the template sync, which shares them)."""
+
+
 class WebhookApplier:
     """Applies parsed webhook events to the store (and tells the monitor what failed)."""
 
     def __init__(
         self,
         config: Config,
-        store: Callable[[], Store],
+        store: Callable[[], WebhookStore],
         params: Callable[[], Awaitable[dict[str, Any]]],
         monitor: Monitor | None = None,
         on_unknown_template: Callable[[str], None] | None = None,
@@ -150,7 +161,7 @@ class WebhookApplier:
 
     # -- messages ---------------------------------------------------------------------
 
-    async def _inbound(self, store: Store, rules: OptOutRules, message: InboundMessage) -> None:
+    async def _inbound(self, store: WebhookStore, rules: OptOutRules, message: InboundMessage) -> None:
         keyword = message.type == "text" and rules.is_optout_text(message.text)
         button = message.type == "button" and rules.is_optout_button(message.button_payload, message.button_text)
         what = f"message {message.message_id} ({message.type})"
@@ -187,7 +198,7 @@ class WebhookApplier:
 
     async def _consent(
         self,
-        store: Store,
+        store: WebhookStore,
         key: str,
         recipient: str,
         status: str,
@@ -205,7 +216,7 @@ class WebhookApplier:
 
     # -- statuses ---------------------------------------------------------------------
 
-    async def _status(self, store: Store, status: StatusEvent) -> None:
+    async def _status(self, store: WebhookStore, status: StatusEvent) -> None:
         optout = status.status == "failed" and status.recipient is not None and any(
             code == CODE_OPTED_OUT for code, _ in status.errors
         )
@@ -232,7 +243,7 @@ class WebhookApplier:
             elif code == CODE_OPTED_OUT:
                 await self._status_optout(store, status)
 
-    async def _status_optout(self, store: Store, status: StatusEvent) -> None:
+    async def _status_optout(self, store: WebhookStore, status: StatusEvent) -> None:
         """A failed status with 131050: the user stopped marketing messages."""
         assert status.recipient is not None
         evidence = _evidence(
@@ -246,7 +257,7 @@ class WebhookApplier:
 
     # -- user preferences ------------------------------------------------------------------
 
-    async def _preference(self, store: Store, preference: UserPreference) -> None:
+    async def _preference(self, store: WebhookStore, preference: UserPreference) -> None:
         if preference.category != "marketing_messages" or preference.value not in ("stop", "resume"):
             log.info("user_preferences: %s %s not acted on", preference.category, preference.value)
             return
@@ -272,7 +283,7 @@ class WebhookApplier:
 
     # -- templates -----------------------------------------------------------------------
 
-    async def _template(self, store: Store, event: TemplateEvent) -> None:
+    async def _template(self, store: WebhookStore, event: TemplateEvent) -> None:
         what = f"{event.field} for template {event.name} ({event.language}, id {event.template_id})"
         if not self._time_usable(what, event.unusable_time, False):
             return
@@ -297,7 +308,7 @@ class WebhookApplier:
 
     # -- account state ---------------------------------------------------------------------
 
-    async def _account(self, store: Store, event: AccountEvent) -> None:
+    async def _account(self, store: WebhookStore, event: AccountEvent) -> None:
         if not self._time_usable(f"{event.field} {event.event} for WABA {event.waba_id}", event.unusable_time, False):
             return
         if event.field == "account_update":
@@ -331,7 +342,7 @@ class WebhookApplier:
                 "phone_number_quality_update for %s (WABA %s): %s", event.display_phone_number, event.waba_id, event.event
             )
 
-    async def _phone_number_ids(self, store: Store, event: AccountEvent) -> list[str]:
+    async def _phone_number_ids(self, store: WebhookStore, event: AccountEvent) -> list[str]:
         """The configured or learned numbers this display number is; else every configured number of the WABA."""
         display = event.display_phone_number
         found: list[str] = []

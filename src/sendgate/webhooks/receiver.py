@@ -30,8 +30,7 @@ from sendgate.config import Config
 from sendgate.gateway.upstream import Upstream
 from sendgate.monitoring import Metrics, Monitor
 from sendgate.policy import PolicyEngine
-from sendgate.state import Store
-from sendgate.webhooks.apply import WebhookApplier
+from sendgate.webhooks.apply import WebhookApplier, WebhookStore
 from sendgate.webhooks.events import Parsed, parse_webhook
 from sendgate.webhooks.templates import TemplateSync
 
@@ -198,7 +197,7 @@ class WebhookReceiver:
 def setup_webhooks(
     app: web.Application,
     config: Config,
-    store: Callable[[], Store],
+    store: Callable[[], WebhookStore],
     engine: Callable[[], PolicyEngine],
     metrics: Metrics,
     monitor: Monitor,

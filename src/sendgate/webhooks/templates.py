@@ -20,7 +20,7 @@ from aiohttp import web
 
 from sendgate.config import Config
 from sendgate.gateway.upstream import Upstream, UpstreamError
-from sendgate.state import InvalidRecord, Store
+from sendgate.state import InvalidRecord, TemplateCatalog
 
 if TYPE_CHECKING:
     from sendgate.monitoring import Metrics
@@ -60,7 +60,7 @@ class TemplateSync:
         self,
         config: Config,
         upstream: Upstream | None,
-        store: Callable[[], Store],
+        store: Callable[[], TemplateCatalog],
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

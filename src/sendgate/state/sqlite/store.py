@@ -1,7 +1,7 @@
 """SQLite store: reads on the caller's thread, writes through one group-committing writer.
 
 Reads are short indexed lookups, cheaper than a thread hop, so they run inline.
-Writes go to a single writer thread (`sqlite_writer.py`) that commits whatever has
+Writes go to a single writer thread (`writer.py`) that commits whatever has
 queued up in one transaction (group commit): a send awaits the commit of its
 decision record before it is forwarded, so every message that reached Meta has a
 committed record even if the process is killed, and a burst of sends shares one
@@ -30,117 +30,15 @@ from sendgate.state.base import (
     SendRecord,
     StoreError,
     TemplateFacts,
-    pair_history,
 )
+from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, decision_rules, recipient_facts
 from sendgate.state.catalog import count_placeholders, validate_catalog
-from sendgate.state.sqlite_review import UPSERT_COUNT, ReviewQueries, count_rows, migrate
-from sendgate.state.sqlite_webhooks import FAILURE_HISTORY_SECONDS, WebhookQueries, migrate_webhooks
-from sendgate.state.sqlite_writer import GroupCommitWriter, Op, Rows, Statement
+from sendgate.state.sqlite.review import UPSERT_COUNT, ReviewQueries, count_rows
+from sendgate.state.sqlite.schema import migrate
+from sendgate.state.sqlite.webhooks import WebhookQueries
+from sendgate.state.sqlite.writer import GroupCommitWriter, Op, Rows, Statement
 
 __all__ = ["SQLiteStore"]
-
-_HISTORY_DAYS = 30
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS consent (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    recipient TEXT NOT NULL,
-    status TEXT NOT NULL,
-    categories TEXT NOT NULL,
-    source TEXT,
-    evidence TEXT,
-    recorded_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS consent_recipient ON consent (recipient, seq);
-
-CREATE TABLE IF NOT EXISTS catalogs (
-    waba_id TEXT PRIMARY KEY,
-    body TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS templates (
-    waba_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    language TEXT NOT NULL,
-    status TEXT NOT NULL,
-    category TEXT,
-    placeholders TEXT NOT NULL,
-    PRIMARY KEY (waba_id, name, language)
-);
-
--- Where each known recipient's number is (sendgate.places), kept when the number is learnt of
--- (consent, inbound) so the send path reads it instead of running phonenumbers per message.
-CREATE TABLE IF NOT EXISTS places (
-    recipient TEXT PRIMARY KEY,
-    country TEXT,
-    timezone TEXT,
-    data TEXT NOT NULL  -- the metadata that placed it (sendgate.places.PLACE_DATA)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS inbound (
-    phone_number_id TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    last_at REAL NOT NULL,
-    PRIMARY KEY (phone_number_id, recipient)
-);
-
-CREATE TABLE IF NOT EXISTS sends (
-    decision_id TEXT PRIMARY KEY,
-    phone_number_id TEXT NOT NULL,
-    waba_id TEXT,
-    recipient TEXT NOT NULL,
-    category TEXT,
-    sent_at REAL NOT NULL,
-    failed INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS sends_recipient ON sends (recipient, sent_at);
-
-CREATE TABLE IF NOT EXISTS decisions (
-    id TEXT PRIMARY KEY,
-    ts REAL NOT NULL,
-    endpoint TEXT NOT NULL,
-    api_version TEXT NOT NULL,
-    account TEXT NOT NULL,
-    waba_id TEXT,
-    recipient TEXT,
-    recipient_key TEXT,
-    type TEXT,
-    template TEXT,
-    category TEXT,
-    decision TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    forwarded INTEGER NOT NULL,
-    reasons TEXT NOT NULL,
-    warnings TEXT NOT NULL,
-    retry_after INTEGER,
-    policy_revision TEXT,
-    eval_us REAL,
-    upstream_status INTEGER,
-    upstream_message_id TEXT,
-    upstream_error_code INTEGER,
-    upstream_error TEXT,
-    content TEXT
-);
-CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
-CREATE INDEX IF NOT EXISTS decisions_decision ON decisions (decision, id);
-CREATE INDEX IF NOT EXISTS decisions_account ON decisions (account, id);
-CREATE INDEX IF NOT EXISTS decisions_recipient ON decisions (recipient_key, id);
-CREATE INDEX IF NOT EXISTS decisions_message ON decisions (upstream_message_id);
--- Forwarded records still waiting for Meta's answer: a handful at any time, found on start
--- without scanning the log (`mark_outcome_unknown`).
-CREATE INDEX IF NOT EXISTS decisions_unanswered ON decisions (ts)
-    WHERE forwarded = 1 AND upstream_status IS NULL AND upstream_error IS NULL;
-CREATE TABLE IF NOT EXISTS decision_rules (
-    decision_id TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    PRIMARY KEY (rule, decision_id)
-) WITHOUT ROWID;
-
--- One row that `ping` (/readyz) rewrites: proof that a write commits, not just that the file opens.
-CREATE TABLE IF NOT EXISTS health (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    probed_at REAL NOT NULL
-);
-"""
 
 _DECISION_COLUMNS = (
     "id", "ts", "endpoint", "api_version", "account", "waba_id", "recipient", "recipient_key", "type",
@@ -166,7 +64,7 @@ SELECT c.status, c.categories, c.source, c.evidence, c.recorded_at,
          AND w.recipient = i.recipient AND w.closed_at >= i.last_at)),
     (SELECT json_group_array(json_array(code, printf('%!.17g', at)))
         FROM (SELECT code, at FROM delivery_failures WHERE recipient = :r AND at > :failures_since
-              ORDER BY at DESC LIMIT 100)),
+              ORDER BY at DESC LIMIT :failures_limit)),
     (SELECT at FROM entry_points WHERE phone_number_id = :p AND recipient = :r)
 FROM (SELECT :r AS recipient) k
 LEFT JOIN (SELECT * FROM consent WHERE recipient = :r ORDER BY seq DESC LIMIT 1) c
@@ -227,8 +125,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class SQLiteStore(ReviewQueries, WebhookQueries):
-    """The `Store` on one SQLite file. Listing, counts, reviews and pruning: `sqlite_review.py`;
-    what webhooks record (delivery status, failures, account state...): `sqlite_webhooks.py`."""
+    """The `Store` on one SQLite file. Listing, counts, reviews and pruning: `review.py`;
+    what webhooks record (delivery status, failures, account state...): `webhooks.py`; the
+    schema and its migrations: `schema.py`."""
 
     _select_columns = ", ".join(f"d.{column}" for column in _DECISION_COLUMNS)
 
@@ -236,9 +135,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._read = _connect(self.path)
-        self._read.executescript(_SCHEMA)
         migrate(self._read)
-        migrate_webhooks(self._read)
         self._writer = GroupCommitWriter(lambda: _connect(self.path), UPSERT_COUNT)
         self._writer.start()
         # Catalog facts change rarely and are read on every template send.
@@ -375,31 +272,31 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         params = {
             "p": phone_number_id,
             "r": recipient,
-            "sends_since": now - _HISTORY_DAYS * 86400,
-            "failures_since": now - FAILURE_HISTORY_SECONDS,
+            "sends_since": now - HISTORY_SECONDS,
+            "failures_since": now - HISTORY_SECONDS,
+            "failures_limit": FAILURE_LIMIT,
             "data": PLACE_DATA,
         }
         row = self._read.execute(_RECIPIENT_FACTS, params).fetchone()
         consent = None
         if row[0] is not None:
             consent = ConsentRecord(recipient, row[0], tuple(orjson.loads(row[1])), row[2], row[3], row[4])
-        sends = [(pid, wid, category, float(at)) for pid, wid, category, at in orjson.loads(row[8])]
-        same_business = (lambda s: s[1] == waba_id) if waba_id is not None else (lambda s: s[0] == phone_number_id)
-        return RecipientFacts(
+        return recipient_facts(
+            phone_number_id,
+            waba_id,
+            now,
             consent=consent,
             place=(row[6], row[7]) if row[5] else None,
             last_inbound_at=row[9],
-            last_sent_at=next((s[3] for s in sends if s[0] == phone_number_id), None),
-            pair_sent_at=pair_history((s[3] for s in sends if s[0] == phone_number_id), now),
-            marketing_sent_at=[s[3] for s in sends if s[2] == "marketing" and same_business(s)],
-            delivery_failures=[{"code": code, "at": float(at)} for code, at in orjson.loads(row[10])],
+            sends=[(pid, wid, category, float(at)) for pid, wid, category, at in orjson.loads(row[8])],
+            failures=[(code, float(at)) for code, at in orjson.loads(row[10])],
             free_entry_point_at=row[11],
         )
 
     # -- decision log ---------------------------------------------------------------
 
     async def log_decision(self, record: DecisionRecord, send: SendRecord | None = None) -> None:
-        rules = sorted({r["rule"] for r in record.reasons if isinstance(r.get("rule"), str)})
+        rules = decision_rules(record.reasons)
         statements: list[Statement] = [(_INSERT_DECISION, [_decision_row(record)])]
         if rules:
             statements.append(("INSERT OR IGNORE INTO decision_rules VALUES (?, ?)", [(record.id, r) for r in rules]))
@@ -439,15 +336,8 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         return _decision(row) if row else None
 
     async def mark_outcome_unknown(self, started_at: float) -> int:
-        """Give `OUTCOME_UNKNOWN` to the forwarded records from before `started_at` that have no answer
-        from Meta: their process was killed between forwarding and recording the answer.
-
-        This assumes one serving process per database, as SQLite is used here: whatever is older
-        than this process's start and unanswered was left by a process that is gone. With several
-        processes on one database, a record in flight in another live process would be marked too:
-        that needs the owner of each record (and whether it is alive), not only its time.
-        Their send rows keep counting: Meta may have taken them.
-        """
+        """One serving process per SQLite file: what is older than this start and unanswered was
+        left by a process that is gone (see `Lifecycle.mark_outcome_unknown`)."""
 
         def op(conn: sqlite3.Connection) -> int:
             return int(conn.execute(_MARK_OUTCOME_UNKNOWN, (OUTCOME_UNKNOWN, started_at)).rowcount)
@@ -457,8 +347,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
     # -- lifecycle ------------------------------------------------------------------
 
     async def ping(self) -> None:
-        """A one-row upsert through the writer, committed as a send's record is, then a read:
-        raises `StoreError` when a write cannot commit (disk full or read-only...)."""
+        """A one-row upsert through the writer, committed as a send's record is, then a read."""
         rows = Rows([(_PROBE, [(time.time(),)])], name="health probe")
         await self._writer.write_rows(rows)
         if rows.error is not None:
@@ -466,7 +355,6 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         self._read.execute("SELECT probed_at FROM health").fetchone()
 
     async def flush(self) -> None:
-        """Wait until every write submitted so far is committed."""
         await self._write(lambda conn: None)
 
     async def close(self) -> None:

@@ -1,7 +1,6 @@
 """The decision log's review side on SQLite: filtered listing, hourly counts, the review trail, pruning.
 
-`SQLiteStore` mixes `ReviewQueries` in; the schema here is applied (and older files migrated)
-when a store opens.
+`SQLiteStore` mixes `ReviewQueries` in; the tables and indexes are in `schema.py`.
 
 Listing stays fast on millions of records because every filter has an index that also yields
 rows newest first, so a page reads about as many rows as it shows:
@@ -38,57 +37,16 @@ from sendgate.state.base import (
     PruneResult,
     ReviewRecord,
 )
+from sendgate.state.rules import HISTORY_SECONDS, check_review, count_keys, decision_rules
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-__all__ = ["NEW_DECISION_COLUMNS", "ReviewQueries", "count_rows", "id_floor", "migrate", "rebuild_counts"]
+__all__ = ["ReviewQueries", "count_rows", "id_floor", "rebuild_counts"]
 
 HOUR = 3600
 DAY = 86400
-HISTORY_SECONDS = 30 * 86400  # send history the frequency rules read (see SQLiteStore.send_history)
 PRUNE_BATCH = 2000  # records per write transaction: pruning never holds the writer for long
-MAX_NOTE = 4000
-
-# Columns added to `decisions` after its first release: ALTERed into older files on open.
-NEW_DECISION_COLUMNS = (
-    ("facts", "TEXT"),
-    ("delivery_status", "TEXT"),
-    ("delivery_at", "REAL"),
-    ("delivery_error", "TEXT"),
-    ("engine_decision_id", "TEXT"),
-)
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS reviews (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        decision_id TEXT NOT NULL,
-        reviewer TEXT NOT NULL,
-        note TEXT NOT NULL,
-        reviewed_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS reviews_decision ON reviews (decision_id, seq)",
-    """CREATE TRIGGER IF NOT EXISTS reviews_append_only BEFORE UPDATE ON reviews
-    BEGIN
-        SELECT RAISE(ABORT, 'the review trail is append-only');
-    END""",
-    "CREATE INDEX IF NOT EXISTS decisions_template ON decisions (template, id)",
-    "CREATE INDEX IF NOT EXISTS decisions_rejected ON decisions (id) WHERE decision != 'allow'",
-    "CREATE INDEX IF NOT EXISTS decisions_shadow ON decisions (id) WHERE mode = 'shadow' AND decision IN ('deny', 'defer')",
-)
-
-_COUNTS_SCHEMA = """
-CREATE TABLE decision_counts (
-    span INTEGER NOT NULL,  -- 3600: an hour row, 86400: a day row
-    start INTEGER NOT NULL,  -- Unix seconds, a multiple of span
-    dim TEXT NOT NULL,
-    key TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (span, start, dim, key, decision, mode)
-) WITHOUT ROWID;
-"""
 
 UPSERT_COUNT = (  # parameters: a count_rows() row, then how many decisions it counts
     "INSERT INTO decision_counts (span, start, dim, key, decision, mode, n) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -133,27 +91,13 @@ def _hour(ts: float) -> int:
     return int(ts // HOUR) * HOUR
 
 
-def _keys(decision: str, account: str, template: str | None, rules: Iterable[str]) -> list[tuple[str, str]]:
-    keys = [("all", ""), ("account", account)]
-    if decision != "allow":
-        if template is not None:
-            keys.append(("template", template))
-        keys.extend(("rule", rule) for rule in rules)
-    return keys
-
-
 def count_rows(record: DecisionRecord, rules: Iterable[str]) -> list[tuple[Any, ...]]:
     """`UPSERT_COUNT` parameters for one new decision record: its hour row and its day row per key."""
     hour = _hour(record.timestamp)
     day = int(record.timestamp // DAY) * DAY
-    keys = _keys(record.decision, record.account, record.template, rules)
+    keys = count_keys(record.decision, record.account, record.template, rules)
     return [(span, start, dim, key, record.decision, record.mode) for span, start in ((HOUR, hour), (DAY, day))
             for dim, key in keys]  # fmt: skip
-
-
-def rules_of(reasons: Sequence[Any]) -> list[str]:
-    """The rule ids `decision_rules` indexes for a record's reasons."""
-    return sorted({r["rule"] for r in reasons if isinstance(r, dict) and isinstance(r.get("rule"), str)})
 
 
 def rebuild_counts(conn: sqlite3.Connection, since: int | None = None, until: int | None = None) -> None:
@@ -166,28 +110,6 @@ def rebuild_counts(conn: sqlite3.Connection, since: int | None = None, until: in
         conn.execute(sql, (since, until))
     conn.execute("DELETE FROM decision_counts WHERE span = ? AND start >= ? AND start < ?", (DAY, day_since, day_until))
     conn.execute(_DAYS_FROM_HOURS, (day_since, day_until))
-
-
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a store file up to this version's schema (idempotent, safe with a second process)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        present = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
-        for name, kind in NEW_DECISION_COLUMNS:
-            if name not in present:
-                conn.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        has_counts = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decision_counts'"
-        ).fetchone()
-        if not has_counts:
-            conn.execute(_COUNTS_SCHEMA)
-            rebuild_counts(conn)  # a file from before the rollup: count what it already holds
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _placeholders(n: int) -> str:
@@ -339,19 +261,15 @@ class ReviewQueries:
         )
         for ts, decision, mode, account, template, reasons in rows:
             b = None if bucket is None else float(int(ts // bucket) * bucket)
-            rules = rules_of(orjson.loads(reasons)) if decision != "allow" else ()
-            for dim, key in _keys(decision, account, template, rules):
+            rules = decision_rules(orjson.loads(reasons)) if decision != "allow" else ()
+            for dim, key in count_keys(decision, account, template, rules):
                 if dimension is None or dim == dimension:
                     totals[(b, dim, key, decision, mode)] += 1
 
     # -- review trail ---------------------------------------------------------------
 
     async def add_review(self, review: ReviewRecord) -> ReviewRecord | None:
-        """Append a review note; None when there is no such decision."""
-        if not review.reviewer:
-            raise InvalidRecord("a review needs a reviewer")
-        if len(review.note) > MAX_NOTE:
-            raise InvalidRecord(f"a review note is at most {MAX_NOTE} characters")
+        check_review(review)
         if self._read.execute("SELECT 1 FROM decisions WHERE id = ?", (review.decision_id,)).fetchone() is None:
             return None
 
@@ -366,7 +284,6 @@ class ReviewQueries:
         return ReviewRecord(review.decision_id, review.reviewer, review.note, review.reviewed_at, seq)
 
     async def reviews(self, decision_ids: list[str]) -> dict[str, list[ReviewRecord]]:
-        """The review trail of each given decision, oldest note first (decisions without notes are left out)."""
         trail: dict[str, list[ReviewRecord]] = {}
         for chunk in _chunks(list(dict.fromkeys(decision_ids))):
             rows = self._read.execute(
@@ -381,12 +298,7 @@ class ReviewQueries:
     # -- retention ------------------------------------------------------------------
 
     async def prune_decisions(self, before: float, now: float) -> PruneResult:
-        """Delete decision records older than `before`, with their rule index entries and review notes.
-
-        Review notes of kept records are never touched. Forwarded-message history (`sends`) goes
-        too once it is older than both `before` and the 30 days the frequency rules read. Runs in
-        batches of `PRUNE_BATCH` records, each its own short transaction, so sends keep flowing.
-        """
+        """In batches of `PRUNE_BATCH` records, each its own transaction through the writer."""
         decisions = reviews = sends = 0
 
         def prune_batch(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -396,7 +308,7 @@ class ReviewQueries:
             if not rows:
                 return 0, 0
             ids = [row[0] for row in rows]
-            pairs = [(rule, row[0]) for row in rows for rule in rules_of(orjson.loads(row[1]))]
+            pairs = [(rule, row[0]) for row in rows for rule in decision_rules(orjson.loads(row[1]))]
             conn.executemany("DELETE FROM decision_rules WHERE rule = ? AND decision_id = ?", pairs)
             removed_reviews = conn.execute(
                 f"DELETE FROM reviews WHERE decision_id IN ({_placeholders(len(ids))})", ids
