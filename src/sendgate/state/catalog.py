@@ -28,7 +28,8 @@ def validate_catalog(body: Any) -> list[dict[str, Any]]:
                 raise InvalidRecord(f"data[{i}].{key} must be a string")
         if not isinstance(template.get("components", []), list):
             raise InvalidRecord(f"data[{i}].components must be a list")
-    return body["data"]
+    templates: list[dict[str, Any]] = body["data"]
+    return templates
 
 
 def count_placeholders(template: dict[str, Any]) -> dict[str, int]:

@@ -24,7 +24,7 @@ import math
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -39,10 +39,9 @@ from sendgate.state.base import (
 )
 from sendgate.state.rules import HISTORY_SECONDS, check_review, count_keys, decision_rules
 
-if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
 __all__ = ["ReviewQueries", "count_rows", "id_floor", "rebuild_counts"]
+
+T = TypeVar("T")
 
 HOUR = 3600
 DAY = 86400
@@ -125,7 +124,11 @@ class ReviewQueries:
     """Mixed into `SQLiteStore`: `_read`, `_write`, `_select` and `_to_record` come from there."""
 
     _read: sqlite3.Connection
-    _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+
+    if TYPE_CHECKING:  # SQLiteStore's, typed per operation
+
+        async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T: ...
+
     _select_columns: str  # the decision columns, each as d.<column>
     _to_record: Callable[[Sequence[Any]], DecisionRecord]
 

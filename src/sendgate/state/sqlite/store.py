@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from cachetools import TTLCache
@@ -36,9 +36,11 @@ from sendgate.state.catalog import count_placeholders, validate_catalog
 from sendgate.state.sqlite.review import UPSERT_COUNT, ReviewQueries, count_rows
 from sendgate.state.sqlite.schema import migrate
 from sendgate.state.sqlite.webhooks import WebhookQueries
-from sendgate.state.sqlite.writer import GroupCommitWriter, Op, Rows, Statement
+from sendgate.state.sqlite.writer import GroupCommitWriter, Rows, Statement
 
 __all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
 
 _DECISION_COLUMNS = (
     "id", "ts", "endpoint", "api_version", "account", "waba_id", "recipient", "recipient_key", "type",
@@ -142,8 +144,9 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         self._template_cache: TTLCache[tuple[str, str], list[tuple[Any, ...]]] = TTLCache(maxsize=4096, ttl=5.0)
         self._closed = False
 
-    async def _write(self, op: Op) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `op` in the writer's next transaction; its result once committed."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._writer.submit(op, future)
         return await future
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from cachetools import TTLCache
@@ -28,10 +28,10 @@ from sendgate.state.rules import (
     template_event_key,
 )
 
-if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
 __all__ = ["WebhookQueries"]
+
+T = TypeVar("T")
+
 
 def _latest_consent(conn: sqlite3.Connection, recipient: str, status: str | None = None) -> ConsentRecord | None:
     where = "recipient = ?" + (" AND status = ?" if status else "")
@@ -48,7 +48,11 @@ class WebhookQueries:
     """Mixed into `SQLiteStore`: `_read`, `_write` and `_template_cache` come from there."""
 
     _read: sqlite3.Connection
-    _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+
+    if TYPE_CHECKING:  # SQLiteStore's, typed per operation
+
+        async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T: ...
+
     _template_cache: TTLCache[Any, Any]
     _account_cache: TTLCache[tuple[str, str | None], dict[str, Any]]
 
