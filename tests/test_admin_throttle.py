@@ -7,7 +7,7 @@ tests connect from other loopback addresses (all of 127.0.0.0/8 is this host) to
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,7 +15,8 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from sendgate.admin.throttle import FAILURES, MAX_ADDRESSES, WINDOW, MemoryGuessThrottle
+from sendgate.admin.shared import RedisGuessThrottle, open_redis
+from sendgate.admin.throttle import FAILURES, MAX_ADDRESSES, WINDOW, GuessThrottle, MemoryGuessThrottle
 
 from .conftest import ADMIN_TOKEN, Clock, GatewayFactory
 
@@ -136,11 +137,42 @@ async def test_many_other_failing_addresses_never_unblock_a_sign_in(gateway_fact
     assert (await sign_in(client, "127.0.0.1", "ana-reviewer-token"))[0] == 429
 
 
-# -- the in-process throttle ------------------------------------------------------------------
+# -- every throttle: in this process and in Redis ---------------------------------------------
 
 
-async def test_failures_older_than_the_window_do_not_count() -> None:
-    throttle = MemoryGuessThrottle()
+@pytest.fixture(params=["memory", "redis"])
+async def throttle(request: pytest.FixtureRequest) -> AsyncIterator[GuessThrottle]:
+    """Each implementation in turn: the same calls must mean the same."""
+    if request.param == "memory":
+        yield MemoryGuessThrottle()
+        return
+    client = open_redis(request.getfixturevalue("redis_url"))
+    yield RedisGuessThrottle(lambda: client)
+    await client.aclose()
+
+
+async def test_ten_failures_block_the_address_for_the_rest_of_the_window(throttle: GuessThrottle) -> None:
+    for i in range(FAILURES - 1):
+        assert await throttle.attempt("a", 1000.0 + i, failed=True) is None
+    assert await throttle.attempt("a", 1009.0, failed=False) is None  # a right token counts nothing
+    assert await throttle.attempt("a", 1009.5, failed=True) is None  # the tenth is answered as wrong ...
+    assert await throttle.attempt("a", 1010.0, failed=False) == pytest.approx(WINDOW - 10)  # ... then blocked
+    assert await throttle.attempt("a", 1010.0, failed=True) == pytest.approx(WINDOW - 10)
+    assert await throttle.attempt("b", 1010.0, failed=False) is None  # another address is not
+    assert await throttle.attempt("a", 999.0 + WINDOW, failed=False) == pytest.approx(1.0)
+    assert await throttle.attempt("a", 1000.0 + WINDOW, failed=False) is None  # the window has passed
+    for _ in range(FAILURES - 1):  # and the count starts afresh
+        assert await throttle.attempt("a", 1000.0 + WINDOW, failed=True) is None
+    assert await throttle.attempt("a", 1000.0 + WINDOW, failed=False) is None
+
+
+async def test_concurrent_failures_are_counted_exactly(throttle: GuessThrottle) -> None:
+    results = await asyncio.gather(*(throttle.attempt("c", 50.0, failed=True) for _ in range(5 * FAILURES)))
+    assert sum(r is None for r in results) == FAILURES
+    assert [r for r in results if r is not None] == [pytest.approx(WINDOW)] * (4 * FAILURES)
+
+
+async def test_failures_older_than_the_window_do_not_count(throttle: GuessThrottle) -> None:
     for i in range(FAILURES - 1):  # at 1000, 1001, ... 1008
         assert await throttle.attempt("a", 1000.0 + i, failed=True) is None
     assert await throttle.attempt("a", 1000.0 + WINDOW, failed=True) is None  # the one at 1000 has aged out
@@ -148,6 +180,26 @@ async def test_failures_older_than_the_window_do_not_count() -> None:
     assert await throttle.attempt("a", 1000.5 + WINDOW, failed=True) is None
     assert await throttle.attempt("a", 1000.9 + WINDOW, failed=False) == pytest.approx(0.1)
     assert await throttle.attempt("a", 1001.0 + WINDOW, failed=False) is None
+
+
+async def test_redis_keys_expire_with_the_window(redis_url: str) -> None:
+    """Memory in Redis is bounded: every key the throttle writes lives at most about a window."""
+    client = open_redis(redis_url)
+    try:
+        throttle = RedisGuessThrottle(lambda: client)
+        for _ in range(FAILURES - 1):
+            await throttle.attempt("counting", 0.0, failed=True)
+        for _ in range(FAILURES):
+            await throttle.attempt("blocked", 0.0, failed=True)
+        keys = sorted(k.decode() for k in await client.keys("*"))
+        assert keys == ["sendgate:guess:{blocked}:blocked", "sendgate:guess:{counting}:failures"]
+        for key in keys:
+            assert 0 < await client.pttl(key) <= (WINDOW + 1) * 1000
+    finally:
+        await client.aclose()
+
+
+# -- the in-process throttle's table ----------------------------------------------------------
 
 
 async def test_a_full_table_drops_unblocked_addresses_oldest_first_and_never_a_blocked_one() -> None:

@@ -17,6 +17,7 @@ def test_defaults_without_a_file() -> None:
     assert config.mode == "enforce"
     assert config.on_engine_error == "deny"
     assert config.admin_token is None
+    assert config.redis_url is None  # sessions and the guessing throttle in process
     assert config.allow_unknown_accounts is False
     assert config.max_body_bytes == 1024 * 1024
     assert [(r.method, r.path) for r in config.passthrough] == [("GET", "*"), ("POST", "/{phone_number_id}/media")]
@@ -56,11 +57,17 @@ def test_environment_values_are_yaml() -> None:
         ({"SENDGATE_ACCOUNTS": "[{waba_id: '1'}]"}, "phone_number_id"),
         ({"SENDGATE_ALLOW_UNKNOWN_ACCOUNTS": "'yes please'"}, "true or false"),
         ({"SENDGATE_LISTEN": "8080"}, "host:port"),
+        ({"SENDGATE_REDIS_URL": "http://127.0.0.1:6379/0"}, "redis_url must be redis://host:port/db"),
+        ({"SENDGATE_REDIS_URL": "redis://127.0.0.1:6379/zero"}, "redis_url"),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, env=env)
+
+
+def test_redis_url_is_read() -> None:
+    assert load_config(None, env={"SENDGATE_REDIS_URL": "redis://10.0.0.5:6379/2"}).redis_url == "redis://10.0.0.5:6379/2"
 
 
 def test_unknown_keys_and_unreadable_files(tmp_path: Path) -> None:

@@ -6,12 +6,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from sendgate.admin.api import AdminGuard, admin_routes
 from sendgate.admin.pages import setup_review_pages
-from sendgate.admin.throttle import MemoryGuessThrottle
+from sendgate.admin.sessions import MemorySessions, SessionStore
+from sendgate.admin.shared import RedisGuessThrottle, RedisSessions, open_redis
+from sendgate.admin.throttle import GuessThrottle, MemoryGuessThrottle
 from sendgate.config import Config
 from sendgate.gateway.errors import CODE_INVALID, graph_error
 from sendgate.gateway.passthrough import Passthrough
@@ -38,6 +41,7 @@ STORE = web.AppKey("store", Store)
 ENGINE = web.AppKey("engine", PolicyEngine)
 SEND_PATH = web.AppKey("send_path", SendPath)
 PASSTHROUGH = web.AppKey("passthrough", Passthrough)
+REDIS = web.AppKey("redis", aioredis.Redis)  # with `redis_url`: the app's one client
 
 log = logging.getLogger("sendgate")
 
@@ -126,7 +130,25 @@ def create_app(
     app.cleanup_ctx.append(monitor.context())
     # Meta's webhooks (GET/POST webhooks.path) and the template sync: sendgate/webhooks/
     setup_webhooks(app, config, lambda: app[STORE], lambda: policy, metrics, monitor, clock)
-    guesses = MemoryGuessThrottle()  # wrong tokens per client address: the admin API and the sign-in page
+    # Wrong tokens per client address (the admin API and the sign-in page) and the review sessions:
+    # in this process, or with `redis_url` in Redis, shared by every replica.
+    guesses: GuessThrottle
+    sessions: SessionStore
+    if config.redis_url is None:
+        guesses, sessions = MemoryGuessThrottle(), MemorySessions(config.session_ttl, clock)
+    else:
+        redis_url = config.redis_url
+
+        async def shared_state(app: web.Application) -> AsyncIterator[None]:
+            app[REDIS] = open_redis(redis_url)
+            try:
+                yield
+            finally:
+                await app[REDIS].aclose()
+
+        app.cleanup_ctx.append(shared_state)
+        guesses = RedisGuessThrottle(lambda: app[REDIS])
+        sessions = RedisSessions(lambda: app[REDIS], config.session_ttl, clock)
     guarded = AdminGuard(config.admin_token, guesses, clock)  # every /admin/v1 route
     app.router.add_routes(monitoring_routes(config, metrics, monitor, lambda: app[STORE], lambda: policy, guarded, clock))
     app.router.add_post(
@@ -136,7 +158,7 @@ def create_app(
     app.router.add_routes(admin_routes(
         guarded, lambda: app[STORE], lambda: policy, reloader, mask_recipients=config.log.mask_recipients
     ))
-    setup_review_pages(app, config, lambda: app[STORE], clock, lambda: policy.revision, guesses)  # /admin/ pages
+    setup_review_pages(app, config, lambda: app[STORE], clock, lambda: policy.revision, guesses, sessions)  # /admin/
     app.router.add_route("*", "/{tail:.*}", _passthrough, name="passthrough")
     return app
 

@@ -103,6 +103,7 @@ class Config:
     log: LogOptions = field(default_factory=LogOptions)
     reviewer_tokens: tuple[ReviewerToken, ...] = ()
     session_ttl: int = 8 * 3600  # seconds a review-page sign-in lasts
+    redis_url: str | None = None  # redis://host:port/db: review sessions and the guessing throttle, shared
     webhooks: WebhookOptions = field(default_factory=WebhookOptions)
     template_sync: TemplateSyncOptions = field(default_factory=TemplateSyncOptions)
     alerts: AlertOptions = field(default_factory=AlertOptions)
@@ -169,7 +170,7 @@ def _build(raw: dict[str, Any]) -> Config:
             values[key] = tuple(_passthrough(i, p) for i, p in enumerate(value or []))
         elif key == "log":
             values[key] = _log_options(value or {})
-        elif key == "admin_token":
+        elif key in ("admin_token", "redis_url"):
             values[key] = None if value in (None, "") else str(value)
         elif key == "reviewer_tokens":
             values[key] = _reviewer_tokens(value)
@@ -217,6 +218,8 @@ def _validate(config: Config) -> None:
     # Only the form: which schemes there are, and what follows them, is `open_store`'s to say.
     if not re.fullmatch(r"[a-z][a-z0-9+.-]*://.+", config.state):
         raise ConfigError(f"state must be a URL such as sqlite:///path, got {config.state!r}")
+    if config.redis_url is not None and not re.fullmatch(r"redis://[^/?#]+(/\d+)?/?", config.redis_url):
+        raise ConfigError(f"redis_url must be redis://host:port/db, got {config.redis_url!r}")
     if config.max_body_bytes <= 0 or config.max_json_depth <= 0:
         raise ConfigError("max_body_bytes and max_json_depth must be positive")
     if config.session_ttl <= 0:

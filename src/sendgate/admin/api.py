@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from sendgate.admin.records import consent_from_json, decision_query, parse_consent_import, parse_time
-from sendgate.admin.throttle import GuessThrottle
+from sendgate.admin.throttle import GuessThrottle, SharedStateError
 from sendgate.masking import shown_record
 from sendgate.messages import normalize_recipient
 from sendgate.policy import EngineError, PolicyEngine, PolicyLoadError
@@ -57,7 +57,8 @@ class AdminGuard:
 
     An offered token that is wrong counts against the client address in `throttle` (shared with
     the sign-in page); a blocked address gets 429 with `Retry-After`, even with the right token.
-    A request without `Authorization` is no guess: 401, not counted.
+    A request without `Authorization` is no guess: 401, not counted. A shared throttle (Redis) that
+    does not answer: 503 for every token, the right one too.
     """
 
     def __init__(self, token: str | None, throttle: GuessThrottle, clock: Callable[[], float] = time.time) -> None:
@@ -76,7 +77,11 @@ class AdminGuard:
                 given.removeprefix("Bearer ").encode(), self._token
             )
             client = request.remote or "?"
-            wait = await self._throttle.attempt(client, self._clock(), failed=not valid)
+            try:
+                wait = await self._throttle.attempt(client, self._clock(), failed=not valid)
+            except SharedStateError as exc:  # fail closed: no token is accepted while guesses cannot be counted
+                log.error("admin API: the guessing throttle failed: %s", exc)
+                return _error(503, f"the admin API is unavailable: {exc}; retry shortly", "SendgateSharedStateError")
             if wait is not None:
                 seconds = max(1, math.ceil(wait))
                 response = _error(429, f"too many wrong admin tokens from this address; retry after {seconds} s")

@@ -1,20 +1,21 @@
 """The review pages under `/admin/`: server-rendered HTML for the compliance team.
 
 Sign in at `/admin/login` with the admin token or a reviewer token (`reviewer_tokens`); the
-session lives in this process, in a cookie that is HttpOnly, SameSite=Strict and expires after
-`session_ttl`. Without a session there is no page and no data. Every POST form carries the
-session's CSRF token (the sign-in form a cookie-bound one). Pages send a Content-Security-Policy
-that allows nothing but this server's stylesheet: no scripts at all, charts are inline SVG.
+session lives in this process, or in Redis with `redis_url` (`sessions.py`), in a cookie that is
+HttpOnly, SameSite=Strict and expires after `session_ttl`. Without a session there is no page
+and no data. Every POST form carries the session's CSRF token (the sign-in form a cookie-bound
+one). Pages send a Content-Security-Policy that allows nothing but this server's stylesheet: no
+scripts at all, charts are inline SVG.
 
 Reviewer tokens read the log and append review notes; they do not open the JSON admin API.
 Tokens and session ids are never logged. Wrong tokens are throttled per client address, with
-the admin API's count (`sendgate/admin/throttle.py`).
+the admin API's count (`sendgate/admin/throttle.py`). When Redis does not answer, sign-in and
+every page answer 503: nobody is let in, or counted, while it is down.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 import logging
 import math
@@ -22,7 +23,6 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
@@ -45,7 +45,8 @@ from sendgate.admin.review import (
     rules_of,
     summarize,
 )
-from sendgate.admin.throttle import GuessThrottle, MemoryGuessThrottle
+from sendgate.admin.sessions import MemorySessions, Session, SessionStore, session_digest
+from sendgate.admin.throttle import GuessThrottle, MemoryGuessThrottle, SharedStateError
 from sendgate.config import Config
 from sendgate.messages import normalize
 from sendgate.state import DecisionQuery, DecisionRecord, InvalidRecord, ReviewRecord, StoreError
@@ -60,7 +61,6 @@ LOGIN_COOKIE = "sendgate_login"  # binds the sign-in form's CSRF token to this b
 LOGIN_FORM_TTL = 1800
 PAGE_SIZE = 50
 MAX_FORM_BYTES = 64 * 1024
-MAX_SESSIONS = 10_000
 SUGGESTIONS_TTL = 60.0
 HOUR = 3600
 DAY = 86400
@@ -87,56 +87,11 @@ DECISION_CHOICES = (
 REVIEWED_CHOICES = (("", "any"), ("no", "unreviewed"), ("yes", "reviewed"))
 
 
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
-
-
-@dataclass
-class Session:
-    name: str
-    role: str  # admin | reviewer
-    csrf: str
-    expires: float
-
+_digest = session_digest  # tokens and CSRF tokens are compared as digests: constant time, any length
+SHARED_DOWN = "Sign-in is unavailable: the session store (Redis) is not answering. Try again shortly."
 
 SESSION = web.RequestKey("review_session", Session)
 FORM = web.RequestKey("review_form", dict[str, str])
-
-
-class Sessions:
-    """Sign-ins of this process, keyed by a hash of the cookie value."""
-
-    def __init__(self, ttl: int, clock: Callable[[], float]) -> None:
-        self.ttl = ttl
-        self._clock = clock
-        self._by_hash: dict[bytes, Session] = {}
-
-    def create(self, name: str, role: str) -> tuple[str, Session]:
-        now = self._clock()
-        if len(self._by_hash) >= MAX_SESSIONS:
-            self._by_hash = {k: s for k, s in self._by_hash.items() if s.expires > now}
-            while len(self._by_hash) >= MAX_SESSIONS:  # still full: the oldest sign-in goes
-                del self._by_hash[next(iter(self._by_hash))]
-        raw = secrets.token_urlsafe(32)
-        session = Session(name, role, secrets.token_urlsafe(32), now + self.ttl)
-        self._by_hash[_digest(raw)] = session
-        return raw, session
-
-    def get(self, raw: str | None) -> Session | None:
-        if not raw:
-            return None
-        key = _digest(raw)
-        session = self._by_hash.get(key)
-        if session is None:
-            return None
-        if session.expires <= self._clock():
-            del self._by_hash[key]
-            return None
-        return session
-
-    def drop(self, raw: str | None) -> None:
-        if raw:
-            self._by_hash.pop(_digest(raw), None)
 
 
 def _safe_next(value: str | None) -> str:
@@ -173,13 +128,14 @@ class ReviewPages:
         clock: Callable[[], float] = time.time,
         revision_of: Callable[[], str | None] = lambda: None,
         throttle: GuessThrottle | None = None,
+        sessions: SessionStore | None = None,
     ) -> None:
         self.config = config
         self.store_of = store_of
         self.clock = clock
         self.revision_of = revision_of
         self.view = ReviewView(config)
-        self.sessions = Sessions(config.session_ttl, clock)
+        self.sessions = MemorySessions(config.session_ttl, clock) if sessions is None else sessions
         self.throttle = MemoryGuessThrottle() if throttle is None else throttle  # wrong tokens per address
         self._suggestions: tuple[float, dict[str, list[str]]] | None = None
         self._tokens: list[tuple[str, str, bytes]] = []
@@ -236,7 +192,10 @@ class ReviewPages:
         async def check(request: web.Request) -> web.StreamResponse:
             if not self.enabled:
                 return self._off(request)
-            session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
+            try:
+                session = await self.sessions.get(request.cookies.get(SESSION_COOKIE))
+            except SharedStateError as exc:
+                return self._shared_down(request, exc)
             if session is None:
                 target = (
                     "/admin/login?" + urlencode({"next": request.path_qs})
@@ -265,6 +224,11 @@ class ReviewPages:
 
         return check
 
+    def _shared_down(self, request: web.Request, exc: SharedStateError) -> web.Response:
+        route = request.match_info.route.resource  # its template: logged paths carry no numbers
+        log.error("review page %s %s: %s", request.method, route and route.canonical, exc)
+        return self._error(request, 503, SHARED_DOWN)
+
     def _off(self, request: web.Request) -> web.Response:
         return self._error(request, 404, "The review pages are off: set admin_token or reviewer_tokens to enable them.")
 
@@ -273,7 +237,11 @@ class ReviewPages:
     async def login_form(self, request: web.Request) -> web.StreamResponse:
         if not self.enabled:
             return self._off(request)
-        if self.sessions.get(request.cookies.get(SESSION_COOKIE)) is not None:
+        try:
+            signed_in = await self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        except SharedStateError as exc:
+            return self._shared_down(request, exc)
+        if signed_in is not None:
             raise web.HTTPSeeOther(_safe_next(request.query.get("next")), headers=SECURITY_HEADERS)
         return self._login_page(request, None, 200)
 
@@ -303,15 +271,22 @@ class ReviewPages:
             return self._login_page(request, "The sign-in form expired. Please try again.", 400)
         who = self._identify(form.get("token", ""))
         # Checked and counted in one call, after the form is read: concurrent guesses cannot all pass.
-        wait = await self.throttle.attempt(client, self.clock(), failed=who is None)
+        signed: tuple[str, Session] | None = None
+        try:
+            wait = await self.throttle.attempt(client, self.clock(), failed=who is None)
+            if who is not None and wait is None:
+                signed = await self.sessions.create(*who)
+        except SharedStateError as exc:  # fail closed: no sign-in while the throttle cannot count
+            log.error("review pages: sign-in from %s refused: %s", client, exc)
+            return self._login_page(request, SHARED_DOWN, 503)
         if wait is not None:
             response = self._login_page(request, "Too many failed sign-ins from here. Wait a few minutes.", 429)
             response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
             return response
-        if who is None:
+        if signed is None:
             log.warning("review pages: failed sign-in from %s", client)
             return self._login_page(request, "That token is not valid.", 401)
-        raw, session = self.sessions.create(*who)
+        raw, session = signed
         log.info("review pages: %s (%s) signed in from %s", session.name, session.role, client)
         response = web.HTTPSeeOther(_safe_next(form.get("next")), headers=SECURITY_HEADERS)
         self._cookie(response, request, SESSION_COOKIE, raw, self.config.session_ttl, "/admin")
@@ -319,7 +294,10 @@ class ReviewPages:
         raise response
 
     async def logout(self, request: web.Request, session: Session) -> web.StreamResponse:
-        self.sessions.drop(request.cookies.get(SESSION_COOKIE))
+        try:
+            await self.sessions.drop(request.cookies.get(SESSION_COOKIE))
+        except SharedStateError as exc:  # not signed out anywhere: say so rather than pretend
+            return self._shared_down(request, exc)
         response = web.HTTPSeeOther("/admin/login", headers=SECURITY_HEADERS)
         response.del_cookie(SESSION_COOKIE, path="/admin")
         raise response
@@ -699,9 +677,10 @@ def setup_review_pages(
     clock: Callable[[], float] = time.time,
     revision_of: Callable[[], str | None] = lambda: None,
     throttle: GuessThrottle | None = None,
+    sessions: SessionStore | None = None,
 ) -> ReviewPages:
     """Add the review pages to `app`; call before any catch-all route. `throttle`: shared with the admin API."""
-    pages = ReviewPages(config, store_of, clock, revision_of, throttle)
+    pages = ReviewPages(config, store_of, clock, revision_of, throttle, sessions)
     env = aiohttp_jinja2.setup(
         app,
         app_key=JINJA,

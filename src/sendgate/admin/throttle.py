@@ -5,11 +5,12 @@ of those seconds: every attempt from there is refused meanwhile, the right token
 guessing is not slowed). The JSON admin API and the sign-in page share one throttle, so both
 doors together give an address one count.
 
-`GuessThrottle` is the seam; `MemoryGuessThrottle` keeps the counts in this process (a store
-shared by replicas can implement the same call). Its memory is bounded by `MAX_ADDRESSES`
-addresses; when full, the address whose last failure is oldest among those not blocked is
-dropped; a blocked address is kept until its block expires, never dropped. When every entry is
-blocked, the addresses not in the table are counted together, as one: `FAILURES` wrong tokens
+`GuessThrottle` is the seam; `MemoryGuessThrottle` keeps the counts in this process,
+`sendgate/admin/shared.py`'s `RedisGuessThrottle` in Redis for every replica (`redis_url`); a
+shared one that cannot answer raises `SharedStateError`, and the callers refuse (503).
+The in-process one's memory is bounded by `MAX_ADDRESSES` addresses; when full, the address
+whose last failure is oldest among those not blocked is dropped; a blocked address is kept until
+its block expires, never dropped. When every entry is blocked, the addresses not in the table are counted together, as one: `FAILURES` wrong tokens
 among all of them block all of them for the window. Nothing is ever unblocked early.
 """
 
@@ -19,11 +20,15 @@ import heapq
 from collections import OrderedDict, deque
 from typing import Protocol
 
-__all__ = ["FAILURES", "MAX_ADDRESSES", "WINDOW", "GuessThrottle", "MemoryGuessThrottle"]
+__all__ = ["FAILURES", "MAX_ADDRESSES", "WINDOW", "GuessThrottle", "MemoryGuessThrottle", "SharedStateError"]
 
 FAILURES = 10  # wrong tokens per address ...
 WINDOW = 300.0  # ... within this many seconds block it for the rest of them
 MAX_ADDRESSES = 10_000  # addresses tracked at once (each at most FAILURES timestamps: a few MB in all)
+
+
+class SharedStateError(Exception):
+    """State shared by the replicas (Redis) could not be read or written: fail closed."""
 
 
 class GuessThrottle(Protocol):
@@ -32,6 +37,7 @@ class GuessThrottle(Protocol):
         attempt is refused, whatever the token), else None, after counting it if `failed`.
 
         One call decides and counts, so concurrent guesses cannot all pass one check.
+        Raises `SharedStateError` when a shared throttle cannot answer.
         """
         ...
 
