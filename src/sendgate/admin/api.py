@@ -80,8 +80,9 @@ class AdminGuard:
             try:
                 wait = await self._throttle.attempt(client, self._clock(), failed=not valid)
             except SharedStateError as exc:  # fail closed: no token is accepted while guesses cannot be counted
-                log.error("admin API: the guessing throttle failed: %s", exc)
-                return _error(503, f"the admin API is unavailable: {exc}; retry shortly", "SendgateSharedStateError")
+                log.error("admin API: the guessing throttle failed: %s", exc)  # where Redis is: the log only
+                message = "the admin API is unavailable: its shared state (Redis) is not answering; retry shortly"
+                return _error(503, message, "SendgateSharedStateError")
             if wait is not None:
                 seconds = max(1, math.ceil(wait))
                 response = _error(429, f"too many wrong admin tokens from this address; retry after {seconds} s")
