@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -91,12 +91,68 @@ def _server_user() -> pwd.struct_passwd | None:
         raise  # unreachable: _missing raises
 
 
-class PostgresServer:
+class _ThrowawayServer:
+    """What both servers share: a process, a temporary directory, a log, and their lifecycle.
+
+    A subclass sets `process`, `directory`, `log_path` and `_log`, and defines `start()`, `_end(sig)`
+    and `_SHUTDOWN`, the signal of a clean stop.
+    """
+
+    _SHUTDOWN: signal.Signals
+    directory: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None
+    _log: Any
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _end(self, sig: signal.Signals) -> None:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def shutdown(self) -> None:
+        """A clean stop (`_SHUTDOWN`); the directory stays, so `start()` can bring the server back."""
+        self._end(self._SHUTDOWN)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash; the directory stays for `start()`."""
+        self._end(signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Shut down if running, then start again: same port, same directory."""
+        self.shutdown()
+        self.start()
+
+    def stop(self) -> None:
+        """The end: shut down, and the whole directory (data, sockets, log) removed."""
+        self.shutdown()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class PostgresServer(_ThrowawayServer):
     """`postgres` on 127.0.0.1:<free port>, its cluster in a temporary directory, trust auth.
 
     `shutdown()` and `kill()` stop the server and keep its data (`start()` or `restart()` bring the same
     data back: a kill is a crash, recovered from the WAL); `stop()` is the end: shut down, directory removed.
     """
+
+    _SHUTDOWN = signal.SIGINT  # fast shutdown: open transactions roll back, connections end
 
     def __init__(self, bin_dir: Path | None = None, database: str = "sendgate") -> None:
         self.bin_dir = bin_dir or require_postgres()
@@ -178,16 +234,6 @@ class PostgresServer:
         self.kill()
         raise RuntimeError(f"postgres was not ready in {START_TIMEOUT:g} s: {self.log_tail()}")
 
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-2000:]
-        except OSError:
-            return ""
-
     def create_database(self, name: str | None = None) -> str:
         """A new empty database; its URL."""
         name = name or f"test_{next(self._database_names)}"
@@ -218,37 +264,16 @@ class PostgresServer:
             self._log.close()
             self._log = None
 
-    def shutdown(self) -> None:
-        """Fast shutdown (SIGINT: open transactions roll back, connections end); the data stays."""
-        self._end(signal.SIGINT)
-
-    def kill(self) -> None:
-        """SIGKILL to the postmaster and every backend, as a crash; the data stays for `start()`."""
-        self._end(signal.SIGKILL)
-
-    def restart(self) -> None:
-        """Shut down if running, then start again: same port, same data."""
-        self.shutdown()
-        self.start()
-
-    def stop(self) -> None:
-        """The end: fast shutdown, and the whole directory (data, sockets, log) removed."""
-        self.shutdown()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
-class RedisServer:
+class RedisServer(_ThrowawayServer):
     """`redis-server` on 127.0.0.1:<free port>, no persistence (no RDB, no AOF), in a temporary directory.
 
     `shutdown()`/`kill()` then `start()`/`restart()` come back on the same port, empty: nothing is saved.
     `stop()` is the end: the directory is removed.
     """
+
+    _SHUTDOWN = signal.SIGTERM  # redis-server closes its clients and exits, saving nothing
 
     def __init__(self, program: str | None = None) -> None:
         self.program = program or require_redis()
@@ -300,16 +325,6 @@ class RedisServer:
     def flushall(self) -> None:
         self.command("FLUSHALL")
 
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-2000:]
-        except OSError:
-            return ""
-
     def _end(self, sig: signal.Signals) -> None:
         if self.process is not None:
             if self.process.poll() is None:
@@ -327,26 +342,6 @@ class RedisServer:
             self._log.close()
             self._log = None
 
-    def shutdown(self) -> None:
-        """SIGTERM: redis-server closes its clients and exits (saving nothing: persistence is off)."""
-        self._end(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self._end(signal.SIGKILL)
-
-    def restart(self) -> None:
-        self.shutdown()
-        self.start()
-
-    def stop(self) -> None:
-        self.shutdown()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # Fixtures. conftest.py imports them so that every test module can ask for them by name.
