@@ -178,15 +178,10 @@ class SendPath:
             if self.config.on_engine_error == "allow":
                 return None
             await self.recorder.record(call)
-            return graph_error(
-                503,
-                CODE_ENGINE,
-                "Policy engine unavailable; the message was not sent",
-                kind="SendgateEngineError",
-                trace_id=call.id,
-                details=call.reasons[0]["message"],
-                extra={"decision_id": call.id, "mode": self.config.mode, "reasons": call.reasons},
-            )
+            return self._call_error(
+                call, 503, CODE_ENGINE, "Policy engine unavailable; the message was not sent",
+                "SendgateEngineError", details=call.reasons[0]["message"],
+            )  # fmt: skip
         assert call.decision is not None
         if call.outcome != "allow" and self.config.mode == "enforce":
             await self.recorder.record(call)
@@ -197,16 +192,21 @@ class SendPath:
         call.outcome = "error"
         call.reasons = [{"rule": "admission.timeout", "message": f"not admitted: {exc}", "key": exc.key.split(":", 1)[0]}]
         await self.recorder.record(call)
-        return graph_error(
-            503,
-            CODE_ENGINE,
+        return self._call_error(
+            call, 503, CODE_ENGINE,
             "Service temporarily unavailable: other sends to this recipient are still being decided; "
             "the message was not sent, retry it",
-            kind="SendgateAdmissionError",
-            trace_id=call.id,
-            details=call.reasons[0]["message"],
+            "SendgateAdmissionError", details=call.reasons[0]["message"],
+        )  # fmt: skip
+
+    def _call_error(
+        self, call: SendCall, status: int, code: int, summary: str, kind: str, details: str | None = None
+    ) -> web.Response:
+        """A Graph error answering `call`, naming its decision and its reasons."""
+        return graph_error(
+            status, code, summary, kind=kind, trace_id=call.id, details=details,
             extra={"decision_id": call.id, "mode": self.config.mode, "reasons": call.reasons},
-        )
+        )  # fmt: skip
 
     def _store_failed(self, call: SendCall, exc: StoreError) -> web.Response:
         """Fail closed: the record was not committed, so nothing was forwarded (`_forward` records
@@ -229,14 +229,7 @@ class SendPath:
         call.outcome = "invalid"
         call.reasons = [{"rule": "request.invalid", "message": reason}]
         await self.recorder.record(call)
-        return graph_error(
-            400,
-            CODE_INVALID,
-            f"Invalid parameter: {reason}",
-            kind="SendgateRequestError",
-            trace_id=call.id,
-            extra={"decision_id": call.id, "mode": self.config.mode, "reasons": call.reasons},
-        )
+        return self._call_error(call, 400, CODE_INVALID, f"Invalid parameter: {reason}", "SendgateRequestError")
 
     async def _evaluate(self, call: SendCall) -> bool:
         """Gather facts and evaluate; False when the engine failed (call.outcome is then 'error')."""
@@ -287,15 +280,10 @@ class SendPath:
             response = await self.upstream.send("POST", call.upstream_url, request.headers, call.raw_body)
         except UpstreamError as exc:
             self.recorder.upstream_failed(call, exc.detail)
-            return graph_error(
-                504 if exc.timed_out else 502,
-                CODE_ENGINE,
-                "The message was allowed but Meta could not be reached",
-                kind="SendgateUpstreamError",
-                trace_id=call.id,
-                details=exc.detail,
-                extra={"decision_id": call.id, "mode": self.config.mode, "reasons": call.reasons},
-            )
+            return self._call_error(
+                call, 504 if exc.timed_out else 502, CODE_ENGINE, "The message was allowed but Meta could not be reached",
+                "SendgateUpstreamError", details=exc.detail,
+            )  # fmt: skip
         self.recorder.upstream_answered(call, response)
         return _relay(call, response, self.config.mode)
 
