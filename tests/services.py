@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import pytest
 
@@ -143,6 +143,9 @@ class _ThrowawayServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+S = TypeVar("S", bound="_ThrowawayServer")
 
 
 class PostgresServer(_ThrowawayServer):
@@ -377,29 +380,26 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-@pytest.fixture
-def make_postgres() -> Iterator[Callable[[], PostgresServer]]:
-    """Servers of the test's own (to kill, stop or restart), each stopped and removed after the test."""
-    servers: list[PostgresServer] = []
+def _own_servers(kind: Callable[[], S]) -> Iterator[Callable[[], S]]:
+    """A test's own servers of `kind`, made on demand, each stopped and removed after the test."""
+    servers: list[S] = []
 
-    def make() -> PostgresServer:
-        servers.append(PostgresServer())
+    def make() -> S:
+        servers.append(kind())
         return servers[-1]
 
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def make_postgres() -> Iterator[Callable[[], PostgresServer]]:
+    """Servers of the test's own (to kill, stop or restart), each stopped and removed after the test."""
+    yield from _own_servers(PostgresServer)
 
 
 @pytest.fixture
 def make_redis() -> Iterator[Callable[[], RedisServer]]:
     """Redis servers of the test's own, each stopped and removed after the test."""
-    servers: list[RedisServer] = []
-
-    def make() -> RedisServer:
-        servers.append(RedisServer())
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.stop()
+    yield from _own_servers(RedisServer)
