@@ -91,19 +91,27 @@ def opa_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpaServer]:
     server.stop()
 
 
-def _sqlite_url(tmp_path: Path) -> str:
+def _sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+def _postgresql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    url: str = request.getfixturevalue("postgres_url")  # a fresh database on the session's server
+    return url
 
 
 # The contract suite: every test taking `store` runs on each backend. A backend plugs in with a
 # function giving a state URL to a new, empty store of its kind (a throwaway database).
-STORE_BACKENDS: dict[str, Callable[[Path], str]] = {"sqlite": _sqlite_url}
+STORE_BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
+    "sqlite": _sqlite_url,
+    "postgresql": _postgresql_url,
+}
 
 
 @pytest.fixture(params=sorted(STORE_BACKENDS))
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The state URL of a new, empty store of each backend in turn."""
-    return STORE_BACKENDS[request.param](tmp_path)
+    return STORE_BACKENDS[request.param](request, tmp_path)
 
 
 @pytest.fixture

@@ -37,14 +37,13 @@ from sendgate.state.base import (
     PruneResult,
     ReviewRecord,
 )
+from sendgate.state.rows import DAY, HOUR, id_floor
 from sendgate.state.rules import HISTORY_SECONDS, check_review, count_keys, decision_rules
 
-__all__ = ["ReviewQueries", "count_rows", "id_floor", "rebuild_counts"]
+__all__ = ["ReviewQueries", "rebuild_counts"]
 
 T = TypeVar("T")
 
-HOUR = 3600
-DAY = 86400
 PRUNE_BATCH = 2000  # records per write transaction: pruning never holds the writer for long
 
 UPSERT_COUNT = (  # parameters: a count_rows() row, then how many decisions it counts
@@ -73,30 +72,8 @@ _DAYS_FROM_HOURS = (
     " WHERE span = 3600 AND start >= ? AND start < ? GROUP BY 2, 3, 4, 5, 6"
 )
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as sendgate.ids
-
-
-def id_floor(ts: float) -> str:
-    """The smallest decision id issued at or after `ts` (ids are never earlier than their record)."""
-    millis = min(max(int(math.floor(ts * 1000)), 0), (1 << 48) - 1)
-    chars = []
-    for _ in range(10):
-        millis, digit = divmod(millis, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars)) + "0" * 16
-
-
 def _hour(ts: float) -> int:
     return int(ts // HOUR) * HOUR
-
-
-def count_rows(record: DecisionRecord, rules: Iterable[str]) -> list[tuple[Any, ...]]:
-    """`UPSERT_COUNT` parameters for one new decision record: its hour row and its day row per key."""
-    hour = _hour(record.timestamp)
-    day = int(record.timestamp // DAY) * DAY
-    keys = count_keys(record.decision, record.account, record.template, rules)
-    return [(span, start, dim, key, record.decision, record.mode) for span, start in ((HOUR, hour), (DAY, day))
-            for dim, key in keys]  # fmt: skip
 
 
 def rebuild_counts(conn: sqlite3.Connection, since: int | None = None, until: int | None = None) -> None:

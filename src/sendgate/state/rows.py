@@ -1,0 +1,121 @@
+"""How records become table rows and back, the same for every backend (the tables are alike).
+
+JSON values (reasons, warnings, content, facts, consent categories) are stored as JSON text;
+`forwarded` as a boolean (SQLite keeps it as 0/1). The decision id is time-ordered (`id_floor`),
+and the hourly and daily rollup rows a record adds are `count_rows`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from sendgate.state.base import ConsentRecord, DecisionRecord
+from sendgate.state.rules import count_keys
+
+__all__ = [
+    "DAY",
+    "DECISION_COLUMNS",
+    "HOUR",
+    "consent_from_row",
+    "consent_row",
+    "count_rows",
+    "decision_from_row",
+    "decision_row",
+    "id_floor",
+]
+
+HOUR = 3600
+DAY = 86400
+
+DECISION_COLUMNS = (
+    "id", "ts", "endpoint", "api_version", "account", "waba_id", "recipient", "recipient_key", "type",
+    "template", "category", "decision", "mode", "forwarded", "reasons", "warnings", "retry_after",
+    "policy_revision", "eval_us", "upstream_status", "upstream_message_id", "upstream_error_code",
+    "upstream_error", "content", "facts", "delivery_status", "delivery_at", "delivery_error", "engine_decision_id",
+)  # fmt: skip
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as sendgate.ids
+
+
+def id_floor(ts: float) -> str:
+    """The smallest decision id issued at or after `ts` (ids are never earlier than their record)."""
+    millis = min(max(int(math.floor(ts * 1000)), 0), (1 << 48) - 1)
+    chars = []
+    for _ in range(10):
+        millis, digit = divmod(millis, 32)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars)) + "0" * 16
+
+
+def count_rows(record: DecisionRecord, rules: Iterable[str]) -> list[tuple[Any, ...]]:
+    """The rollup keys one new decision record adds 1 to: (span, start, dim, key, decision, mode),
+    its hour row and its day row per key."""
+    hour = int(record.timestamp // HOUR) * HOUR
+    day = int(record.timestamp // DAY) * DAY
+    keys = count_keys(record.decision, record.account, record.template, rules)
+    return [(span, start, dim, key, record.decision, record.mode) for span, start in ((HOUR, hour), (DAY, day))
+            for dim, key in keys]  # fmt: skip
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def consent_row(r: ConsentRecord) -> tuple[Any, ...]:
+    """(recipient, status, categories, source, evidence, recorded_at)."""
+    return (r.recipient, r.status, orjson.dumps(list(r.categories)).decode(), r.source, r.evidence, r.recorded_at)
+
+
+def consent_from_row(row: Sequence[Any]) -> ConsentRecord:
+    return ConsentRecord(row[0], row[1], tuple(orjson.loads(row[2])), row[3], row[4], row[5])
+
+
+def decision_row(r: DecisionRecord) -> tuple[Any, ...]:
+    """The values of `DECISION_COLUMNS`, in order."""
+    return (
+        r.id, r.timestamp, r.endpoint, r.api_version, r.account, r.waba_id, r.recipient, r.recipient_key, r.type,
+        r.template, r.category, r.decision, r.mode, r.forwarded, orjson.dumps(r.reasons).decode(),
+        orjson.dumps(r.warnings).decode(), r.retry_after, r.policy_revision, r.eval_us, r.upstream_status,
+        r.upstream_message_id, r.upstream_error_code, r.upstream_error, _json(r.content), _json(r.facts),
+        r.delivery_status, r.delivery_at, r.delivery_error, r.engine_decision_id,
+    )  # fmt: skip
+
+
+def decision_from_row(row: Sequence[Any] | Mapping[str, Any]) -> DecisionRecord:
+    """A record from the values of `DECISION_COLUMNS` (a sequence in order, or a mapping by name)."""
+    values = row if isinstance(row, Mapping) else dict(zip(DECISION_COLUMNS, row, strict=True))
+    return DecisionRecord(
+        id=values["id"],
+        timestamp=values["ts"],
+        endpoint=values["endpoint"],
+        api_version=values["api_version"],
+        account=values["account"],
+        waba_id=values["waba_id"],
+        recipient=values["recipient"],
+        type=values["type"],
+        template=values["template"],
+        category=values["category"],
+        decision=values["decision"],
+        mode=values["mode"],
+        forwarded=bool(values["forwarded"]),
+        reasons=orjson.loads(values["reasons"]),
+        warnings=orjson.loads(values["warnings"]),
+        retry_after=values["retry_after"],
+        policy_revision=values["policy_revision"],
+        eval_us=values["eval_us"],
+        upstream_status=values["upstream_status"],
+        upstream_message_id=values["upstream_message_id"],
+        upstream_error_code=values["upstream_error_code"],
+        upstream_error=values["upstream_error"],
+        content=None if values["content"] is None else orjson.loads(values["content"]),
+        recipient_key=values["recipient_key"],
+        facts=None if values["facts"] is None else orjson.loads(values["facts"]),
+        delivery_status=values["delivery_status"],
+        delivery_at=values["delivery_at"],
+        delivery_error=values["delivery_error"],
+        engine_decision_id=values["engine_decision_id"],
+    )
