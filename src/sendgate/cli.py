@@ -16,7 +16,15 @@ from sendgate.config import Config, ConfigError, load_config
 from sendgate.masking import mask_recipient
 from sendgate.policy import EngineError, PolicyLoadError
 from sendgate.policy.cli import add_policy_commands
-from sendgate.state import ConsentLedger, InvalidRecord, StateURLError, TemplateCatalog, WebhookState, run_with_store
+from sendgate.state import (
+    ConsentLedger,
+    InvalidRecord,
+    StateURLError,
+    StoreError,
+    TemplateCatalog,
+    WebhookState,
+    run_with_store,
+)
 
 __all__ = ["main"]
 
@@ -168,6 +176,65 @@ def _inbound(config: Config, args: argparse.Namespace) -> int:
     return run_with_store(config.state, work)
 
 
+# -- db --------------------------------------------------------------------------------
+
+
+def _db_migrate(config: Config, args: argparse.Namespace) -> int:
+    from sendgate.state import open_maintenance
+
+    url = args.state or config.state
+
+    async def run() -> int:
+        target = open_maintenance(url)
+        try:
+            version = await target.migrate()
+        finally:
+            await target.close()
+        print(f"{_redacted(url)}: schema version {version}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _db_copy(config: Config, args: argparse.Namespace) -> int:
+    from sendgate.state import open_maintenance
+    from sendgate.state.transfer import copy_state
+
+    if args.source == args.target:
+        print("sendgate: --from and --to name the same store", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        source, target = open_maintenance(args.source), open_maintenance(args.target)
+        try:
+            counts = await copy_state(source, target)
+        finally:
+            await source.close()
+            await target.close()
+        width = max(len(c.table) for c in counts)
+        print(f"{'table':<{width}}  {'from':>10}  {'to':>10}")
+        for c in counts:
+            print(f"{c.table:<{width}}  {c.source:>10}  {c.target:>10}{'' if c.source == c.target else '  MISMATCH'}")
+        differ = [c.table for c in counts if c.source != c.target]
+        if differ:
+            print(f"sendgate: counts differ for {', '.join(differ)} (was the source written to during the copy?)",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"copied {sum(c.target for c in counts)} rows from {_redacted(args.source)} to {_redacted(args.target)}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _redacted(url: str) -> str:
+    """A state URL to print: a password in it never is."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if at and ":" in credentials:
+        return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+    return url
+
+
 # -- policy ----------------------------------------------------------------------------
 
 
@@ -216,6 +283,13 @@ def _parser() -> argparse.ArgumentParser:
     log = commands.add_parser("log", help="the decision log").add_subparsers(dest="action", required=True)
     add_log_commands(log, command)  # list, show, stats, export, review, prune: sendgate/admin/logcli.py
 
+    db = commands.add_parser("db", help="the state database itself").add_subparsers(dest="action", required=True)
+    sub = command(db, "migrate", _db_migrate, "apply the schema migrations a store lacks (also done at start)")
+    sub.add_argument("--state", help="state URL (default: the config's state)")
+    sub = command(db, "copy", _db_copy, "copy a whole state into a new, empty store, and compare counts")
+    sub.add_argument("--from", dest="source", required=True, help="state URL to copy, e.g. sqlite:///.sendgate/sendgate.db")
+    sub.add_argument("--to", dest="target", required=True, help="state URL of an empty store, e.g. postgresql://...")
+
     policy = commands.add_parser("policy", help="the Rego policies").add_subparsers(dest="action", required=True)
     add_policy_commands(policy, command)  # eval, test, bundle: sendgate/policy/cli.py
     return parser
@@ -227,7 +301,16 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.sub_config or args.config)
         handler: Callable[[Config, argparse.Namespace], int] = args.handler
         return handler(config, args)
-    except (ConfigError, StateURLError, InvalidRecord, PolicyLoadError, EngineError, OSError, orjson.JSONDecodeError) as exc:
+    except (
+        ConfigError,
+        StateURLError,
+        StoreError,
+        InvalidRecord,
+        PolicyLoadError,
+        EngineError,
+        OSError,
+        orjson.JSONDecodeError,
+    ) as exc:
         print(f"sendgate: {exc}", file=sys.stderr)
         return 2
 

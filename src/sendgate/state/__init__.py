@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from sendgate.state.base import (
     CONSENT_CATEGORIES,
@@ -33,6 +34,7 @@ from sendgate.state.roles import (
     ConsentLedger,
     DecisionLog,
     Lifecycle,
+    Maintenance,
     RecipientReads,
     ReviewTrail,
     Store,
@@ -45,6 +47,7 @@ __all__ = [
     "ConsentLedger",
     "DecisionLog",
     "Lifecycle",
+    "Maintenance",
     "RecipientReads",
     "ReviewTrail",
     "TemplateCatalog",
@@ -66,7 +69,10 @@ __all__ = [
     "StoreError",
     "TemplateFacts",
     "BACKENDS",
+    "Backend",
     "StateURLError",
+    "backend",
+    "open_maintenance",
     "open_store",
     "run_with_store",
 ]
@@ -76,13 +82,23 @@ class StateURLError(ValueError):
     """The `state` URL names no backend this sendgate has, or is malformed for its backend."""
 
 
-def _open_sqlite(url: str) -> Store:
-    from sendgate.state.sqlite import SQLiteStore
-
+def _sqlite_path(url: str) -> str:
     path = url.removeprefix("sqlite:///")
     if path == url or not path:
         raise StateURLError(f"state: a SQLite URL is sqlite:///path (three slashes, then the file), got {url!r}")
-    return SQLiteStore(path)
+    return path
+
+
+def _open_sqlite(url: str) -> Store:
+    from sendgate.state.sqlite import SQLiteStore
+
+    return SQLiteStore(_sqlite_path(url))
+
+
+def _sqlite_maintenance(url: str) -> Maintenance:
+    from sendgate.state.sqlite.maintenance import SQLiteMaintenance
+
+    return SQLiteMaintenance(_sqlite_path(url))
 
 
 def _open_postgresql(url: str) -> Store:
@@ -91,19 +107,45 @@ def _open_postgresql(url: str) -> Store:
     return PostgresStore(url)
 
 
+def _postgresql_maintenance(url: str) -> Maintenance:
+    from sendgate.state.postgresql.maintenance import PostgresMaintenance
+
+    return PostgresMaintenance(url)
+
+
+class Backend(NamedTuple):
+    """How a URL scheme's backend opens: as a store, and for `sendgate db`."""
+
+    store: Callable[[str], Store]
+    maintenance: Callable[[str], Maintenance]
+    shared: bool  # several processes may serve from one database
+
+
 # Backends by URL scheme: a new backend is one entry here and its own package.
-BACKENDS: dict[str, Callable[[str], Store]] = {"sqlite": _open_sqlite, "postgresql": _open_postgresql}
+BACKENDS: dict[str, Backend] = {
+    "sqlite": Backend(_open_sqlite, _sqlite_maintenance, shared=False),
+    "postgresql": Backend(_open_postgresql, _postgresql_maintenance, shared=True),
+}
+
+
+def backend(url: str) -> Backend:
+    """The backend a `state` URL names; the only place state URLs are parsed."""
+    scheme, sep, _ = url.partition("://")
+    found = BACKENDS.get(scheme) if sep else None
+    if found is None:
+        known = ", ".join(f"{name}://" for name in sorted(BACKENDS))
+        raise StateURLError(f"state: unsupported URL {url!r}; this sendgate knows {known}")
+    return found
 
 
 def open_store(url: str) -> Store:
-    """Open the store a `state` URL names (`sqlite:///path`, `postgresql://user@host:port/db`); the only
-    place state URLs are parsed."""
-    scheme, sep, _ = url.partition("://")
-    opener = BACKENDS.get(scheme) if sep else None
-    if opener is None:
-        known = ", ".join(f"{name}://" for name in sorted(BACKENDS))
-        raise StateURLError(f"state: unsupported URL {url!r}; this sendgate knows {known}")
-    return opener(url)
+    """Open the store a `state` URL names (`sqlite:///path`, `postgresql://user@host:port/db`)."""
+    return backend(url).store(url)
+
+
+def open_maintenance(url: str) -> Maintenance:
+    """The `sendgate db` side of the backend a `state` URL names."""
+    return backend(url).maintenance(url)
 
 
 def run_with_store(url: str, work: Callable[[Store], Awaitable[int]]) -> int:

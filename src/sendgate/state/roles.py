@@ -21,6 +21,7 @@ Admission (deciding and recording atomically per key) is its own seam:
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from sendgate.state.base import (
@@ -40,6 +41,7 @@ __all__ = [
     "ConsentLedger",
     "DecisionLog",
     "Lifecycle",
+    "Maintenance",
     "RecipientReads",
     "ReviewTrail",
     "Store",
@@ -307,3 +309,27 @@ class Store(
     Protocol,
 ):
     """Everything sendgate keeps: what `open_store` returns."""
+
+
+class Maintenance(Protocol):
+    """What `sendgate db` does to a backend, with no gateway serving from it: bring its schema up to
+    date, and count, read and write whole tables (`rows.COPIED_TABLES`, in their column order).
+    Opened by `open_maintenance(url)`; not part of `Store`."""
+
+    async def migrate(self) -> int:
+        """Apply the migrations the database lacks; its schema version after."""
+        ...
+
+    async def count(self, table: str) -> int: ...
+
+    def read(self, table: str, batch: int) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """The table's rows in batches of at most `batch`, in `COPIED_TABLES[table]`'s column order."""
+        ...
+
+    async def write(self, tables: AsyncIterator[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Insert every batch of `(table, rows)` into this store, all in one transaction: either
+        everything is there after, or nothing. Refused (`StoreError`) unless the store holds no
+        row of `COPIED_TABLES`. Keeps the rows' own ids and sequence numbers."""
+        ...
+
+    async def close(self) -> None: ...

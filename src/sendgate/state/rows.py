@@ -17,6 +17,7 @@ from sendgate.state.base import ConsentRecord, DecisionRecord
 from sendgate.state.rules import count_keys
 
 __all__ = [
+    "COPIED_TABLES",
     "DAY",
     "DECISION_COLUMNS",
     "HOUR",
@@ -37,6 +38,30 @@ DECISION_COLUMNS = (
     "policy_revision", "eval_us", "upstream_status", "upstream_message_id", "upstream_error_code",
     "upstream_error", "content", "facts", "delivery_status", "delivery_at", "delivery_error", "engine_decision_id",
 )  # fmt: skip
+
+# What `sendgate db copy` moves, table by table, in this order and with these columns: the whole
+# state but each backend's own bookkeeping (schema version, health probes, live instances).
+COPIED_TABLES: dict[str, tuple[str, ...]] = {
+    "consent": ("seq", "recipient", "status", "categories", "source", "evidence", "recorded_at"),
+    "catalogs": ("waba_id", "body", "updated_at"),
+    "templates": ("waba_id", "name", "language", "status", "category", "placeholders"),
+    "places": ("recipient", "country", "timezone", "data"),
+    "inbound": ("phone_number_id", "recipient", "last_at"),
+    "sends": ("decision_id", "phone_number_id", "waba_id", "recipient", "category", "sent_at", "failed"),
+    "decisions": DECISION_COLUMNS,
+    "decision_rules": ("decision_id", "rule"),
+    "decision_counts": ("span", "start", "dim", "key", "decision", "mode", "n"),
+    "reviews": ("seq", "decision_id", "reviewer", "note", "reviewed_at"),
+    "webhook_events": ("key", "seen_at"),
+    "optout_events": ("recipient", "at"),
+    "entry_points": ("phone_number_id", "recipient", "at", "source"),
+    "window_closures": ("phone_number_id", "recipient", "closed_at"),
+    "delivery_failures": ("message_id", "code", "recipient", "phone_number_id", "at"),
+    "account_state": ("scope", "id", "field", "value", "at", "detail"),
+    "phone_numbers": ("phone_number_id", "display_phone_number", "waba_id", "seen_at"),
+    "template_events": ("waba_id", "template", "field", "at"),
+    "marketing_pauses": ("phone_number_id", "alert", "message", "since"),
+}
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as sendgate.ids
 

@@ -114,7 +114,8 @@ def _store_error(exc: sqlite3.Error) -> StoreError:
     return StoreError(f"{exc} ({name})" if name else str(exc))
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the file, its failures as `StoreError`, in WAL mode."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30, factory=_Connection)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -132,9 +133,9 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._read = _connect(self.path)
+        self._read = connect(self.path)
         migrate(self._read)
-        self._writer = GroupCommitWriter(lambda: _connect(self.path), UPSERT_COUNT)
+        self._writer = GroupCommitWriter(lambda: connect(self.path), UPSERT_COUNT)
         self._writer.start()
         # Catalog facts change rarely and are read on every template send.
         self._template_cache: TTLCache[tuple[str, str], list[tuple[Any, ...]]] = TTLCache(maxsize=4096, ttl=5.0)
