@@ -12,7 +12,7 @@ REGAL_VERSION ?= v0.35.1
 TOOLS_BIN ?= $(HOME)/.cache/sendgate-tools/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: install run test typecheck policy-test policy-lint tools bench bench-engines bench-review clean
+.PHONY: install run test typecheck policy-test policy-lint tools bench bench-engines bench-review bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -75,6 +75,10 @@ bench-engines: install tools
 ## bench: gateway (default and allow-all policies) vs a bare pass-through proxy, same load, one run
 bench: install
 	$(PY) bench/gateway.py
+
+## bench-scale: the same load on SQLite, on PostgreSQL with one worker and with two (throwaway PostgreSQL and Redis)
+bench-scale: install
+	$(PY) bench/scale.py
 
 ## bench-review: the review pages and their queries on 1,000,000 decision records
 bench-review: install
