@@ -7,10 +7,7 @@ has Meta's answer or is marked outcome unknown; none says forwarded with nothing
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,29 +17,11 @@ import orjson
 
 from sendgate.state import OUTCOME_UNKNOWN, DecisionQuery, DecisionRecord, open_store
 
-from .conftest import APP_TOKEN, PHONE_NUMBER_ID, POLICIES, ROOT, WABA_ID
+from .conftest import APP_TOKEN, PHONE_NUMBER_ID, POLICIES, WABA_ID
+from .opa_support import free_port
+from .processes import ENV, start_process, stop
 
 SENDS = 4000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline().decode()
-        if "listening" in line:
-            return proc
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError(f"{cmd} did not start")
 
 
 def _recipient(i: int) -> str:
@@ -56,9 +35,9 @@ async def test_sigkill_under_load_loses_no_forwarded_record(tmp_path: Path) -> N
         await store.record_inbound(PHONE_NUMBER_ID, _recipient(i), time.time() - 60)
     await store.close()
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    fake_port, gate_port = _free_port(), _free_port()
-    fake = _start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], env)
+    env = ENV
+    fake_port, gate_port = free_port(), free_port()
+    fake = start_process([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], env)
     gate_env = {
         **env,
         "SENDGATE_LISTEN": f"127.0.0.1:{gate_port}",
@@ -68,7 +47,7 @@ async def test_sigkill_under_load_loses_no_forwarded_record(tmp_path: Path) -> N
         "SENDGATE_ACCOUNTS": orjson.dumps([{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID}]).decode(),
         "SENDGATE_LOG": "{level: WARNING}",
     }
-    gate = _start([sys.executable, "-m", "sendgate.cli", "serve"], gate_env)
+    gate = start_process([sys.executable, "-m", "sendgate.cli", "serve"], gate_env)
     answered = 0
     try:
         url = f"http://127.0.0.1:{gate_port}/v23.0/{PHONE_NUMBER_ID}/messages"
@@ -115,14 +94,8 @@ async def test_sigkill_under_load_loses_no_forwarded_record(tmp_path: Path) -> N
     assert not missing, f"{len(missing)} messages reached Meta without a committed record"
 
     # The restart marks what the kill left open before it serves, and nothing else.
-    restarted = _start([sys.executable, "-m", "sendgate.cli", "serve"], gate_env)
-    try:
-        restarted.send_signal(signal.SIGTERM)
-        restarted.communicate(timeout=30)
-    finally:
-        if restarted.poll() is None:
-            restarted.kill()
-            restarted.wait()
+    restarted = start_process([sys.executable, "-m", "sendgate.cli", "serve"], gate_env)
+    assert stop(restarted) == 0
     records = await _log(state)
     assert _forwarded_with_nothing(records) == [], f"{len(open_after_kill)} were open after the kill"
     marked = [r for r in records if r.upstream_error == OUTCOME_UNKNOWN]

@@ -60,8 +60,6 @@ async def _run_server(config: Config) -> None:
     runner = web.AppRunner(app, access_log_class=access_logger_class(config), handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, config.host, config.port).start()
-    # Printed once the socket accepts connections: scripts wait for this line.
-    print(f"sendgate listening on http://{config.listen} -> {config.upstream_url} ({config.mode} mode)", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -75,6 +73,9 @@ async def _run_server(config: Config) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload_policies)
+    # Printed once the socket accepts connections and the signals are handled: scripts wait for
+    # this line, and may stop the server as soon as they see it.
+    print(f"sendgate listening on http://{config.listen} -> {config.upstream_url} ({config.mode} mode)", flush=True)
     try:
         await stop.wait()
     finally:
