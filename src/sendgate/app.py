@@ -13,7 +13,7 @@ from aiohttp.abc import AbstractAccessLogger
 from sendgate.admin.api import AdminGuard, admin_routes
 from sendgate.admin.pages import setup_review_pages
 from sendgate.admin.sessions import MemorySessions, SessionStore
-from sendgate.admin.shared import RedisGuessThrottle, RedisSessions, open_redis
+from sendgate.admin.shared import RedisGuessThrottle, RedisSessions
 from sendgate.admin.throttle import GuessThrottle, MemoryGuessThrottle
 from sendgate.config import Config
 from sendgate.gateway.errors import CODE_INVALID, graph_error
@@ -30,10 +30,13 @@ from sendgate.policy.watch import RELOADER, PolicyReloader
 from sendgate.retention import retention_context
 from sendgate.state import Lifecycle, Store, StoreError, open_store
 from sendgate.state.admission import LocalAdmission
+from sendgate.state.counters import LocalCounters, SendCounters
+from sendgate.state.redis import open_redis
+from sendgate.state.redis.counters import RedisCounters
 from sendgate.webhooks.receiver import setup_webhooks
 
 __all__ = [
-    "CONFIG", "ENGINE", "RELOADER", "STORE", "AccessLogger", "MaskedAccessLogger", "access_logger_class", "create_app",
+    "CONFIG", "COUNTERS", "ENGINE", "RELOADER", "STORE", "AccessLogger", "MaskedAccessLogger", "access_logger_class", "create_app",
 ]  # fmt: skip
 
 CONFIG = web.AppKey("config", Config)
@@ -42,6 +45,14 @@ ENGINE = web.AppKey("engine", PolicyEngine)
 SEND_PATH = web.AppKey("send_path", SendPath)
 PASSTHROUGH = web.AppKey("passthrough", Passthrough)
 REDIS = web.AppKey("redis", aioredis.Redis)  # with `redis_url`: the app's one client
+# The rate and pacing counters per sending number and per account (`state/counters.py`): in this
+# process, or with `redis_url` in Redis, one count for every replica. No rule reads them yet; a
+# rule that does gets them through `SendPath` (`create_app` passing `app[COUNTERS]` beside the
+# store and the admission), gathers its fact with `take` / `add_distinct` inside the send's
+# admission hold, before the policy decides, and `undo`es that answer when the send is not
+# forwarded (denied, deferred, or never reached Meta), so only forwarded sends count; a
+# `SharedStateError` (Redis down) refuses the send with its own error: fail closed.
+COUNTERS = web.AppKey("counters", SendCounters)
 
 log = logging.getLogger("sendgate")
 
@@ -89,7 +100,25 @@ def create_app(
     reloader = PolicyReloader(policy, config.policy_dir if watched else None, clock=clock)
     app[RELOADER] = reloader
     metrics = Metrics(lambda phone_number_id: config.account(phone_number_id) is not None)  # GET /metrics
-    monitor = Monitor(config, metrics, lambda: app[STORE], clock)  # per-account counts and alerts
+    # With `redis_url`: one Redis client for the state the replicas share (opened first, closed last).
+    shared: Callable[[], aioredis.Redis] | None = None
+    if config.redis_url is not None:
+        redis_url = config.redis_url
+
+        async def shared_state(app: web.Application) -> AsyncIterator[None]:
+            app[REDIS] = open_redis(redis_url)
+            try:
+                yield
+            finally:
+                await app[REDIS].aclose()
+
+        def shared_client() -> aioredis.Redis:
+            return app[REDIS]
+
+        app.cleanup_ctx.append(shared_state)
+        shared = shared_client
+    monitor = Monitor(config, metrics, lambda: app[STORE], clock, shared)  # per-account counts and alerts
+    app[COUNTERS] = LocalCounters() if shared is None else RedisCounters(shared)
     reloader.bind_metrics(metrics.registry)  # sendgate_policy_reloads_total, sendgate_policy_reload_failed
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -134,21 +163,10 @@ def create_app(
     # in this process, or with `redis_url` in Redis, shared by every replica.
     guesses: GuessThrottle
     sessions: SessionStore
-    if config.redis_url is None:
+    if shared is None:
         guesses, sessions = MemoryGuessThrottle(), MemorySessions(config.session_ttl, clock)
     else:
-        redis_url = config.redis_url
-
-        async def shared_state(app: web.Application) -> AsyncIterator[None]:
-            app[REDIS] = open_redis(redis_url)
-            try:
-                yield
-            finally:
-                await app[REDIS].aclose()
-
-        app.cleanup_ctx.append(shared_state)
-        guesses = RedisGuessThrottle(lambda: app[REDIS])
-        sessions = RedisSessions(lambda: app[REDIS], config.session_ttl, clock)
+        guesses, sessions = RedisGuessThrottle(shared), RedisSessions(shared, config.session_ttl, clock)
     guarded = AdminGuard(config.admin_token, guesses, clock)  # every /admin/v1 route
     app.router.add_routes(monitoring_routes(config, metrics, monitor, lambda: app[STORE], lambda: policy, guarded, clock))
     app.router.add_post(

@@ -12,20 +12,25 @@
 - `/metrics`, `/readyz` and the monitoring admin routes.
 
 Counts live in memory: a restart starts them afresh (pauses are in the store and survive).
+With `redis_url` they are also the fleet's: each replica pushes its counts to Redis and
+evaluates the sums, and one replica announces each episode (`Monitor`; keys in
+`state/redis/rolling.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
+import redis.asyncio as aioredis
 from aiohttp import web
 from cachetools import TTLCache
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -38,6 +43,8 @@ from sendgate.gateway.upstream import UpstreamError, UpstreamHooks, UpstreamResp
 from sendgate.options import Threshold
 from sendgate.policy.watch import RELOADER
 from sendgate.state import AccountState, Lifecycle, SendRecord
+from sendgate.state.counters import SharedStateError
+from sendgate.state.redis.rolling import RedisRollingCounts
 
 if TYPE_CHECKING:
     from sendgate.policy import PolicyEngine
@@ -48,10 +55,12 @@ log = logging.getLogger("sendgate.monitoring")
 
 _BUCKET = 10.0  # seconds per rolling-count bucket
 _CHECK_INTERVAL = 15.0  # seconds between checks for episodes that ended
+_PUSH_INTERVAL = 1.0  # with Redis: seconds between pushes of this replica's counts
 _READY_TIMEOUT = 2.0
 _PROBE_INTERVAL = 1.0  # seconds a /readyz store probe's answer stands
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 class Metrics:
@@ -102,6 +111,10 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def _bucket_start(now: float) -> float:
+    return now - now % _BUCKET
+
+
 class RollingCounts:
     """Per-account counts in `_BUCKET`-second buckets, kept for `horizon` seconds."""
 
@@ -110,7 +123,7 @@ class RollingCounts:
         self._buckets: dict[tuple[str, tuple[Any, ...]], deque[list[float]]] = defaultdict(deque)
 
     def add(self, account: str, key: tuple[Any, ...], now: float, n: int = 1) -> None:
-        start = now - now % _BUCKET
+        start = _bucket_start(now)
         buckets = self._buckets[(account, key)]
         if buckets and buckets[-1][0] == start:
             buckets[-1][1] += n
@@ -133,6 +146,19 @@ class RollingCounts:
         return {acct for acct, _ in self._buckets}
 
 
+Total = Callable[[tuple[Any, ...], float, float], int]  # (key, now, window) -> count, for one account
+
+
+def _name(key: tuple[Any, ...]) -> str:
+    """A count key as Redis keeps it: `["error",131049]`."""
+    return orjson.dumps(key).decode()
+
+
+def _bucket_total(buckets: dict[float, int], now: float, window: float) -> int:
+    since = now - window
+    return sum(n for start, n in buckets.items() if start + _BUCKET > since)
+
+
 @dataclass
 class Episode:
     alert: Threshold
@@ -140,13 +166,31 @@ class Episode:
     started_at: float
     value: int
     sends: int
+    announced: bool = True  # this replica posted (and logged, and counted) its start: it posts the end
 
 
 class Monitor:
-    """Rolling counts and alert episodes per account (see the module docstring)."""
+    """Rolling counts and alert episodes per account (see the module docstring).
+
+    With `redis` (the app's client when `redis_url` is set), the counts and the episodes are the
+    fleet's: every add is counted here and queued for Redis (pushed every `_PUSH_INTERVAL` and
+    before each evaluation), thresholds are evaluated on the fleet's sums, off the caller's
+    path (`settle()` waits for it), and an episode is announced by the one replica that claims
+    it; the others follow it (firing, not announced). The end is announced by the replica that
+    ends it in Redis, or, if Redis forgot the episode (a restart), by the one that announced it.
+    When Redis does not answer, evaluation falls back to this replica's own counts: alerts pause
+    marketing, so losing the fleet's counts must not stop protection. New episodes start and are
+    announced here; none ends until the fleet can be read again; `/readyz` and `/monitoring` say
+    so (`shared_counts`), and the queued counts are pushed once Redis is back.
+    """
 
     def __init__(
-        self, config: Config, metrics: Metrics, store: Callable[[], AccountState], clock: Callable[[], float] = time.time
+        self,
+        config: Config,
+        metrics: Metrics,
+        store: Callable[[], AccountState],
+        clock: Callable[[], float] = time.time,
+        redis: Callable[[], aioredis.Redis] | None = None,
     ) -> None:
         self._config = config
         self._options = config.alerts
@@ -155,6 +199,12 @@ class Monitor:
         self._clock = clock
         horizon = max([3600.0, *(t.window for t in self._options.thresholds)])
         self.counts = RollingCounts(horizon)
+        self._fleet = None if redis is None else RedisRollingCounts(redis, _BUCKET, horizon)
+        self._unpushed: dict[tuple[str, str], dict[float, int]] = {}  # counted here, not yet in Redis
+        self._pushing = asyncio.Lock()  # one push at a time: an evaluation after a push sees it
+        self._due: dict[str, set[str | None]] = {}  # accounts to evaluate on the fleet's counts, by metric
+        self._evaluator: asyncio.Task[None] | None = None
+        self._shared_fault: dict[str, Any] | None = None  # since when Redis has not answered
         self._firing: dict[tuple[str, str], Episode] = {}
         self._seen: TTLCache[str, bool] = TTLCache(maxsize=200_000, ttl=86400)
         self._state_tasks: set[asyncio.Task[Any]] = set()  # store writes a webhook answer waits for
@@ -163,14 +213,21 @@ class Monitor:
 
     # -- what happened ------------------------------------------------------------------
 
+    def _count(self, account: str, key: tuple[Any, ...], now: float) -> None:
+        self.counts.add(account, key, now)
+        if self._fleet is not None:
+            buckets = self._unpushed.setdefault((account, _name(key)), {})
+            start = _bucket_start(now)
+            buckets[start] = buckets.get(start, 0) + 1
+
     def sent(self, account: str) -> None:
-        self.counts.add(account, ("sends",), self._clock())
+        self._count(account, ("sends",), self._clock())
 
     def rejected(self, account: str, rules: list[str]) -> None:
         now = self._clock()
-        self.counts.add(account, ("rejections",), now)
+        self._count(account, ("rejections",), now)
         for rule in dict.fromkeys(rules):
-            self.counts.add(account, ("rejection", rule), now)
+            self._count(account, ("rejection", rule), now)
         self._evaluate(account, "rejections", now)
 
     def upstream_error(self, account: str, code: int, dedupe: str | None = None, source: str = "webhook") -> None:
@@ -181,30 +238,30 @@ class Monitor:
             self._seen[dedupe] = True
         now = self._clock()
         self._metrics.upstream_errors.labels(self._metrics.account(account), str(code), source).inc()
-        self.counts.add(account, ("errors",), now)
-        self.counts.add(account, ("error", code), now)
+        self._count(account, ("errors",), now)
+        self._count(account, ("error", code), now)
         self._evaluate(account, "errors", now)
 
     def webhook_failure(self, accounts: list[str]) -> None:
         now = self._clock()
         for account in accounts or ["unknown"]:
-            self.counts.add(account, ("webhook_failures",), now)
+            self._count(account, ("webhook_failures",), now)
             self._evaluate(account, "webhook_failures", now)
 
     # -- thresholds ---------------------------------------------------------------------
 
-    def _value(self, account: str, threshold: Threshold, now: float) -> tuple[int, int]:
-        window = threshold.window
-        total = self.counts.total
-        keys: list[tuple[Any, ...]]
+    @staticmethod
+    def _keys(threshold: Threshold) -> list[tuple[Any, ...]]:
         if threshold.metric == "errors":
-            keys = [("error", c) for c in threshold.codes] or [("errors",)]
-        elif threshold.metric == "rejections":
-            keys = [("rejection", r) for r in threshold.rules] or [("rejections",)]
-        else:
-            keys = [("webhook_failures",)]
-        value = sum(total(account, key, now, window) for key in keys)
-        return value, total(account, ("sends",), now, window)
+            return [("error", c) for c in threshold.codes] or [("errors",)]
+        if threshold.metric == "rejections":
+            return [("rejection", r) for r in threshold.rules] or [("rejections",)]
+        return [("webhook_failures",)]
+
+    def _value(self, threshold: Threshold, now: float, total: Total) -> tuple[int, int]:
+        window = threshold.window
+        value = sum(total(key, now, window) for key in self._keys(threshold))
+        return value, total(("sends",), now, window)
 
     @staticmethod
     def _breached(threshold: Threshold, value: int, sends: int) -> bool:
@@ -214,23 +271,152 @@ class Monitor:
         return sends >= threshold.min_sends and value > threshold.rate * sends
 
     def _evaluate(self, account: str, metric: str | None, now: float) -> None:
+        if self._fleet is None:
+            self._evaluate_here(account, metric, now, can_end=True)
+            return
+        self._due.setdefault(account, set()).add(metric)
+        if self._evaluator is None or self._evaluator.done():
+            try:
+                self._evaluator = asyncio.get_running_loop().create_task(self._evaluate_due())
+            except RuntimeError:  # no loop (CLI use): nothing to evaluate with
+                return
+            self._evaluator.add_done_callback(_log_failure)
+
+    def _evaluate_here(self, account: str, metric: str | None, now: float, *, can_end: bool) -> None:
+        """On this process's counts: all of them without Redis; this replica's share while it is down."""
+
+        def total(key: tuple[Any, ...], now: float, window: float) -> int:
+            return self.counts.total(account, key, now, window)
+
         for threshold in self._options.thresholds:
             if metric is not None and threshold.metric != metric:
                 continue
-            key = (account, threshold.name)
-            value, sends = self._value(account, threshold, now)
+            value, sends = self._value(threshold, now, total)
             breached = self._breached(threshold, value, sends)
-            episode = self._firing.get(key)
+            episode = self._firing.get((account, threshold.name))
             if breached and episode is None:
                 self._start(Episode(threshold, account, now, value, sends))
-            elif not breached and episode is not None:
-                self._end(episode, now, value, sends)
+            elif not breached and episode is not None and can_end:
+                self._end(episode, now, value, sends, announce=episode.announced)
+
+    async def _evaluate_due(self) -> None:
+        """Evaluate the accounts due on the fleet's counts, one at a time (so one replica never
+        claims an episode twice), until none is left."""
+        assert self._fleet is not None
+        while self._due:
+            due, self._due = self._due, {}
+            now = self._clock()
+            # While Redis is known down, evaluate here without asking it again (a webhook's answer
+            # waits for this); the periodic push and check find out when it is back.
+            if self._shared_fault is None:
+                try:
+                    await self._push(now)
+                    for account, metrics in due.items():
+                        await self._evaluate_fleet(account, metrics, now)
+                    continue
+                except SharedStateError:
+                    pass
+            for account, metrics in due.items():  # keep protecting with what is known here
+                for metric in metrics:
+                    self._evaluate_here(account, metric, now, can_end=False)
+
+    async def _evaluate_fleet(self, account: str, metrics: set[str | None], now: float) -> None:
+        thresholds = [t for t in self._options.thresholds if None in metrics or t.metric in metrics]
+        if not thresholds:
+            return
+        names = {_name(key) for t in thresholds for key in [*self._keys(t), ("sends",)]}
+        fleet, watch = self._fleet, self._watch
+        assert fleet is not None
+        buckets, episodes = await watch(fleet.read(account, names, {t.name: self._episode_ttl(t) for t in thresholds}))
+
+        def total(key: tuple[Any, ...], now: float, window: float) -> int:
+            return _bucket_total(buckets[_name(key)], now, window)
+
+        for threshold in thresholds:
+            value, sends = self._value(threshold, now, total)
+            started, ended_last = episodes[threshold.name]
+            ttl = self._episode_ttl(threshold)
+            episode = self._firing.get((account, threshold.name))
+            if self._breached(threshold, value, sends):
+                if started is None:
+                    # (an episode that started here while Redis was down becomes the fleet's as it was)
+                    since = now if episode is None else episode.started_at
+                    started = await watch(fleet.claim(account, threshold.name, since, ttl))
+                    if started is None and episode is None:  # this replica's episode to announce
+                        self._start(Episode(threshold, account, now, value, sends))
+                if episode is None and started is not None:  # another replica's: follow it, announce nothing
+                    self._start(Episode(threshold, account, started, value, sends, announced=False))
+            else:
+                ended = None if started is None else await watch(fleet.release(account, threshold.name, ttl))
+                if episode is None and ended is not None:  # the replica that announced it is gone
+                    episode = Episode(threshold, account, ended, value, sends, announced=False)
+                if episode is not None:
+                    # Its end is posted by the replica that ends it in Redis, or by the one that posted
+                    # its start, unless another replica ended it (a Redis restart forgot it, say).
+                    ended_elsewhere = ended_last == episode.started_at
+                    self._end(episode, now, value, sends, announce=ended is not None or
+                              (episode.announced and not ended_elsewhere))  # fmt: skip
+
+    @staticmethod
+    def _episode_ttl(threshold: Threshold) -> float:
+        """How long a fleet episode outlives the last replica that saw it firing."""
+        return threshold.window + 4 * _CHECK_INTERVAL
+
+    async def _push(self, now: float) -> None:
+        """The counts made here since the last push, into Redis; kept for the next one if it fails."""
+        assert self._fleet is not None
+        async with self._pushing:
+            unpushed, self._unpushed = self._unpushed, {}
+            if not unpushed:
+                return
+            try:
+                await self._watch(self._fleet.push(unpushed, now))
+            except SharedStateError:
+                oldest = now - self.counts.horizon - _BUCKET
+                for name, buckets in unpushed.items():
+                    kept = self._unpushed.setdefault(name, {})
+                    for start, n in buckets.items():
+                        if start > oldest:  # past the horizon: no threshold can see it any more
+                            kept[start] = kept.get(start, 0) + n
+                raise
+
+    async def _watch(self, call: Awaitable[T]) -> T:
+        """A call to Redis: its answer, or its fault, keeps `shared_counts()` (and the log) current."""
+        try:
+            result = await call
+        except SharedStateError as exc:
+            self._fault(exc)
+            raise
+        self._answered()
+        return result
+
+    def _fault(self, exc: SharedStateError) -> None:
+        if self._shared_fault is None:
+            log.error("alert counts: %s; alerts are evaluated on this replica's counts until it answers", exc)
+            self._shared_fault = {"ok": False, "since": self._clock(),
+                                  "detail": "Redis is not answering: alerts see this replica's counts only"}  # fmt: skip
+
+    def _answered(self) -> None:
+        if self._shared_fault is not None:
+            log.warning("alert counts: Redis answers again; alerts see the whole fleet")
+            self._shared_fault = None
 
     async def check(self) -> None:
-        """End the episodes whose condition no longer holds (counts age out of their window)."""
+        """End the episodes whose condition no longer holds (counts age out of their window); with
+        Redis, evaluate every account the fleet has counts for (episodes of replicas that are gone)."""
         now = self._clock()
-        for account, _name in list(self._firing):
+        if self._fleet is None:
+            for account, _name in list(self._firing):
+                self._evaluate_here(account, None, now, can_end=True)
+            return
+        accounts = {acct for acct, _ in self._firing} | self.counts.accounts()
+        try:
+            accounts.update(await self._watch(self._fleet.accounts(now)))
+        except SharedStateError:
+            pass  # evaluated on this replica's counts
+        for account in accounts:
             self._evaluate(account, None, now)
+        await self.settle()
 
     def firing(self, account: str | None = None) -> list[dict[str, Any]]:
         return [
@@ -262,20 +448,26 @@ class Monitor:
         }
 
     def _start(self, episode: Episode) -> None:
+        """An episode starts here: announced (logged, counted, paused, posted) unless it is another
+        replica's that this one follows (it shows as firing here, nothing more)."""
         self._firing[(episode.account, episode.alert.name)] = episode
+        label = self._metrics.account(episode.account)
+        self._metrics.alert_firing.labels(label, episode.alert.name).set(1)
+        if not episode.announced:
+            return
         alert = self._describe(episode, "firing")
         log.warning("ALERT %s on account %s: %s", episode.alert.name, episode.account, alert["message"])
-        label = self._metrics.account(episode.account)
         self._metrics.alerts.labels(label, episode.alert.name).inc()
-        self._metrics.alert_firing.labels(label, episode.alert.name).set(1)
         if episode.alert.pause_marketing:
             self._spawn(self._state_tasks, self._pause(episode, alert["message"]))
         self._notify(alert)
 
-    def _end(self, episode: Episode, now: float, value: int, sends: int) -> None:
-        del self._firing[(episode.account, episode.alert.name)]
-        log.warning("RESOLVED %s on account %s", episode.alert.name, episode.account)
+    def _end(self, episode: Episode, now: float, value: int, sends: int, *, announce: bool) -> None:
+        self._firing.pop((episode.account, episode.alert.name), None)
         self._metrics.alert_firing.labels(self._metrics.account(episode.account), episode.alert.name).set(0)
+        if not announce:
+            return
+        log.warning("RESOLVED %s on account %s", episode.alert.name, episode.account)
         episode.value, episode.sends = value, sends
         self._notify(self._describe(episode, "resolved", ended_at=now))
 
@@ -326,14 +518,18 @@ class Monitor:
             log.error("alert %s: cannot reach %s: %s", alert["alert"], self._options.url, exc)
 
     async def settle(self) -> None:
-        """Wait for the store writes alerts started (a pause), so a webhook's answer implies them."""
+        """Wait for the alert evaluation in flight (with Redis) and the store writes alerts started
+        (a pause), so a webhook's answer implies them."""
+        if self._evaluator is not None:
+            await asyncio.wait([self._evaluator])  # (not gather: a cancelled caller must not cancel it)
         if self._state_tasks:
             await asyncio.gather(*list(self._state_tasks), return_exceptions=True)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def context(self) -> Callable[[web.Application], AsyncIterator[None]]:
-        """A `cleanup_ctx` entry: the alert session and the periodic end-of-episode check."""
+        """A `cleanup_ctx` entry: the alert session, the periodic end-of-episode check and, with
+        Redis, the periodic push of this replica's counts (a last one at shutdown)."""
 
         async def ctx(app: web.Application) -> AsyncIterator[None]:
             app[MONITOR] = self
@@ -347,6 +543,13 @@ class Monitor:
             finally:
                 ticker.cancel()
                 await asyncio.gather(ticker, return_exceptions=True)
+                if self._evaluator is not None:
+                    await asyncio.wait([self._evaluator], timeout=self._options.timeout)
+                if self._fleet is not None:
+                    try:
+                        await self._push(self._clock())
+                    except SharedStateError as exc:
+                        log.error("alert counts: this replica's last counts were not pushed: %s", exc)
                 pending = list(self._state_tasks | self._background)
                 if pending:
                     await asyncio.wait(pending, timeout=self._options.timeout)
@@ -355,32 +558,71 @@ class Monitor:
         return ctx
 
     async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(_CHECK_INTERVAL)
+        period = _CHECK_INTERVAL if self._fleet is None else _PUSH_INTERVAL
+        checks_every = round(_CHECK_INTERVAL / period)
+        for tick in itertools.count(1):
+            await asyncio.sleep(period)
             try:
-                await self.check()
+                if tick % checks_every == 0:
+                    await self.check()
+                else:  # so the other replicas see this one's counts, sends included, within a second
+                    await self._push(self._clock())
+            except SharedStateError:
+                pass  # logged, and shown in /monitoring, as the fault began
             except Exception:  # never let the ticker die
                 log.exception("alert check failed")
 
-    def summary(self, account: str, window: float = 3600.0) -> dict[str, Any]:
+    async def summary(self, account: str, window: float = 3600.0) -> dict[str, Any]:
+        """The account's counts over the last `window` seconds: the fleet's with Redis (this
+        replica's while Redis does not answer: `scope` says which)."""
         now = self._clock()
         keys = self.counts.keys(account)
-        total = self.counts.total
+        scope = "process" if self._fleet is None else "replica"
+
+        def total(key: tuple[Any, ...], now: float, window: float) -> int:
+            return self.counts.total(account, key, now, window)
+
+        if self._fleet is not None:
+            try:
+                await self._push(now)
+                names = await self._watch(self._fleet.names(account, now))
+                buckets, _ = await self._watch(self._fleet.read(account, names, {}))
+            except SharedStateError:
+                pass  # this replica's counts, and `scope` says so
+            else:
+                keys, scope = [tuple(orjson.loads(name)) for name in names], "fleet"
+
+                def total(key: tuple[Any, ...], now: float, window: float) -> int:
+                    return _bucket_total(buckets.get(_name(key), {}), now, window)
+
         return {
             "window_seconds": window,
-            "sends": total(account, ("sends",), now, window),
-            "rejections": {k[1]: n for k in keys if k[0] == "rejection" and (n := total(account, k, now, window))},
-            "errors": {str(k[1]): n for k in keys if k[0] == "error" and (n := total(account, k, now, window))},
-            "webhook_failures": total(account, ("webhook_failures",), now, window),
+            "scope": scope,
+            "sends": total(("sends",), now, window),
+            "rejections": {k[1]: n for k in keys if k[0] == "rejection" and (n := total(k, now, window))},
+            "errors": {str(k[1]): n for k in keys if k[0] == "error" and (n := total(k, now, window))},
+            "webhook_failures": total(("webhook_failures",), now, window),
             "alerts": self.firing(account),
         }
 
-    def accounts(self) -> set[str]:
-        return self.counts.accounts() | {acct for acct, _ in self._firing}
+    async def accounts(self) -> set[str]:
+        """The accounts with counts or firing alerts (the fleet's with Redis, while it answers)."""
+        found = self.counts.accounts() | {acct for acct, _ in self._firing}
+        if self._fleet is not None:
+            try:
+                found.update(await self._watch(self._fleet.accounts(self._clock())))
+            except SharedStateError:
+                pass
+        return found
+
+    def shared_counts(self) -> dict[str, Any] | None:
+        """With Redis: whether the alerts see the fleet's counts (`ok`), or since when only this replica's."""
+        if self._fleet is None:
+            return None
+        return dict(self._shared_fault) if self._shared_fault is not None else {"ok": True}
 
 
 MONITOR = web.AppKey("monitor", Monitor)
-
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
@@ -482,6 +724,9 @@ def monitoring_routes(
         reloader = request.app.get(RELOADER)
         if reloader is not None:  # a refused reload is reported, not unready: the old revision serves
             checks["policy_reload"] = reloader.status().as_json()
+        shared = monitor.shared_counts()
+        if shared is not None:  # reported, not unready: sends never wait on it, alerts fall back to this replica's
+            checks["shared_counts"] = shared
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return _json(body, 200 if ready else 503)
 
@@ -493,14 +738,17 @@ def monitoring_routes(
             "waba_id": waba_id,
             "known": account is not None,
             "state": await store().account_state(phone_number_id, waba_id),  # as the policy input shows it
-            "monitoring": monitor.summary(phone_number_id),
+            "monitoring": await monitor.summary(phone_number_id),
         }
 
     async def get_monitoring(request: web.Request) -> web.Response:
         pauses = await store().marketing_pauses()
-        ids = sorted({a.phone_number_id for a in config.accounts} | monitor.accounts() | set(pauses))
-        return _json({"accounts": [await account_view(pid) for pid in ids if pid != "unknown"],
-                      "firing": monitor.firing()})  # fmt: skip
+        ids = sorted({a.phone_number_id for a in config.accounts} | await monitor.accounts() | set(pauses))
+        body: dict[str, Any] = {"accounts": [await account_view(pid) for pid in ids if pid != "unknown"], "firing": monitor.firing()}
+        shared = monitor.shared_counts()  # after the reads above, so it says how they went
+        if shared is not None:
+            body["shared_counts"] = shared
+        return _json(body)
 
     async def get_account(request: web.Request) -> web.Response:
         return _json(await account_view(request.match_info["phone_number_id"]))

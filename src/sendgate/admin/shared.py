@@ -13,15 +13,12 @@ from collections.abc import Callable
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from sendgate.admin.sessions import Session, new_session, session_digest
-from sendgate.admin.throttle import FAILURES, WINDOW, SharedStateError
+from sendgate.admin.throttle import FAILURES, WINDOW
+from sendgate.state.redis import PREFIX, answering, open_redis
 
 __all__ = ["RedisGuessThrottle", "RedisSessions", "open_redis"]
-
-PREFIX = "sendgate:"
-TIMEOUT = 2.0  # seconds to connect or answer: a dead Redis gets a quick 503, not a hung request
 
 # One script per attempt: check the block, count the failure, block at FAILURES; atomic in Redis,
 # so concurrent guesses on any number of replicas get FAILURES in all.
@@ -55,11 +52,6 @@ return false
 """
 
 
-def open_redis(url: str) -> aioredis.Redis:
-    """The app's one client (a connection pool); connects on first use, reconnects after a restart."""
-    return aioredis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
-
-
 class RedisGuessThrottle:
     """`GuessThrottle` in Redis: one count per address for the whole fleet."""
 
@@ -75,13 +67,11 @@ class RedisGuessThrottle:
     async def attempt(self, address: str, now: float, *, failed: bool) -> float | None:
         client = self._client_of()
         key = f"{PREFIX}guess:{{{address}}}"  # one hash slot per address: both keys in one script
-        try:
+        with answering():
             wait = await client.eval(
                 _ATTEMPT, 2, f"{key}:failures", f"{key}:blocked",
                 repr(now), "1" if failed else "0", str(self.failures), repr(self.window),
             )  # fmt: skip
-        except (RedisError, OSError) as exc:
-            raise SharedStateError(f"Redis did not answer: {exc}") from exc
         return None if wait is None else float(wait)
 
 
@@ -100,19 +90,15 @@ class RedisSessions:
     async def create(self, name: str, role: str) -> tuple[str, Session]:
         raw, session = new_session(name, role, self._clock(), self.ttl)
         value = orjson.dumps({"name": name, "role": role, "csrf": session.csrf, "expires": session.expires})
-        try:
+        with answering():
             await self._client_of().set(self._key(raw), value, ex=self.ttl)
-        except (RedisError, OSError) as exc:
-            raise SharedStateError(f"Redis did not answer: {exc}") from exc
         return raw, session
 
     async def get(self, raw: str | None) -> Session | None:
         if not raw:
             return None
-        try:
+        with answering():
             value = await self._client_of().get(self._key(raw))
-        except (RedisError, OSError) as exc:
-            raise SharedStateError(f"Redis did not answer: {exc}") from exc
         if value is None:
             return None
         fields = orjson.loads(value)
@@ -125,7 +111,5 @@ class RedisSessions:
     async def drop(self, raw: str | None) -> None:
         if not raw:
             return
-        try:
+        with answering():
             await self._client_of().delete(self._key(raw))
-        except (RedisError, OSError) as exc:
-            raise SharedStateError(f"Redis did not answer: {exc}") from exc

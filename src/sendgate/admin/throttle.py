@@ -20,15 +20,13 @@ import heapq
 from collections import OrderedDict, deque
 from typing import Protocol
 
+from sendgate.state.counters import SharedStateError
+
 __all__ = ["FAILURES", "MAX_ADDRESSES", "WINDOW", "GuessThrottle", "MemoryGuessThrottle", "SharedStateError"]
 
 FAILURES = 10  # wrong tokens per address ...
 WINDOW = 300.0  # ... within this many seconds block it for the rest of them
 MAX_ADDRESSES = 10_000  # addresses tracked at once (each at most FAILURES timestamps: a few MB in all)
-
-
-class SharedStateError(Exception):
-    """State shared by the replicas (Redis) could not be read or written: fail closed."""
 
 
 class GuessThrottle(Protocol):
