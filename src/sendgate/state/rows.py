@@ -2,18 +2,22 @@
 
 JSON values (reasons, warnings, content, facts, consent categories) are stored as JSON text;
 `forwarded` as a boolean (SQLite keeps it as 0/1). The decision id is time-ordered (`id_floor`),
-and the hourly and daily rollup rows a record adds are `count_rows`.
+and the hourly and daily rollup rows a record adds are `count_rows`. A catalog's `templates`
+rows are `template_rows` (read back by `template_facts_from_rows`); `places` rows are `place_rows`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from sendgate.state.base import ConsentRecord, DecisionRecord
+from sendgate.places import PLACE_DATA, recipient_place
+from sendgate.state.base import ConsentRecord, DecisionRecord, TemplateFacts
+from sendgate.state.catalog import count_placeholders
 from sendgate.state.rules import count_keys
 
 __all__ = [
@@ -26,6 +30,9 @@ __all__ = [
     "decision_from_row",
     "decision_row",
     "id_floor",
+    "place_rows",
+    "template_facts_from_rows",
+    "template_rows",
 ]
 
 HOUR = 3600
@@ -119,3 +126,52 @@ def decision_from_row(row: Sequence[Any] | Mapping[str, Any]) -> DecisionRecord:
         delivery_error=values["delivery_error"],
         engine_decision_id=values["engine_decision_id"],
     )
+
+
+def template_rows(waba_id: str, templates: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """`templates` rows of a checked catalog (`catalog.validate_catalog`): (waba_id, name, language,
+    status, category, placeholders), status and category upper case, placeholder counts as JSON."""
+    return [
+        (
+            waba_id,
+            t["name"],
+            t["language"],
+            t["status"].upper(),
+            str(t["category"]).upper() if t.get("category") else None,
+            orjson.dumps(count_placeholders(t)).decode(),
+        )
+        for t in templates
+    ]
+
+
+def template_facts_from_rows(rows: Sequence[Sequence[Any]], language: str) -> TemplateFacts:
+    """What the policy input says of one template, from its name's (language, status, category,
+    placeholders) rows in the WABA's catalog."""
+    match = next((r for r in rows if r[0] == language), None)
+    return TemplateFacts(
+        found=bool(rows),
+        language_found=match is not None,
+        languages=sorted(r[0] for r in rows),
+        status=match[1] if match else None,
+        category=match[2] if match else None,
+        placeholders=orjson.loads(match[3]) if match else {},
+    )
+
+
+PlaceRow = tuple[str, str | None, str | None, str]
+
+
+def _place(recipients: list[str]) -> list[PlaceRow]:
+    return [(r, *recipient_place(r), PLACE_DATA) for r in recipients]
+
+
+async def place_rows(recipients: Iterable[str]) -> list[PlaceRow]:
+    """`places` rows (recipient, country, time zone, `PLACE_DATA`) for numbers not yet stored.
+
+    Placing a number takes tens of microseconds of Python: many (a large consent import) are
+    placed on a worker thread, so the event loop keeps serving sends meanwhile.
+    """
+    missing = sorted(recipients)
+    if len(missing) <= 16:
+        return _place(missing)
+    return await asyncio.get_running_loop().run_in_executor(None, _place, missing)

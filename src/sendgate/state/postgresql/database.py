@@ -18,12 +18,12 @@ import asyncpg
 from sendgate.state.base import StoreError
 from sendgate.state.postgresql.schema import Connection, migrate
 
-__all__ = ["Database", "store_error"]
+__all__ = ["FAULTS", "Database", "store_error"]
 
 T = TypeVar("T")
 
 # What a database, its network or the pool can raise; `StoreError` to everything above.
-_FAULTS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+FAULTS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
 def store_error(exc: BaseException) -> StoreError:
@@ -60,18 +60,30 @@ class Database:
                         command_timeout=self._command_timeout,
                         timeout=self._command_timeout,
                     )
-                except _FAULTS as exc:
+                except FAULTS as exc:
                     raise store_error(exc) from exc
                 try:
                     async with pool.acquire() as conn:
                         await migrate(conn)
                 except BaseException as exc:
                     await pool.close()
-                    if isinstance(exc, _FAULTS):
+                    if isinstance(exc, FAULTS):
                         raise store_error(exc) from exc
                     raise
                 self._pool = pool
         return self._pool
+
+    async def connect(self) -> asyncpg.Connection[Any]:
+        """A connection of its own, outside the pool (for a session that must last: a lock)."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            conn: asyncpg.Connection[Any] = await asyncpg.connect(
+                self.url, timeout=self._command_timeout, command_timeout=self._command_timeout
+            )
+        except FAULTS as exc:
+            raise store_error(exc) from exc
+        return conn
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -80,7 +92,7 @@ class Database:
         try:
             async with pool.acquire() as conn:
                 yield conn
-        except _FAULTS as exc:
+        except FAULTS as exc:
             raise store_error(exc) from exc
 
     async def transaction(self, op: Callable[[Connection], Awaitable[T]]) -> T:
