@@ -115,7 +115,7 @@ def test_policy_test_reports_passes_and_failures(config: Path, tmp_path: Path, c
 @pytest.mark.parametrize(
     ("state", "message"),
     [
-        ("mysql://db/sendgate", "unsupported URL 'mysql://db/sendgate'; this sendgate knows sqlite://"),
+        ("mysql://db/sendgate", "unsupported URL 'mysql://db/sendgate'; this sendgate knows postgresql://, sqlite://"),
         ("sqlite://relative.db", "a SQLite URL is sqlite:///path"),
     ],
 )

@@ -23,7 +23,17 @@ __all__ = ["FAULTS", "Database", "store_error"]
 T = TypeVar("T")
 
 # What a database, its network or the pool can raise; `StoreError` to everything above.
-FAULTS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+FAULTS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, asyncio.TimeoutError)
+# What may leave a connection unusable: a server's FATAL message before its socket closes (a
+# query started in between finds the protocol mid-operation: InternalClientError), a lost
+# socket, a timed-out operation. The pool replaces a connection closed on these.
+_BROKEN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 def store_error(exc: BaseException) -> StoreError:
@@ -91,7 +101,11 @@ class Database:
         pool = await self.pool()
         try:
             async with pool.acquire() as conn:
-                yield conn
+                try:
+                    yield conn
+                except _BROKEN:
+                    conn.terminate()
+                    raise
         except FAULTS as exc:
             raise store_error(exc) from exc
 

@@ -87,7 +87,8 @@ class OwnerLock:
             self._conn = conn
 
     async def release(self) -> None:
-        """Forget the instance and end its session (which releases the lock); idempotent."""
+        """Forget the instance (and its `/readyz` probe row) and end its session, which releases
+        the lock; idempotent."""
         if self._released:
             return
         self._released = True
@@ -95,7 +96,9 @@ class OwnerLock:
         if conn is None or conn.is_closed():
             return
         try:
-            await conn.execute("DELETE FROM instances WHERE owner = $1", self.owner)
+            async with conn.transaction():
+                await conn.execute("DELETE FROM instances WHERE owner = $1", self.owner)
+                await conn.execute("DELETE FROM health WHERE owner = $1", self.owner)
             await conn.close(timeout=5)
         except Exception as exc:  # the database away: the lock went with its session anyway
             log.warning("PostgreSQL: could not release this store's owner lock cleanly: %s", exc)
