@@ -285,7 +285,7 @@ async def _prune_batch(conn: Connection, before: float) -> tuple[int, int]:
     for row in gone:
         rules = decision_rules(orjson.loads(row["reasons"]))
         counted.update(rollup_rows(row["ts"], row["decision"], row["mode"], row["account"], row["template"], rules))
-    keys = sorted(counted)  # one order for every batch: concurrent prunes never deadlock on the rollup
+    keys = sorted(counted)  # the order the writer upserts in (`writer.py`): no deadlock on the rollup
     await conn.executemany(_DECREMENT_COUNT, [(*key, counted[key]) for key in keys])
     await conn.executemany(_DROP_EMPTY_COUNT, keys)
     return len(gone), int(status.rsplit(" ", 1)[1])
