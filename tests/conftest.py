@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -122,10 +123,40 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     await opened.close()
 
 
+# (engine, state backend) pairs for a module whose gateways should run on every engine and every
+# backend, without their whole product: each engine on SQLite, PostgreSQL with the embedded engine.
+ENGINES_AND_BACKENDS = [("embedded", "sqlite"), ("opa", "sqlite"), ("embedded", "postgresql")]
+
+
 @pytest.fixture
-def engine_kind() -> str:
+def gateway_kind() -> tuple[str, str]:
+    """(engine, state backend) of `gateway_factory`'s gateways: the embedded engine, on the backend
+    `SENDGATE_TEST_STATE` names (a `STORE_BACKENDS` name, default sqlite; so
+    `SENDGATE_TEST_STATE=postgresql pytest` runs the end-to-end tests on PostgreSQL). A module
+    overrides this with params to run on several (`ENGINES_AND_BACKENDS`), or `engine_kind` alone."""
+    name = os.environ.get("SENDGATE_TEST_STATE", "sqlite")
+    if name not in STORE_BACKENDS:
+        raise pytest.UsageError(f"SENDGATE_TEST_STATE={name!r}: not one of {sorted(STORE_BACKENDS)}")
+    return "embedded", name
+
+
+@pytest.fixture
+def state_backend(gateway_kind: tuple[str, str]) -> str:
+    return gateway_kind[1]
+
+
+@pytest.fixture
+def gateway_state(state_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The state URL of the test's gateways: one for all of them (a restart finds what the last kept)."""
+    if state_backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'sendgate.db'}"
+    return STORE_BACKENDS[state_backend](request, tmp_path)
+
+
+@pytest.fixture
+def engine_kind(gateway_kind: tuple[str, str]) -> str:
     """Which engine `gateway_factory` builds; a module overrides this fixture with params to run on both."""
-    return "embedded"
+    return gateway_kind[0]
 
 
 @pytest.fixture
@@ -145,6 +176,7 @@ GatewayFactory = Callable[..., Awaitable[TestClient]]
 
 @pytest.fixture
 async def gateway_factory(
+    gateway_state: str,  # first: its database outlives the gateways (fixtures end in reverse order)
     tmp_path: Path,
     fake_graph: tuple[FakeGraph, str],
     aiohttp_client: Callable[..., Awaitable[TestClient]],
@@ -162,7 +194,7 @@ async def gateway_factory(
     async def make(**overrides: Any) -> TestClient:
         settings: dict[str, Any] = {
             "upstream_url": upstream,
-            "state": f"sqlite:///{tmp_path / 'sendgate.db'}",
+            "state": gateway_state,
             "policy_dir": str(POLICIES),
             "admin_token": ADMIN_TOKEN,
             "accounts": [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "name": "Acme",

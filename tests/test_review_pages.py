@@ -20,6 +20,7 @@ from .conftest import (
     ADMIN_TOKEN,
     AFTERNOON,
     PHONE_NUMBER_ID,
+    STORE_BACKENDS,
     US_RECIPIENT,
     Clock,
     GatewayFactory,
@@ -48,6 +49,13 @@ def csrf_of(page: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert match is not None
     return match[1]
+
+
+@pytest.fixture(params=sorted(STORE_BACKENDS))
+def state_backend(request: pytest.FixtureRequest) -> str:
+    """The pages' listing, counts and trail on every backend (`gateway_factory`'s state)."""
+    name: str = request.param
+    return name
 
 
 @pytest.fixture

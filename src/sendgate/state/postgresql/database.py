@@ -18,12 +18,22 @@ import asyncpg
 from sendgate.state.base import StoreError
 from sendgate.state.postgresql.schema import Connection, migrate
 
-__all__ = ["Database", "store_error"]
+__all__ = ["FAULTS", "Database", "store_error"]
 
 T = TypeVar("T")
 
 # What a database, its network or the pool can raise; `StoreError` to everything above.
-_FAULTS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+FAULTS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, asyncio.TimeoutError)
+# What may leave a connection unusable: a server's FATAL message before its socket closes (a
+# query started in between finds the protocol mid-operation: InternalClientError), a lost
+# socket, a timed-out operation. The pool replaces a connection closed on these.
+_BROKEN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 def store_error(exc: BaseException) -> StoreError:
@@ -60,18 +70,30 @@ class Database:
                         command_timeout=self._command_timeout,
                         timeout=self._command_timeout,
                     )
-                except _FAULTS as exc:
+                except FAULTS as exc:
                     raise store_error(exc) from exc
                 try:
                     async with pool.acquire() as conn:
                         await migrate(conn)
                 except BaseException as exc:
                     await pool.close()
-                    if isinstance(exc, _FAULTS):
+                    if isinstance(exc, FAULTS):
                         raise store_error(exc) from exc
                     raise
                 self._pool = pool
         return self._pool
+
+    async def connect(self) -> asyncpg.Connection[Any]:
+        """A connection of its own, outside the pool (for a session that must last: a lock)."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            conn: asyncpg.Connection[Any] = await asyncpg.connect(
+                self.url, timeout=self._command_timeout, command_timeout=self._command_timeout
+            )
+        except FAULTS as exc:
+            raise store_error(exc) from exc
+        return conn
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -79,8 +101,12 @@ class Database:
         pool = await self.pool()
         try:
             async with pool.acquire() as conn:
-                yield conn
-        except _FAULTS as exc:
+                try:
+                    yield conn
+                except _BROKEN:
+                    conn.terminate()
+                    raise
+        except FAULTS as exc:
             raise store_error(exc) from exc
 
     async def transaction(self, op: Callable[[Connection], Awaitable[T]]) -> T:

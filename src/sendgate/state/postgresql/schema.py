@@ -185,6 +185,13 @@ END $$""",
     PRIMARY KEY (waba_id, template, field))""",
     """CREATE TABLE IF NOT EXISTS marketing_pauses (
     phone_number_id text PRIMARY KEY, alert text NOT NULL, message text NOT NULL, since double precision NOT NULL)""",
+    # -- store instances (one per process): `decisions.owner` names one --
+    # Alive while a session holds the advisory lock (OWNER_LOCKS, lock_key) (`postgresql/owner.py`).
+    """CREATE TABLE IF NOT EXISTS instances (
+    owner text PRIMARY KEY,
+    lock_key integer GENERATED ALWAYS AS IDENTITY UNIQUE,
+    started_at double precision NOT NULL
+)""",
 )
 
 

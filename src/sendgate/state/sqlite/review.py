@@ -20,7 +20,6 @@ are exact for any range.
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +36,7 @@ from sendgate.state.base import (
     PruneResult,
     ReviewRecord,
 )
-from sendgate.state.rows import DAY, HOUR, id_floor
+from sendgate.state.rows import DAY, HOUR, count_plan, counts_from, id_floor
 from sendgate.state.rules import HISTORY_SECONDS, check_review, count_keys, decision_rules
 
 __all__ = ["ReviewQueries", "rebuild_counts"]
@@ -178,33 +177,13 @@ class ReviewQueries:
     async def decision_counts(
         self, since: float, until: float, bucket: int | None = None, dimension: str | None = None
     ) -> list[DecisionCount]:
-        if bucket is not None and (bucket <= 0 or bucket % HOUR):
-            raise InvalidRecord("bucket must be a whole number of hours, in seconds")
-        if until <= since:
-            return []
+        plan = count_plan(since, until, bucket)
         totals: Counter[tuple[Any, ...]] = Counter()
-        first_hour = math.ceil(since / HOUR) * HOUR
-        last_hour = _hour(until)
-        if first_hour < last_hour:
-            first_day = math.ceil(first_hour / DAY) * DAY
-            last_day = last_hour // DAY * DAY
-            if (bucket is None or bucket % DAY == 0) and first_day < last_day:
-                self._count_rollup(HOUR, first_hour, first_day, bucket, dimension, totals)
-                self._count_rollup(DAY, first_day, last_day, bucket, dimension, totals)
-                self._count_rollup(HOUR, last_day, last_hour, bucket, dimension, totals)
-            else:
-                self._count_rollup(HOUR, first_hour, last_hour, bucket, dimension, totals)
-            edges = [(since, first_hour), (last_hour, until)]
-        else:
-            edges = [(since, until)]
-        for start, end in edges:
-            if start < end:
-                self._count_records(start, end, bucket, dimension, totals)
-        return [
-            DecisionCount(bucket=b, dimension=dim, key=key, decision=decision, mode=mode, count=n)
-            for (b, dim, key, decision, mode), n in sorted(totals.items(), key=lambda item: item[0][:3])
-            if n
-        ]
+        for span, start, end in plan.rollups:
+            self._count_rollup(span, start, end, bucket, dimension, totals)
+        for start_ts, end_ts in plan.records:
+            self._count_records(start_ts, end_ts, bucket, dimension, totals)
+        return counts_from(totals)
 
     def _count_rollup(
         self,
@@ -215,8 +194,6 @@ class ReviewQueries:
         dimension: str | None,
         totals: Counter[tuple[Any, ...]],
     ) -> None:
-        if since >= until:
-            return
         where = "span = ? AND start >= ? AND start < ?" + (" AND dim = ?" if dimension is not None else "")
         args: list[Any] = [span, since, until] + ([dimension] if dimension is not None else [])
         if bucket is None:
@@ -250,17 +227,19 @@ class ReviewQueries:
 
     async def add_review(self, review: ReviewRecord) -> ReviewRecord | None:
         check_review(review)
-        if self._read.execute("SELECT 1 FROM decisions WHERE id = ?", (review.decision_id,)).fetchone() is None:
-            return None
 
-        def op(conn: sqlite3.Connection) -> int:
+        def op(conn: sqlite3.Connection) -> int | None:
+            # The decision looked up in the note's own transaction: a prune in between leaves no orphan note.
             cursor = conn.execute(
-                "INSERT INTO reviews (decision_id, reviewer, note, reviewed_at) VALUES (?, ?, ?, ?)",
-                (review.decision_id, review.reviewer, review.note, review.reviewed_at),
+                "INSERT INTO reviews (decision_id, reviewer, note, reviewed_at)"
+                " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM decisions WHERE id = ?)",
+                (review.decision_id, review.reviewer, review.note, review.reviewed_at, review.decision_id),
             )
-            return int(cursor.lastrowid or 0)
+            return int(cursor.lastrowid or 0) if cursor.rowcount > 0 else None
 
         seq = await self._write(op)
+        if seq is None:
+            return None
         return ReviewRecord(review.decision_id, review.reviewer, review.note, review.reviewed_at, seq)
 
     async def reviews(self, decision_ids: list[str]) -> dict[str, list[ReviewRecord]]:

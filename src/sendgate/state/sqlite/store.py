@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import orjson
 from cachetools import TTLCache
 
-from sendgate.places import PLACE_DATA, recipient_place
+from sendgate.places import PLACE_DATA
 from sendgate.state.base import (
     OUTCOME_UNKNOWN,
     ConsentRecord,
@@ -31,10 +31,20 @@ from sendgate.state.base import (
     StoreError,
     TemplateFacts,
 )
-from sendgate.state.rows import DECISION_COLUMNS, consent_from_row, consent_row, decision_from_row, decision_row
+from sendgate.state.catalog import validate_catalog
+from sendgate.state.rows import (
+    DECISION_COLUMNS,
+    PlaceRow,
+    consent_from_row,
+    consent_row,
+    count_rows,
+    decision_from_row,
+    decision_row,
+    place_rows,
+    template_facts_from_rows,
+    template_rows,
+)
 from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, decision_rules, recipient_facts
-from sendgate.state.catalog import count_placeholders, validate_catalog
-from sendgate.state.rows import count_rows
 from sendgate.state.sqlite.review import UPSERT_COUNT, ReviewQueries
 from sendgate.state.sqlite.schema import migrate
 from sendgate.state.sqlite.webhooks import WebhookQueries
@@ -180,17 +190,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
 
     async def put_templates(self, waba_id: str, body: dict[str, Any]) -> int:
         templates = validate_catalog(body)
-        rows = [
-            (
-                waba_id,
-                t["name"],
-                t["language"],
-                t["status"].upper(),
-                str(t["category"]).upper() if t.get("category") else None,
-                orjson.dumps(count_placeholders(t)).decode(),
-            )
-            for t in templates
-        ]
+        rows = template_rows(waba_id, templates)
         raw = orjson.dumps({"data": templates}).decode()
 
         def op(conn: sqlite3.Connection) -> int:
@@ -217,15 +217,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
                 key,
             ).fetchall()
             self._template_cache[key] = rows
-        match = next((r for r in rows if r[0] == language), None)
-        return TemplateFacts(
-            found=bool(rows),
-            language_found=match is not None,
-            languages=sorted(r[0] for r in rows),
-            status=match[1] if match else None,
-            category=match[2] if match else None,
-            placeholders=orjson.loads(match[3]) if match else {},
-        )
+        return template_facts_from_rows(rows, language)
 
     # -- inbound window -------------------------------------------------------------
 
@@ -243,22 +235,16 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
 
         await self._write(op)
 
-    async def _places_to_store(self, recipients: set[str]) -> list[tuple[str, str | None, str | None, str]]:
-        """`_STORE_PLACE` rows for the numbers not yet stored with today's metadata.
-
-        Placing a number takes tens of microseconds of Python: a large consent import places
-        its numbers on a worker thread, before its transaction, so sends keep being committed.
-        """
+    async def _places_to_store(self, recipients: set[str]) -> list[PlaceRow]:
+        """`_STORE_PLACE` rows for the numbers not yet stored with today's metadata, placed
+        before the transaction (on a worker thread when many), so sends keep being committed."""
         stored = {
             r for (r,) in self._read.execute(
                 "SELECT recipient FROM places WHERE data = ? AND recipient IN (SELECT value FROM json_each(?))",
                 (PLACE_DATA, orjson.dumps(sorted(recipients)).decode()),
             )
         }  # fmt: skip
-        missing = sorted(recipients - stored)
-        if len(missing) <= 16:
-            return _places(missing)
-        return await asyncio.get_running_loop().run_in_executor(None, _places, missing)
+        return await place_rows(recipients - stored)
 
     # -- what the send path reads per message -------------------------------------------
 
@@ -362,6 +348,3 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
         self._read.close()
 
-
-def _places(recipients: list[str]) -> list[tuple[str, str | None, str | None, str]]:
-    return [(r, *recipient_place(r), PLACE_DATA) for r in recipients]
