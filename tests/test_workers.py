@@ -183,6 +183,11 @@ def _decisions_total(exposition: str) -> float:
     )
 
 
+def _samples(exposition: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [(sample.labels, sample.value) for family in text_string_to_metric_families(exposition)
+            for sample in family.samples if sample.name == name]  # fmt: skip
+
+
 async def test_two_workers_share_one_port_and_one_scrape_counts_them_all(served: tuple[_Served, int, Path]) -> None:
     server, port, temp = served
     line = server.wait_listening()
@@ -199,7 +204,10 @@ async def test_two_workers_share_one_port_and_one_scrape_counts_them_all(served:
         for pid, session in sessions.items():
             assert (await _ready(session, port))["pid"] == pid  # each connection stayed with its worker
             async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-                assert _decisions_total(await response.text()) == sum(sends.values())  # every worker's, from either
+                exposition = await response.text()
+            assert _decisions_total(exposition) == sum(sends.values())  # every worker's, from either
+            # A gauge combines the workers into one series (the largest value), not one per pid.
+            assert _samples(exposition, "sendgate_policy_reload_failed") == [({}, 0.0)]
     finally:
         for session in sessions.values():
             await session.close()

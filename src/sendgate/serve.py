@@ -43,8 +43,6 @@ __all__ = ["serve"]
 
 log = logging.getLogger("sendgate.serve")
 
-_BACKLOG = 1024
-
 
 def serve(config: Config) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
@@ -73,7 +71,7 @@ async def _run_server(config: Config, worker: _WorkerSide | None = None) -> None
     await runner.setup()
     site: web.BaseSite
     if worker is None:
-        site = web.TCPSite(runner, config.host, config.port, backlog=_BACKLOG)
+        site = web.TCPSite(runner, config.host, config.port)
     else:
         site = web.SockSite(runner, worker.listening)
     await site.start()
@@ -163,8 +161,9 @@ class _Parent:
         address = "{}:{}".format(*listening.getsockname()[:2])
         metrics_dir = tempfile.mkdtemp(prefix="sendgate-metrics-")
         # Read by prometheus_client when it is imported: the workers are fresh interpreters.
+        given_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        previous = {signum: signal.signal(signum, self._signalled) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        handlers = {signum: signal.signal(signum, self._signalled) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             context = multiprocessing.get_context("spawn")
             for number in range(1, self.config.workers + 1):
@@ -183,9 +182,12 @@ class _Parent:
                 if worker.process.is_alive():  # only if the watch itself failed
                     worker.process.kill()
                 worker.process.join()
-            for signum, handler in previous.items():
+            for signum, handler in handlers.items():
                 signal.signal(signum, handler)
-            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+            if given_dir is None:
+                del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+            else:
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = given_dir
             shutil.rmtree(metrics_dir, ignore_errors=True)
         return self.status
 
@@ -261,6 +263,6 @@ def _bind(config: Config) -> socket.socket:
     family, _, _, _, address = socket.getaddrinfo(
         config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
-    listening = socket.create_server(address[:2], family=family, backlog=_BACKLOG)
+    listening = socket.create_server(address[:2], family=family)  # the backlog aiohttp's own sites use (128)
     listening.setblocking(False)
     return listening
