@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -91,19 +92,27 @@ def opa_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpaServer]:
     server.stop()
 
 
-def _sqlite_url(tmp_path: Path) -> str:
+def _sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+def _postgresql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    url: str = request.getfixturevalue("postgres_url")  # a fresh database on the session's server
+    return url
 
 
 # The contract suite: every test taking `store` runs on each backend. A backend plugs in with a
 # function giving a state URL to a new, empty store of its kind (a throwaway database).
-STORE_BACKENDS: dict[str, Callable[[Path], str]] = {"sqlite": _sqlite_url}
+STORE_BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
+    "sqlite": _sqlite_url,
+    "postgresql": _postgresql_url,
+}
 
 
 @pytest.fixture(params=sorted(STORE_BACKENDS))
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The state URL of a new, empty store of each backend in turn."""
-    return STORE_BACKENDS[request.param](tmp_path)
+    return STORE_BACKENDS[request.param](request, tmp_path)
 
 
 @pytest.fixture
@@ -112,6 +121,25 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     opened = open_store(store_url)
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+def state_backend() -> str:
+    """Which backend `gateway_factory`'s gateways keep their state on: `SENDGATE_TEST_STATE` (a
+    `STORE_BACKENDS` name, default sqlite), so `SENDGATE_TEST_STATE=postgresql pytest` runs the
+    end-to-end tests on PostgreSQL; a module overrides this fixture with params to run on each."""
+    name = os.environ.get("SENDGATE_TEST_STATE", "sqlite")
+    if name not in STORE_BACKENDS:
+        raise pytest.UsageError(f"SENDGATE_TEST_STATE={name!r}: not one of {sorted(STORE_BACKENDS)}")
+    return name
+
+
+@pytest.fixture
+def gateway_state(state_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The state URL of the test's gateways: one for all of them (a restart finds what the last kept)."""
+    if state_backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'sendgate.db'}"
+    return STORE_BACKENDS[state_backend](request, tmp_path)
 
 
 @pytest.fixture
@@ -137,6 +165,7 @@ GatewayFactory = Callable[..., Awaitable[TestClient]]
 
 @pytest.fixture
 async def gateway_factory(
+    gateway_state: str,  # first: its database outlives the gateways (fixtures end in reverse order)
     tmp_path: Path,
     fake_graph: tuple[FakeGraph, str],
     aiohttp_client: Callable[..., Awaitable[TestClient]],
@@ -154,7 +183,7 @@ async def gateway_factory(
     async def make(**overrides: Any) -> TestClient:
         settings: dict[str, Any] = {
             "upstream_url": upstream,
-            "state": f"sqlite:///{tmp_path / 'sendgate.db'}",
+            "state": gateway_state,
             "policy_dir": str(POLICIES),
             "admin_token": ADMIN_TOKEN,
             "accounts": [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "name": "Acme",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from typing import Any
 
 from sendgate.gateway.recorder import recipient_key
@@ -79,3 +80,22 @@ async def seed(store: Store, now: float, count: int, span: float = 30 * 86400, s
     records = [synthetic(ids, ts, rng) for ts in times]
     await asyncio.gather(*(store.log_decision(record) for record in records))  # group-committed
     return records
+
+
+def brute_counts(
+    records: list[DecisionRecord], since: float, until: float, bucket: int | None
+) -> Counter[tuple[Any, ...]]:
+    """What `decision_counts` must say of `records`, counted one by one."""
+    counts: Counter[tuple[Any, ...]] = Counter()
+    for r in records:
+        if not since <= r.timestamp < until:
+            continue
+        b = None if bucket is None else float(int(r.timestamp // bucket) * bucket)
+        counts[(b, "all", "", r.decision, r.mode)] += 1
+        counts[(b, "account", r.account, r.decision, r.mode)] += 1
+        if r.decision != "allow":
+            if r.template is not None:
+                counts[(b, "template", r.template, r.decision, r.mode)] += 1
+            for rule in {reason["rule"] for reason in r.reasons}:
+                counts[(b, "rule", rule, r.decision, r.mode)] += 1
+    return counts

@@ -14,7 +14,7 @@ from sendgate.gateway.recorder import recipient_key
 from sendgate.ids import DecisionIds
 from sendgate.state import DecisionQuery, DecisionRecord, InvalidRecord, ReviewRecord, SendRecord, Store
 
-from .review_seed import ACCOUNTS, seed, synthetic
+from .review_seed import ACCOUNTS, brute_counts, seed, synthetic
 
 NOW = 1795557600.0  # 2026-11-24 22:00 UTC
 
@@ -110,22 +110,6 @@ async def _ids_page(store: Store, **paging) -> list[str]:
     return [r.id for r in await store.decisions(DecisionQuery(decision="rejected", limit=40, **paging))]
 
 
-def _brute_counts(records: list[DecisionRecord], since: float, until: float, bucket: int | None) -> Counter:
-    counts: Counter = Counter()
-    for r in records:
-        if not since <= r.timestamp < until:
-            continue
-        b = None if bucket is None else float(int(r.timestamp // bucket) * bucket)
-        counts[(b, "all", "", r.decision, r.mode)] += 1
-        counts[(b, "account", r.account, r.decision, r.mode)] += 1
-        if r.decision != "allow":
-            if r.template is not None:
-                counts[(b, "template", r.template, r.decision, r.mode)] += 1
-            for rule in _rules(r):
-                counts[(b, "rule", rule, r.decision, r.mode)] += 1
-    return counts
-
-
 async def _counts(
     store: Store, since: float, until: float, bucket: int | None, dimension: str | None = None
 ) -> Counter:
@@ -143,8 +127,8 @@ async def test_counts_are_exact_on_any_range(store: Store, seeded: list[Decision
         (NOW - 3 * 86400 - 500, NOW + 10, 7200),  # buckets of two hours from hour rows
         (NOW - 2 * 86400, NOW - 3600, None),  # whole days and whole hours
     ):
-        assert await _counts(store, since, until, bucket) == _brute_counts(seeded, since, until, bucket), (since, until)
-        rules_only = Counter({k: n for k, n in _brute_counts(seeded, since, until, bucket).items() if k[1] == "rule"})
+        assert await _counts(store, since, until, bucket) == brute_counts(seeded, since, until, bucket), (since, until)
+        rules_only = Counter({k: n for k, n in brute_counts(seeded, since, until, bucket).items() if k[1] == "rule"})
         assert await _counts(store, since, until, bucket, "rule") == rules_only
     with pytest.raises(InvalidRecord):
         await store.decision_counts(NOW - 10, NOW, 600)
@@ -173,7 +157,7 @@ async def test_prune_removes_old_records_their_rules_and_notes_only(
     assert await store.reviews([old.id]) == {}
     assert [r.note for r in (await store.reviews([kept.id]))[kept.id]] == ["kept note"]
     assert await _ids(store, rule=next(iter(_rules(old)))) == _expected(survivors, lambda r: _rules(old) & _rules(r))
-    assert await _counts(store, 0, NOW + 10, 3600) == _brute_counts(survivors, 0, NOW + 10, 3600)
+    assert await _counts(store, 0, NOW + 10, 3600) == brute_counts(survivors, 0, NOW + 10, 3600)
     assert (await store.recipient_facts("1", "2", "16505550001", NOW)).marketing_sent_at == [cutoff - 10]
 
 

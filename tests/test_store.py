@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sendgate.places import recipient_place
-from sendgate.state import ConsentRecord, DecisionQuery, DecisionRecord, InvalidRecord, SendRecord, Store
+from sendgate.state import ConsentRecord, DecisionQuery, DecisionRecord, InvalidRecord, SendRecord, Store, open_store
 from sendgate.state.rules import PAIR_HISTORY_LIMIT
 from sendgate.state.catalog import count_placeholders
 
@@ -187,3 +187,32 @@ async def test_recipient_facts_keep_times_exact_and_places_stored(store: Store) 
     assert (await store.recipient_facts("111", None, "442079460000", now)).place == ("GB", "Europe/London")
     assert (await store.recipient_facts("111", None, "447700900123", now)).place == (None, None)
     assert (await store.recipient_facts("111", None, "5511987654321", now)).place is None
+
+
+async def test_consent_import_appends_in_order_and_places_each_number(store: Store) -> None:
+    recipients = [f"1650555{i:04d}" for i in range(40)] + ["5511987654321", "bsuid.AB12"]
+    records = [ConsentRecord(r, "opted_in" if (i + j) % 2 else "opted_out", ("marketing",) if j else (),
+                             "import", f"row {i}.{j}", 1000.0 + j)
+               for j in range(3) for i, r in enumerate(recipients)]  # fmt: skip
+    assert await store.import_consent(records) == len(records)
+    for i, r in enumerate(recipients):
+        assert [c.evidence for c in await store.consent_history(r)] == [f"row {i}.{j}" for j in range(3)]
+        facts = await store.recipient_facts("111", None, r, 2000.0)
+        assert facts.consent == records[2 * len(recipients) + i]  # the last imported is the state
+        assert facts.place == recipient_place(r)
+    assert await store.import_consent([]) == 0
+
+
+async def test_close_commits_what_was_queued_and_is_idempotent(store_url: str) -> None:
+    first = open_store(store_url)
+    await first.log_decision(_decision(1))
+    first.log_upstream(_decision(1).id, 200, "wamid.Q", None, None, send_failed=False)  # not awaited
+    await first.close()
+    await first.close()
+    second = open_store(store_url)
+    try:
+        record = await second.decision(_decision(1).id)
+        assert record is not None and record.upstream_message_id == "wamid.Q"
+        await second.ping()
+    finally:
+        await second.close()

@@ -85,12 +85,19 @@ def _open_sqlite(url: str) -> Store:
     return SQLiteStore(path)
 
 
+def _open_postgresql(url: str) -> Store:
+    from sendgate.state.postgresql import PostgresStore
+
+    return PostgresStore(url)
+
+
 # Backends by URL scheme: a new backend is one entry here and its own package.
-BACKENDS: dict[str, Callable[[str], Store]] = {"sqlite": _open_sqlite}
+BACKENDS: dict[str, Callable[[str], Store]] = {"sqlite": _open_sqlite, "postgresql": _open_postgresql}
 
 
 def open_store(url: str) -> Store:
-    """Open the store a `state` URL names (`sqlite:///path`); the only place state URLs are parsed."""
+    """Open the store a `state` URL names (`sqlite:///path`, `postgresql://user@host:port/db`); the only
+    place state URLs are parsed."""
     scheme, sep, _ = url.partition("://")
     opener = BACKENDS.get(scheme) if sep else None
     if opener is None:

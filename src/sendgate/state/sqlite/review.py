@@ -20,7 +20,6 @@ are exact for any range.
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -37,14 +36,13 @@ from sendgate.state.base import (
     PruneResult,
     ReviewRecord,
 )
+from sendgate.state.rows import DAY, HOUR, count_plan, counts_from, id_floor
 from sendgate.state.rules import HISTORY_SECONDS, check_review, count_keys, decision_rules
 
-__all__ = ["ReviewQueries", "count_rows", "id_floor", "rebuild_counts"]
+__all__ = ["ReviewQueries", "rebuild_counts"]
 
 T = TypeVar("T")
 
-HOUR = 3600
-DAY = 86400
 PRUNE_BATCH = 2000  # records per write transaction: pruning never holds the writer for long
 
 UPSERT_COUNT = (  # parameters: a count_rows() row, then how many decisions it counts
@@ -73,30 +71,8 @@ _DAYS_FROM_HOURS = (
     " WHERE span = 3600 AND start >= ? AND start < ? GROUP BY 2, 3, 4, 5, 6"
 )
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as sendgate.ids
-
-
-def id_floor(ts: float) -> str:
-    """The smallest decision id issued at or after `ts` (ids are never earlier than their record)."""
-    millis = min(max(int(math.floor(ts * 1000)), 0), (1 << 48) - 1)
-    chars = []
-    for _ in range(10):
-        millis, digit = divmod(millis, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars)) + "0" * 16
-
-
 def _hour(ts: float) -> int:
     return int(ts // HOUR) * HOUR
-
-
-def count_rows(record: DecisionRecord, rules: Iterable[str]) -> list[tuple[Any, ...]]:
-    """`UPSERT_COUNT` parameters for one new decision record: its hour row and its day row per key."""
-    hour = _hour(record.timestamp)
-    day = int(record.timestamp // DAY) * DAY
-    keys = count_keys(record.decision, record.account, record.template, rules)
-    return [(span, start, dim, key, record.decision, record.mode) for span, start in ((HOUR, hour), (DAY, day))
-            for dim, key in keys]  # fmt: skip
 
 
 def rebuild_counts(conn: sqlite3.Connection, since: int | None = None, until: int | None = None) -> None:
@@ -201,33 +177,13 @@ class ReviewQueries:
     async def decision_counts(
         self, since: float, until: float, bucket: int | None = None, dimension: str | None = None
     ) -> list[DecisionCount]:
-        if bucket is not None and (bucket <= 0 or bucket % HOUR):
-            raise InvalidRecord("bucket must be a whole number of hours, in seconds")
-        if until <= since:
-            return []
+        plan = count_plan(since, until, bucket)
         totals: Counter[tuple[Any, ...]] = Counter()
-        first_hour = math.ceil(since / HOUR) * HOUR
-        last_hour = _hour(until)
-        if first_hour < last_hour:
-            first_day = math.ceil(first_hour / DAY) * DAY
-            last_day = last_hour // DAY * DAY
-            if (bucket is None or bucket % DAY == 0) and first_day < last_day:
-                self._count_rollup(HOUR, first_hour, first_day, bucket, dimension, totals)
-                self._count_rollup(DAY, first_day, last_day, bucket, dimension, totals)
-                self._count_rollup(HOUR, last_day, last_hour, bucket, dimension, totals)
-            else:
-                self._count_rollup(HOUR, first_hour, last_hour, bucket, dimension, totals)
-            edges = [(since, first_hour), (last_hour, until)]
-        else:
-            edges = [(since, until)]
-        for start, end in edges:
-            if start < end:
-                self._count_records(start, end, bucket, dimension, totals)
-        return [
-            DecisionCount(bucket=b, dimension=dim, key=key, decision=decision, mode=mode, count=n)
-            for (b, dim, key, decision, mode), n in sorted(totals.items(), key=lambda item: item[0][:3])
-            if n
-        ]
+        for span, start, end in plan.rollups:
+            self._count_rollup(span, start, end, bucket, dimension, totals)
+        for start_ts, end_ts in plan.records:
+            self._count_records(start_ts, end_ts, bucket, dimension, totals)
+        return counts_from(totals)
 
     def _count_rollup(
         self,
@@ -238,8 +194,6 @@ class ReviewQueries:
         dimension: str | None,
         totals: Counter[tuple[Any, ...]],
     ) -> None:
-        if since >= until:
-            return
         where = "span = ? AND start >= ? AND start < ?" + (" AND dim = ?" if dimension is not None else "")
         args: list[Any] = [span, since, until] + ([dimension] if dimension is not None else [])
         if bucket is None:
@@ -273,17 +227,19 @@ class ReviewQueries:
 
     async def add_review(self, review: ReviewRecord) -> ReviewRecord | None:
         check_review(review)
-        if self._read.execute("SELECT 1 FROM decisions WHERE id = ?", (review.decision_id,)).fetchone() is None:
-            return None
 
-        def op(conn: sqlite3.Connection) -> int:
+        def op(conn: sqlite3.Connection) -> int | None:
+            # The decision looked up in the note's own transaction: a prune in between leaves no orphan note.
             cursor = conn.execute(
-                "INSERT INTO reviews (decision_id, reviewer, note, reviewed_at) VALUES (?, ?, ?, ?)",
-                (review.decision_id, review.reviewer, review.note, review.reviewed_at),
+                "INSERT INTO reviews (decision_id, reviewer, note, reviewed_at)"
+                " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM decisions WHERE id = ?)",
+                (review.decision_id, review.reviewer, review.note, review.reviewed_at, review.decision_id),
             )
-            return int(cursor.lastrowid or 0)
+            return int(cursor.lastrowid or 0) if cursor.rowcount > 0 else None
 
         seq = await self._write(op)
+        if seq is None:
+            return None
         return ReviewRecord(review.decision_id, review.reviewer, review.note, review.reviewed_at, seq)
 
     async def reviews(self, decision_ids: list[str]) -> dict[str, list[ReviewRecord]]:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import orjson
 from cachetools import TTLCache
 
-from sendgate.places import PLACE_DATA, recipient_place
+from sendgate.places import PLACE_DATA
 from sendgate.state.base import (
     OUTCOME_UNKNOWN,
     ConsentRecord,
@@ -31,9 +31,21 @@ from sendgate.state.base import (
     StoreError,
     TemplateFacts,
 )
+from sendgate.state.catalog import validate_catalog
+from sendgate.state.rows import (
+    DECISION_COLUMNS,
+    PlaceRow,
+    consent_from_row,
+    consent_row,
+    count_rows,
+    decision_from_row,
+    decision_row,
+    place_rows,
+    template_facts_from_rows,
+    template_rows,
+)
 from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, decision_rules, recipient_facts
-from sendgate.state.catalog import count_placeholders, validate_catalog
-from sendgate.state.sqlite.review import UPSERT_COUNT, ReviewQueries, count_rows
+from sendgate.state.sqlite.review import UPSERT_COUNT, ReviewQueries
 from sendgate.state.sqlite.schema import migrate
 from sendgate.state.sqlite.webhooks import WebhookQueries
 from sendgate.state.sqlite.writer import GroupCommitWriter, Rows, Statement
@@ -42,14 +54,8 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-_DECISION_COLUMNS = (
-    "id", "ts", "endpoint", "api_version", "account", "waba_id", "recipient", "recipient_key", "type",
-    "template", "category", "decision", "mode", "forwarded", "reasons", "warnings", "retry_after",
-    "policy_revision", "eval_us", "upstream_status", "upstream_message_id", "upstream_error_code",
-    "upstream_error", "content", "facts", "delivery_status", "delivery_at", "delivery_error", "engine_decision_id",
-)  # fmt: skip
 _INSERT_DECISION = (
-    f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}) VALUES ({', '.join('?' * len(_DECISION_COLUMNS))})"
+    f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) VALUES ({', '.join('?' * len(DECISION_COLUMNS))})"
 )
 
 # The send path's per-message read (`recipient_facts`). Lists come back as JSON arrays, their
@@ -131,7 +137,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
     what webhooks record (delivery status, failures, account state...): `webhooks.py`; the
     schema and its migrations: `schema.py`."""
 
-    _select_columns = ", ".join(f"d.{column}" for column in _DECISION_COLUMNS)
+    _select_columns = ", ".join(f"d.{column}" for column in DECISION_COLUMNS)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -156,10 +162,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         await self.import_consent([record])
 
     async def import_consent(self, records: list[ConsentRecord]) -> int:
-        rows = [
-            (r.recipient, r.status, orjson.dumps(list(r.categories)).decode(), r.source, r.evidence, r.recorded_at)
-            for r in records
-        ]
+        rows = [consent_row(r) for r in records]
 
         places = await self._places_to_store({r.recipient for r in records})
 
@@ -180,23 +183,13 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
             " WHERE recipient = ? ORDER BY seq",
             (recipient,),
         ).fetchall()
-        return [_consent(row) for row in rows]
+        return [consent_from_row(row) for row in rows]
 
     # -- template catalog -----------------------------------------------------------
 
     async def put_templates(self, waba_id: str, body: dict[str, Any]) -> int:
         templates = validate_catalog(body)
-        rows = [
-            (
-                waba_id,
-                t["name"],
-                t["language"],
-                t["status"].upper(),
-                str(t["category"]).upper() if t.get("category") else None,
-                orjson.dumps(count_placeholders(t)).decode(),
-            )
-            for t in templates
-        ]
+        rows = template_rows(waba_id, templates)
         raw = orjson.dumps({"data": templates}).decode()
 
         def op(conn: sqlite3.Connection) -> int:
@@ -223,15 +216,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
                 key,
             ).fetchall()
             self._template_cache[key] = rows
-        match = next((r for r in rows if r[0] == language), None)
-        return TemplateFacts(
-            found=bool(rows),
-            language_found=match is not None,
-            languages=sorted(r[0] for r in rows),
-            status=match[1] if match else None,
-            category=match[2] if match else None,
-            placeholders=orjson.loads(match[3]) if match else {},
-        )
+        return template_facts_from_rows(rows, language)
 
     # -- inbound window -------------------------------------------------------------
 
@@ -249,22 +234,16 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
 
         await self._write(op)
 
-    async def _places_to_store(self, recipients: set[str]) -> list[tuple[str, str | None, str | None, str]]:
-        """`_STORE_PLACE` rows for the numbers not yet stored with today's metadata.
-
-        Placing a number takes tens of microseconds of Python: a large consent import places
-        its numbers on a worker thread, before its transaction, so sends keep being committed.
-        """
+    async def _places_to_store(self, recipients: set[str]) -> list[PlaceRow]:
+        """`_STORE_PLACE` rows for the numbers not yet stored with today's metadata, placed
+        before the transaction (on a worker thread when many), so sends keep being committed."""
         stored = {
             r for (r,) in self._read.execute(
                 "SELECT recipient FROM places WHERE data = ? AND recipient IN (SELECT value FROM json_each(?))",
                 (PLACE_DATA, orjson.dumps(sorted(recipients)).decode()),
             )
         }  # fmt: skip
-        missing = sorted(recipients - stored)
-        if len(missing) <= 16:
-            return _places(missing)
-        return await asyncio.get_running_loop().run_in_executor(None, _places, missing)
+        return await place_rows(recipients - stored)
 
     # -- what the send path reads per message -------------------------------------------
 
@@ -300,7 +279,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
 
     async def log_decision(self, record: DecisionRecord, send: SendRecord | None = None) -> None:
         rules = decision_rules(record.reasons)
-        statements: list[Statement] = [(_INSERT_DECISION, [_decision_row(record)])]
+        statements: list[Statement] = [(_INSERT_DECISION, [decision_row(record)])]
         if rules:
             statements.append(("INSERT OR IGNORE INTO decision_rules VALUES (?, ?)", [(record.id, r) for r in rules]))
         if send is not None:
@@ -330,13 +309,13 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         self._writer.queue_rows(Rows(statements, name=f"upstream outcome of {decision_id}"))
 
     def _to_record(self, row: Sequence[Any]) -> DecisionRecord:
-        return _decision(row)
+        return decision_from_row(row)
 
     async def decision(self, decision_id: str) -> DecisionRecord | None:
         row = self._read.execute(
-            f"SELECT {', '.join(_DECISION_COLUMNS)} FROM decisions WHERE id = ?", (decision_id,)
+            f"SELECT {', '.join(DECISION_COLUMNS)} FROM decisions WHERE id = ?", (decision_id,)
         ).fetchone()
-        return _decision(row) if row else None
+        return decision_from_row(row) if row else None
 
     async def mark_outcome_unknown(self, started_at: float) -> int:
         """One serving process per SQLite file: what is older than this start and unanswered was
@@ -368,59 +347,3 @@ class SQLiteStore(ReviewQueries, WebhookQueries):
         await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
         self._read.close()
 
-
-def _places(recipients: list[str]) -> list[tuple[str, str | None, str | None, str]]:
-    return [(r, *recipient_place(r), PLACE_DATA) for r in recipients]
-
-
-def _consent(row: Sequence[Any]) -> ConsentRecord:
-    return ConsentRecord(row[0], row[1], tuple(orjson.loads(row[2])), row[3], row[4], row[5])
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _decision_row(r: DecisionRecord) -> tuple[Any, ...]:
-    return (
-        r.id, r.timestamp, r.endpoint, r.api_version, r.account, r.waba_id, r.recipient, r.recipient_key, r.type,
-        r.template, r.category, r.decision, r.mode, int(r.forwarded), orjson.dumps(r.reasons).decode(),
-        orjson.dumps(r.warnings).decode(), r.retry_after, r.policy_revision, r.eval_us, r.upstream_status,
-        r.upstream_message_id, r.upstream_error_code, r.upstream_error, _json(r.content), _json(r.facts),
-        r.delivery_status, r.delivery_at, r.delivery_error, r.engine_decision_id,
-    )  # fmt: skip
-
-
-def _decision(row: Sequence[Any]) -> DecisionRecord:
-    values = dict(zip(_DECISION_COLUMNS, row, strict=True))
-    return DecisionRecord(
-        id=values["id"],
-        timestamp=values["ts"],
-        endpoint=values["endpoint"],
-        api_version=values["api_version"],
-        account=values["account"],
-        waba_id=values["waba_id"],
-        recipient=values["recipient"],
-        type=values["type"],
-        template=values["template"],
-        category=values["category"],
-        decision=values["decision"],
-        mode=values["mode"],
-        forwarded=bool(values["forwarded"]),
-        reasons=orjson.loads(values["reasons"]),
-        warnings=orjson.loads(values["warnings"]),
-        retry_after=values["retry_after"],
-        policy_revision=values["policy_revision"],
-        eval_us=values["eval_us"],
-        upstream_status=values["upstream_status"],
-        upstream_message_id=values["upstream_message_id"],
-        upstream_error_code=values["upstream_error_code"],
-        upstream_error=values["upstream_error"],
-        content=None if values["content"] is None else orjson.loads(values["content"]),
-        recipient_key=values["recipient_key"],
-        facts=None if values["facts"] is None else orjson.loads(values["facts"]),
-        delivery_status=values["delivery_status"],
-        delivery_at=values["delivery_at"],
-        delivery_error=values["delivery_error"],
-        engine_decision_id=values["engine_decision_id"],
-    )

@@ -1,0 +1,226 @@
+"""How records become table rows and back, the same for every backend (the tables are alike).
+
+JSON values (reasons, warnings, content, facts, consent categories) are stored as JSON text;
+`forwarded` as a boolean (SQLite keeps it as 0/1). The decision id is time-ordered (`id_floor`),
+and the hourly and daily rollup rows a record adds are `count_rows`. A catalog's `templates`
+rows are `template_rows` (read back by `template_facts_from_rows`); `places` rows are `place_rows`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import orjson
+
+from sendgate.places import PLACE_DATA, recipient_place
+from sendgate.state.base import ConsentRecord, DecisionCount, DecisionRecord, InvalidRecord, TemplateFacts
+from sendgate.state.catalog import count_placeholders
+from sendgate.state.rules import count_keys
+
+__all__ = [
+    "DAY",
+    "DECISION_COLUMNS",
+    "HOUR",
+    "CountPlan",
+    "consent_from_row",
+    "consent_row",
+    "count_plan",
+    "count_rows",
+    "counts_from",
+    "decision_from_row",
+    "decision_row",
+    "id_floor",
+    "place_rows",
+    "rollup_rows",
+    "template_facts_from_rows",
+    "template_rows",
+]
+
+HOUR = 3600
+DAY = 86400
+
+DECISION_COLUMNS = (
+    "id", "ts", "endpoint", "api_version", "account", "waba_id", "recipient", "recipient_key", "type",
+    "template", "category", "decision", "mode", "forwarded", "reasons", "warnings", "retry_after",
+    "policy_revision", "eval_us", "upstream_status", "upstream_message_id", "upstream_error_code",
+    "upstream_error", "content", "facts", "delivery_status", "delivery_at", "delivery_error", "engine_decision_id",
+)  # fmt: skip
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as sendgate.ids
+
+
+def id_floor(ts: float) -> str:
+    """The smallest decision id issued at or after `ts` (ids are never earlier than their record)."""
+    millis = min(max(int(math.floor(ts * 1000)), 0), (1 << 48) - 1)
+    chars = []
+    for _ in range(10):
+        millis, digit = divmod(millis, 32)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars)) + "0" * 16
+
+
+def count_rows(record: DecisionRecord, rules: Iterable[str]) -> list[tuple[Any, ...]]:
+    """The rollup keys one new decision record adds 1 to: (span, start, dim, key, decision, mode),
+    its hour row and its day row per key."""
+    return rollup_rows(record.timestamp, record.decision, record.mode, record.account, record.template, rules)
+
+
+def rollup_rows(
+    ts: float, decision: str, mode: str, account: str, template: str | None, rules: Iterable[str]
+) -> list[tuple[Any, ...]]:
+    """`count_rows` from a record's columns: what pruning it takes off again."""
+    hour = int(ts // HOUR) * HOUR
+    day = int(ts // DAY) * DAY
+    keys = count_keys(decision, account, template, rules)
+    return [(span, start, dim, key, decision, mode) for span, start in ((HOUR, hour), (DAY, day))
+            for dim, key in keys]  # fmt: skip
+
+
+class CountPlan(NamedTuple):
+    """Where exact counts of [since, until) come from: rollup rows (span, first start, end) for the
+    whole days and whole hours inside it, the records themselves for the partial hours at its ends."""
+
+    rollups: list[tuple[int, int, int]]
+    records: list[tuple[float, float]]
+
+
+def count_plan(since: float, until: float, bucket: int | None) -> CountPlan:
+    """How `DecisionLog.decision_counts` reads a range: day rows only where `bucket` is whole days."""
+    if bucket is not None and (bucket <= 0 or bucket % HOUR):
+        raise InvalidRecord("bucket must be a whole number of hours, in seconds")
+    if until <= since:
+        return CountPlan([], [])
+    first_hour = math.ceil(since / HOUR) * HOUR
+    last_hour = int(until // HOUR) * HOUR
+    if first_hour >= last_hour:
+        return CountPlan([], [(since, until)])
+    first_day = math.ceil(first_hour / DAY) * DAY
+    last_day = last_hour // DAY * DAY
+    if (bucket is None or bucket % DAY == 0) and first_day < last_day:
+        spans = [(HOUR, first_hour, first_day), (DAY, first_day, last_day), (HOUR, last_day, last_hour)]
+    else:
+        spans = [(HOUR, first_hour, last_hour)]
+    edges = [(since, first_hour), (last_hour, until)]
+    return CountPlan([s for s in spans if s[1] < s[2]], [e for e in edges if e[0] < e[1]])
+
+
+def counts_from(totals: Mapping[tuple[Any, ...], int]) -> list[DecisionCount]:
+    """The `DecisionCount`s of totals keyed (bucket, dimension, key, decision, mode), by bucket,
+    dimension and key."""
+    return [
+        DecisionCount(bucket=b, dimension=dim, key=key, decision=decision, mode=mode, count=n)
+        for (b, dim, key, decision, mode), n in sorted(totals.items(), key=lambda item: item[0][:3])
+        if n
+    ]
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def consent_row(r: ConsentRecord) -> tuple[Any, ...]:
+    """(recipient, status, categories, source, evidence, recorded_at)."""
+    return (r.recipient, r.status, orjson.dumps(list(r.categories)).decode(), r.source, r.evidence, r.recorded_at)
+
+
+def consent_from_row(row: Sequence[Any]) -> ConsentRecord:
+    return ConsentRecord(row[0], row[1], tuple(orjson.loads(row[2])), row[3], row[4], row[5])
+
+
+def decision_row(r: DecisionRecord) -> tuple[Any, ...]:
+    """The values of `DECISION_COLUMNS`, in order."""
+    return (
+        r.id, r.timestamp, r.endpoint, r.api_version, r.account, r.waba_id, r.recipient, r.recipient_key, r.type,
+        r.template, r.category, r.decision, r.mode, r.forwarded, orjson.dumps(r.reasons).decode(),
+        orjson.dumps(r.warnings).decode(), r.retry_after, r.policy_revision, r.eval_us, r.upstream_status,
+        r.upstream_message_id, r.upstream_error_code, r.upstream_error, _json(r.content), _json(r.facts),
+        r.delivery_status, r.delivery_at, r.delivery_error, r.engine_decision_id,
+    )  # fmt: skip
+
+
+def decision_from_row(row: Sequence[Any] | Mapping[str, Any]) -> DecisionRecord:
+    """A record from the values of `DECISION_COLUMNS` (a sequence in order, or a mapping by name)."""
+    values = row if isinstance(row, Mapping) else dict(zip(DECISION_COLUMNS, row, strict=True))
+    return DecisionRecord(
+        id=values["id"],
+        timestamp=values["ts"],
+        endpoint=values["endpoint"],
+        api_version=values["api_version"],
+        account=values["account"],
+        waba_id=values["waba_id"],
+        recipient=values["recipient"],
+        type=values["type"],
+        template=values["template"],
+        category=values["category"],
+        decision=values["decision"],
+        mode=values["mode"],
+        forwarded=bool(values["forwarded"]),
+        reasons=orjson.loads(values["reasons"]),
+        warnings=orjson.loads(values["warnings"]),
+        retry_after=values["retry_after"],
+        policy_revision=values["policy_revision"],
+        eval_us=values["eval_us"],
+        upstream_status=values["upstream_status"],
+        upstream_message_id=values["upstream_message_id"],
+        upstream_error_code=values["upstream_error_code"],
+        upstream_error=values["upstream_error"],
+        content=None if values["content"] is None else orjson.loads(values["content"]),
+        recipient_key=values["recipient_key"],
+        facts=None if values["facts"] is None else orjson.loads(values["facts"]),
+        delivery_status=values["delivery_status"],
+        delivery_at=values["delivery_at"],
+        delivery_error=values["delivery_error"],
+        engine_decision_id=values["engine_decision_id"],
+    )
+
+
+def template_rows(waba_id: str, templates: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """`templates` rows of a checked catalog (`catalog.validate_catalog`): (waba_id, name, language,
+    status, category, placeholders), status and category upper case, placeholder counts as JSON."""
+    return [
+        (
+            waba_id,
+            t["name"],
+            t["language"],
+            t["status"].upper(),
+            str(t["category"]).upper() if t.get("category") else None,
+            orjson.dumps(count_placeholders(t)).decode(),
+        )
+        for t in templates
+    ]
+
+
+def template_facts_from_rows(rows: Sequence[Sequence[Any]], language: str) -> TemplateFacts:
+    """What the policy input says of one template, from its name's (language, status, category,
+    placeholders) rows in the WABA's catalog."""
+    match = next((r for r in rows if r[0] == language), None)
+    return TemplateFacts(
+        found=bool(rows),
+        language_found=match is not None,
+        languages=sorted(r[0] for r in rows),
+        status=match[1] if match else None,
+        category=match[2] if match else None,
+        placeholders=orjson.loads(match[3]) if match else {},
+    )
+
+
+PlaceRow = tuple[str, str | None, str | None, str]
+
+
+def _place(recipients: list[str]) -> list[PlaceRow]:
+    return [(r, *recipient_place(r), PLACE_DATA) for r in recipients]
+
+
+async def place_rows(recipients: Iterable[str]) -> list[PlaceRow]:
+    """`places` rows (recipient, country, time zone, `PLACE_DATA`) for numbers not yet stored.
+
+    Placing a number takes tens of microseconds of Python: many (a large consent import) are
+    placed on a worker thread, so the event loop keeps serving sends meanwhile.
+    """
+    missing = sorted(recipients)
+    if len(missing) <= 16:
+        return _place(missing)
+    return await asyncio.get_running_loop().run_in_executor(None, _place, missing)
