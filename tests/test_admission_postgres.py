@@ -39,12 +39,13 @@ async def two(postgres_url: str) -> AsyncIterator[tuple[PostgresAdmission, Postg
 
 
 async def _advisory_locks(url: str) -> list[tuple[int, bool]]:
-    """(key, granted) of every one-bigint advisory lock held or waited for on the server."""
+    """(key, granted) of every one-bigint advisory lock held or waited for on the database."""
     connection = await asyncpg.connect(url)
     try:
         rows = await connection.fetch(
             "SELECT ((classid::bigint << 32) | objid::bigint) AS key, granted FROM pg_locks "
-            "WHERE locktype = 'advisory' AND objsubid = 1 ORDER BY key"
+            "WHERE locktype = 'advisory' AND objsubid = 1 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY key"
         )
         return [((r["key"] + 2**63) % 2**64 - 2**63, r["granted"]) for r in rows]
     finally:

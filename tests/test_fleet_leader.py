@@ -25,12 +25,11 @@ from sendgate.retention import retention_context
 from sendgate.state import PruneResult
 from sendgate.state.fleet import open_leader
 from sendgate.state.leader import FleetError, SoleLeader
-from sendgate.state.postgresql.leader import PostgresLeader
+from sendgate.state.postgresql.leader import FLEET_LOCKS, PostgresLeader
 from sendgate.webhooks.templates import TemplateSync
 
 ROOT = Path(__file__).resolve().parent.parent
 RETRY = 0.1
-NAMESPACE = 0x73656E64  # sendgate's two-key advisory locks: (NAMESPACE, 1) is the lead
 
 
 async def _eventually(check: Callable[[], bool], what: str, tries: int = 600) -> None:
@@ -86,7 +85,8 @@ async def test_a_leader_whose_connection_ends_stops_leading_and_one_leads_again(
         try:
             terminated = await connection.fetchval(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 "
-                "AND classid = $1 AND objid = 1 AND granted", NAMESPACE,
+                "AND classid = $1 AND objid = 1 AND granted "  # (FLEET_LOCKS, 1): the lead
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())", FLEET_LOCKS,
             )  # fmt: skip
         finally:
             await connection.close()
@@ -99,7 +99,7 @@ async def test_a_leader_whose_connection_ends_stops_leading_and_one_leads_again(
 
 _LEADER_PROCESS = textwrap.dedent("""
     import asyncio, sys
-    from sendgate.state.postgresql.leader import PostgresLeader
+    from sendgate.state.postgresql.leader import FLEET_LOCKS, PostgresLeader
 
     async def main(url):
         leader = PostgresLeader(url, shares_counters=True, retry=0.1)

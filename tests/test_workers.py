@@ -14,7 +14,10 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,10 @@ from sendgate.cli import main
 from sendgate.config import ConfigError, load_config
 from sendgate.policy.bundle import directory_revision
 
-from .conftest import ADMIN_TOKEN, APP_TOKEN, PHONE_NUMBER_ID, POLICIES, ROOT, WABA_ID, text_message
+from sendgate.fakegraph import FakeGraph
+
+from .conftest import (
+    ADMIN_TOKEN, APP_TOKEN, CATALOG, PHONE_NUMBER_ID, POLICIES, ROOT, WABA_ID, template_message, text_message)
 from .opa_support import free_port
 
 # -- the config and the command line ------------------------------------------------------------
@@ -117,7 +123,7 @@ class _Served:
 
 @pytest.fixture
 def served(
-    tmp_path: Path, postgres_url: str, redis_url: str
+    tmp_path: Path, postgres_url: str, redis_url: str, fake_graph: tuple[FakeGraph, str]
 ) -> Iterator[tuple[_Served, int, Path]]:
     """Two workers on PostgreSQL and Redis; (the server, its port, its policy directory)."""
     policy_dir = Path(shutil.copytree(POLICIES, tmp_path / "policies"))
@@ -125,7 +131,7 @@ def served(
     config = tmp_path / "sendgate.yaml"
     config.write_text(
         f"listen: 127.0.0.1:{port}\nstate: {postgres_url}\nredis_url: {redis_url}\npolicy_dir: {policy_dir}\n"
-        f"admin_token: {ADMIN_TOKEN}\npolicy_watch: false\nupstream_url: http://127.0.0.1:9\n"
+        f"admin_token: {ADMIN_TOKEN}\npolicy_watch: false\nupstream_url: {fake_graph[1]}\nadmission_timeout: 300\n"
         f"accounts: [{{phone_number_id: '{PHONE_NUMBER_ID}', waba_id: '{WABA_ID}'}}]\n"
     )
     temp = tmp_path / "tmp"
@@ -214,6 +220,69 @@ async def test_two_workers_share_one_port_and_one_scrape_counts_them_all(served:
     assert server.stop() == 0
     assert server.output().count("listening on") == 1
     assert not list(temp.glob("sendgate-metrics-*"))  # the workers' metric files went with them
+
+
+# Recipients and their time zones: one of them is always well outside quiet hours (21:00-08:00).
+_AWAKE_CANDIDATES = (("16505551234", "America/Los_Angeles"), ("5511987654321", "America/Sao_Paulo"),
+                     ("919812345678", "Asia/Kolkata"), ("819012345678", "Asia/Tokyo"))  # fmt: skip
+DAILY_MARKETING_CAP = min(
+    cap["max"] for cap in orjson.loads((POLICIES / "data.json").read_bytes())["sendgate"]["params"]["frequency"]
+    ["marketing_caps"] if cap["window_seconds"] <= 86400
+)  # fmt: skip
+
+
+def _awake_recipient() -> str:
+    """A recipient whose local time is now between 09:00 and 20:00 (the real clock: real processes)."""
+    for recipient, zone in _AWAKE_CANDIDATES:
+        if 9 <= datetime.fromtimestamp(time.time(), ZoneInfo(zone)).hour < 20:
+            return recipient
+    raise AssertionError("no candidate recipient is awake now")
+
+
+async def test_a_burst_split_over_two_workers_forwards_exactly_the_cap(
+    served: tuple[_Served, int, Path], fake_graph: tuple[FakeGraph, str]
+) -> None:
+    fake, _ = fake_graph
+    server, port, _ = served
+    server.wait_listening()
+    recipient = _awake_recipient()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession(headers=admin) as session:
+        base = f"http://127.0.0.1:{port}/admin/v1"
+        for url, body in ((f"{base}/templates/{WABA_ID}", CATALOG),
+                          (f"{base}/consent/{recipient}", {"status": "opted_in", "categories": ["marketing"]})):  # fmt: skip
+            async with session.put(url, data=orjson.dumps(body)) as response:
+                assert response.status == 200, await response.text()
+    # Sixteen connections, both workers among them; each sends three marketing templates, all at once.
+    sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) for _ in range(16)]
+    try:
+        for _ in range(50):
+            pids = {(await _ready(session, port))["pid"] for session in sessions}
+            if len(pids) == 2:
+                break
+            await sessions.pop(0).close()
+            sessions.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)))
+        assert len(pids) == 2
+
+        async def three(session: aiohttp.ClientSession) -> list[tuple[int, Any]]:
+            results = []
+            for _ in range(3):
+                async with session.post(
+                    f"http://127.0.0.1:{port}/v23.0/{PHONE_NUMBER_ID}/messages",
+                    data=orjson.dumps(template_message("spring_sale", to=recipient)),
+                    headers={"Authorization": f"Bearer {APP_TOKEN}", "Content-Type": "application/json"},
+                ) as response:  # fmt: skip
+                    results.append((response.status, await response.json()))
+            return results
+
+        results = [r for rs in await asyncio.gather(*(three(session) for session in sessions)) for r in rs]
+    finally:
+        for session in sessions:
+            await session.close()
+    assert len(fake.sent) == DAILY_MARKETING_CAP  # the cap holds across both processes
+    assert [status for status, _ in results].count(200) == DAILY_MARKETING_CAP
+    assert {body["error"]["code"] for status, body in results if status != 200} == {131049}
+    assert server.stop() == 0
 
 
 async def test_sighup_to_the_parent_reloads_every_worker(served: tuple[_Served, int, Path]) -> None:

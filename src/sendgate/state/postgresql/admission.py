@@ -38,8 +38,8 @@ log = logging.getLogger("sendgate.admission")
 # What the database, its network or the pool can raise while a key is being taken (a connection
 # the server dropped mid-protocol can also surface as asyncpg's InternalClientError).
 _FAULTS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
-# A personalised hash: these keys are sendgate's admission keys and nothing else's. The fleet
-# leader's locks use the two-integer form, a lock space of its own (state/postgresql/leader.py).
+# A personalised hash: these keys are sendgate's admission keys and nothing else's. Every other
+# sendgate lock (the store's, the fleet leader's) uses the two-integer form, a lock space apart.
 _PERSON = b"sendgate.admit"
 _LOCK = "SELECT pg_advisory_lock($1)"
 _RELEASE_TIMEOUT = 10.0  # seconds the unlock on release may take before the connection is dropped

@@ -10,8 +10,9 @@ Every process holds one connection for this (none of the store's pools). On it:
   session: when the leading process stops, dies or loses its connection, the lock is gone and
   the next process to try leads. Losing the connection drops the lead here at once.
 
-Both are two-integer advisory locks under sendgate's namespace: a lock space apart from the
-one-bigint locks of admission (state/postgresql/admission.py).
+Both are two-integer advisory locks under a first key of their own (`FLEET_LOCKS`, beside the
+store's `LOCK_NAMESPACE` and owner locks): a lock space apart from the store's locks and from
+the one-bigint locks of admission (state/postgresql/admission.py).
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ import logging
 import asyncpg
 
 from sendgate.state.leader import FleetError
+from sendgate.state.postgresql.schema import LOCK_NAMESPACE
 
-__all__ = ["RETRY", "PostgresLeader"]
+__all__ = ["FLEET_LOCKS", "RETRY", "PostgresLeader"]
 
 log = logging.getLogger("sendgate.fleet")
 
 RETRY = 5.0  # seconds between tries to lead (and checks of the leader's connection)
 _TIMEOUT = 10.0  # seconds a connection or query may take: a slow answer is not yet a lost lead
-_NAMESPACE = 0x73656E64  # "send": the first key of every sendgate two-key advisory lock
+FLEET_LOCKS = LOCK_NAMESPACE + 2  # "SGAV": the first key of the fleet's locks (owner.py has + 1)
 _LEAD = 1
 _MEMBERS = 2
 _JOIN_SHARED = "SELECT pg_try_advisory_lock_shared($1, $2)"
@@ -86,7 +88,7 @@ class PostgresLeader:
         connection: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(self._url, timeout=_TIMEOUT)
         try:
             joined = await connection.fetchval(
-                _JOIN_SHARED if self._shares_counters else _JOIN_ALONE, _NAMESPACE, _MEMBERS, timeout=_TIMEOUT
+                _JOIN_SHARED if self._shares_counters else _JOIN_ALONE, FLEET_LOCKS, _MEMBERS, timeout=_TIMEOUT
             )
         except BaseException:
             connection.terminate()
@@ -136,6 +138,6 @@ class PostgresLeader:
             self._connection = connection = await self._join()
         if self._leading.is_set():
             await connection.fetchval("SELECT 1", timeout=_TIMEOUT)  # still connected, so still the lock's holder
-        elif await connection.fetchval(_TRY_LEAD, _NAMESPACE, _LEAD, timeout=_TIMEOUT):
+        elif await connection.fetchval(_TRY_LEAD, FLEET_LOCKS, _LEAD, timeout=_TIMEOUT):
             self._leading.set()
             log.info("fleet: this process leads: the periodic template sync and retention run here")
