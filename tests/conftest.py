@@ -123,15 +123,26 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     await opened.close()
 
 
+# (engine, state backend) pairs for a module whose gateways should run on every engine and every
+# backend, without their whole product: each engine on SQLite, PostgreSQL with the embedded engine.
+ENGINES_AND_BACKENDS = [("embedded", "sqlite"), ("opa", "sqlite"), ("embedded", "postgresql")]
+
+
 @pytest.fixture
-def state_backend() -> str:
-    """Which backend `gateway_factory`'s gateways keep their state on: `SENDGATE_TEST_STATE` (a
-    `STORE_BACKENDS` name, default sqlite), so `SENDGATE_TEST_STATE=postgresql pytest` runs the
-    end-to-end tests on PostgreSQL; a module overrides this fixture with params to run on each."""
+def gateway_kind() -> tuple[str, str]:
+    """(engine, state backend) of `gateway_factory`'s gateways: the embedded engine, on the backend
+    `SENDGATE_TEST_STATE` names (a `STORE_BACKENDS` name, default sqlite; so
+    `SENDGATE_TEST_STATE=postgresql pytest` runs the end-to-end tests on PostgreSQL). A module
+    overrides this with params to run on several (`ENGINES_AND_BACKENDS`), or `engine_kind` alone."""
     name = os.environ.get("SENDGATE_TEST_STATE", "sqlite")
     if name not in STORE_BACKENDS:
         raise pytest.UsageError(f"SENDGATE_TEST_STATE={name!r}: not one of {sorted(STORE_BACKENDS)}")
-    return name
+    return "embedded", name
+
+
+@pytest.fixture
+def state_backend(gateway_kind: tuple[str, str]) -> str:
+    return gateway_kind[1]
 
 
 @pytest.fixture
@@ -143,9 +154,9 @@ def gateway_state(state_backend: str, request: pytest.FixtureRequest, tmp_path: 
 
 
 @pytest.fixture
-def engine_kind() -> str:
+def engine_kind(gateway_kind: tuple[str, str]) -> str:
     """Which engine `gateway_factory` builds; a module overrides this fixture with params to run on both."""
-    return "embedded"
+    return gateway_kind[0]
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from sendgate.state import ConsentRecord
 from sendgate.state.admission import AdmissionTimeout, LocalAdmission
 
 from .conftest import (
+    ENGINES_AND_BACKENDS,
     AFTERNOON,
     APP_TOKEN,
     PHONE_NUMBER_ID,
@@ -45,9 +46,12 @@ PAIR_BURST = PARAMS["frequency"]["pair_rate"]["burst"]
 PAIR_INTERVAL = PARAMS["frequency"]["pair_rate"]["interval_seconds"]
 
 
-@pytest.fixture(params=["embedded", "opa"])
-def engine_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(params=ENGINES_AND_BACKENDS, ids="-".join)
+def gateway_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """Every test here runs three times: on the embedded engine and against a real OPA server on
+    SQLite, and on PostgreSQL."""
+    kind: tuple[str, str] = request.param
+    return kind
 
 
 def _recipients(n: int) -> list[str]:

@@ -20,11 +20,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from sendgate.fakegraph import FakeGraph
 from sendgate.state import OUTCOME_UNKNOWN, ConsentRecord, DecisionRecord, SendRecord, StoreError, open_store
 from sendgate.state.postgresql import PostgresStore
+from sendgate.state.postgresql.webhooks import lock_recipient
 from sendgate.state.sqlite import SQLiteStore
 
-from .conftest import ROOT
+from .conftest import PHONE_NUMBER_ID, ROOT, US_RECIPIENT, Clock, GatewayFactory, send, store_of, text_message
 from .services import PostgresServer
 
 NOW = 1_795_557_600.0
@@ -282,3 +284,61 @@ async def test_recipient_facts_are_the_same_on_sqlite_and_postgresql(postgres_ur
     finally:
         await sqlite.close()
         await postgres.close()
+
+
+async def test_a_gateway_fails_sends_closed_while_the_database_is_away_and_recovers(
+    make_postgres: Callable[[], PostgresServer],
+    gateway_factory: GatewayFactory,
+    fake_graph: tuple[FakeGraph, str],
+    clock: Clock,
+) -> None:
+    fake, _ = fake_graph
+    server = make_postgres()
+    client = await gateway_factory(state=server.url)
+    await store_of(client).record_inbound(PHONE_NUMBER_ID, US_RECIPIENT, clock.now - 60)  # the window is open
+    assert (await send(client, text_message()))[0] == 200
+    assert (await client.get("/readyz")).status == 200
+
+    server.kill()
+    clock.advance(5)  # past the pair rate's interval and /readyz's probe interval
+    status, headers, body = await send(client, text_message(body="while away"))
+    assert status == 503 and body["error"]["code"] == 2 and body["error"]["type"] == "SendgateStoreError"
+    assert len(fake.received) == 1, "nothing may reach Meta without a committed record"
+    ready = await client.get("/readyz")
+    assert ready.status == 503 and (await ready.json())["checks"]["store"]["ok"] is False
+
+    server.start()  # no restart of sendgate: the pool connects again
+    clock.advance(5)
+    status, headers, _ = await send(client, text_message(body="back"))
+    assert status == 200 and len(fake.received) == 2
+    await store_of(client).flush()
+    record = await store_of(client).decision(headers["X-Sendgate-Decision-Id"])
+    assert record is not None and record.forwarded and record.upstream_status == 200
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_an_apps_consent_record_waits_for_a_webhook_merge_of_its_recipient(
+    postgres_url: str, stores: Any
+) -> None:
+    store = stores()
+    await store.record_consent(ConsentRecord("16505551234", "opted_in", ("marketing",), "web", None, NOW - 60))
+    merging = await asyncpg.connect(postgres_url)  # another process, mid-merge for this recipient
+    try:
+        transaction = merging.transaction()
+        await transaction.start()
+        await lock_recipient(merging, "16505551234")
+        record = asyncio.create_task(
+            store.record_consent(ConsentRecord("16505551234", "opted_out", (), "app", "STOP", NOW)))
+        # It appends only once the merge is done: wait until its session waits for the lock.
+        while not record.done() and not await merging.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ):
+            await asyncio.sleep(0.01)
+        assert not record.done()
+        assert [c.status for c in await store.consent_history("16505551234")] == ["opted_in"]
+        await transaction.commit()
+        await record
+    finally:
+        await merging.close()
+    assert [c.status for c in await store.consent_history("16505551234")] == ["opted_in", "opted_out"]

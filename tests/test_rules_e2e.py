@@ -12,6 +12,7 @@ from sendgate.policy.bundle import PolicyBundle
 from sendgate.state import ConsentRecord
 
 from .conftest import (
+    ENGINES_AND_BACKENDS,
     AFTERNOON,
     BR_RECIPIENT,
     OTHER_PHONE_NUMBER_ID,
@@ -27,10 +28,12 @@ from .conftest import (
 )
 
 
-@pytest.fixture(params=["embedded", "opa"])
-def engine_kind(request: pytest.FixtureRequest) -> str:
-    """Every test here runs twice: on the embedded engine and against a real OPA server."""
-    return request.param
+@pytest.fixture(params=ENGINES_AND_BACKENDS, ids="-".join)
+def gateway_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """Every test here runs three times: on the embedded engine and against a real OPA server on
+    SQLite, and on PostgreSQL."""
+    kind: tuple[str, str] = request.param
+    return kind
 
 
 async def _opt_in(client: TestClient, recipient: str = US_RECIPIENT, categories: tuple[str, ...] = ("marketing", "utility")) -> None:

@@ -35,7 +35,7 @@ from sendgate.state.postgresql.database import Database
 from sendgate.state.postgresql.owner import LIVE_OWNERS, OWNER_LOCKS, OwnerLock, forget_dead_owners
 from sendgate.state.postgresql.review import ReviewQueries
 from sendgate.state.postgresql.schema import Connection
-from sendgate.state.postgresql.webhooks import WebhookQueries
+from sendgate.state.postgresql.webhooks import WebhookQueries, lock_recipient
 from sendgate.state.postgresql.writer import GroupCommitWriter, Rows, Statement
 from sendgate.state.rows import (
     DECISION_COLUMNS,
@@ -54,6 +54,7 @@ from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, decision_rules,
 __all__ = ["PostgresStore"]
 
 _CONSENT_COLUMNS = ("recipient", "status", "categories", "source", "evidence", "recorded_at")
+_INSERT_CONSENT = f"INSERT INTO consent ({', '.join(_CONSENT_COLUMNS)}) VALUES ($1, $2, $3, $4, $5, $6)"
 
 _INSERT_DECISION = (
     f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}, owner)"
@@ -117,9 +118,20 @@ class PostgresStore(ReviewQueries, WebhookQueries):
     # -- consent ledger -------------------------------------------------------------
 
     async def record_consent(self, record: ConsentRecord) -> None:
-        await self.import_consent([record])
+        places = await self._places_to_store({record.recipient})
+
+        async def op(conn: Connection) -> None:
+            # After any merge of a webhook's consent event for the recipient, in whichever process:
+            # one that read the ledger before this append must not append after it (`lock_recipient`).
+            await lock_recipient(conn, record.recipient)
+            await conn.execute(_INSERT_CONSENT, *consent_row(record))
+            await _store_places(conn, places)
+
+        await self._db.transaction(op)
 
     async def import_consent(self, records: list[ConsentRecord]) -> int:
+        """COPY, in one transaction. (Not under the recipients' merge locks: an import may name
+        more recipients than PostgreSQL's lock table holds.)"""
         rows = [consent_row(r) for r in records]
         places = await self._places_to_store({r.recipient for r in records})
 
