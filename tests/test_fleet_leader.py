@@ -23,9 +23,9 @@ import pytest
 from sendgate.config import load_config
 from sendgate.retention import retention_context
 from sendgate.state import PruneResult
-from sendgate.state.fleet import open_leader
-from sendgate.state.leader import FleetError, SoleLeader
-from sendgate.state.postgresql.leader import FLEET_LOCKS, PostgresLeader
+from sendgate.state.fleet import open_leader, open_membership
+from sendgate.state.leader import FleetError, SoleProcess
+from sendgate.state.postgresql.leader import FLEET_LOCKS, PostgresLeader, PostgresMembership
 from sendgate.webhooks.templates import TemplateSync
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,8 +41,8 @@ async def _eventually(check: Callable[[], bool], what: str, tries: int = 600) ->
 
 
 @contextlib.asynccontextmanager
-async def _leaders(url: str, n: int, shares_counters: bool = True) -> AsyncIterator[list[PostgresLeader]]:
-    leaders = [PostgresLeader(url, shares_counters=shares_counters, retry=RETRY) for _ in range(n)]
+async def _leaders(url: str, n: int) -> AsyncIterator[list[PostgresLeader]]:
+    leaders = [PostgresLeader(url, retry=RETRY) for _ in range(n)]
     try:
         for leader in leaders:
             await leader.start()
@@ -61,9 +61,11 @@ async def _exactly_one_leads(leaders: list[PostgresLeader]) -> PostgresLeader:
 
 
 def test_one_process_on_its_own_state_always_leads() -> None:
-    assert isinstance(open_leader("sqlite:///x.db", shares_counters=False), SoleLeader)
-    assert SoleLeader().leads()
-    assert isinstance(open_leader("postgresql://u@h:1/db", shares_counters=True), PostgresLeader)
+    assert isinstance(open_leader("sqlite:///x.db"), SoleProcess)
+    assert isinstance(open_membership("sqlite:///x.db", shares_counters=False), SoleProcess)
+    assert SoleProcess().leads()
+    assert isinstance(open_leader("postgresql://u@h:1/db"), PostgresLeader)
+    assert isinstance(open_membership("postgresql://u@h:1/db", shares_counters=True), PostgresMembership)
 
 
 async def test_of_two_processes_exactly_one_leads_and_the_other_takes_over(postgres_url: str) -> None:
@@ -95,14 +97,15 @@ async def test_a_leader_whose_connection_ends_stops_leading_and_one_leads_again(
         await _eventually(lambda: "no longer leads" in caplog.text, "the leader noticing it lost the lead")
         await _exactly_one_leads(leaders)
         assert caplog.text.count("this process leads") == 2
+    assert "stops, and with it its lead" in caplog.text
 
 
 _LEADER_PROCESS = textwrap.dedent("""
     import asyncio, sys
-    from sendgate.state.postgresql.leader import FLEET_LOCKS, PostgresLeader
+    from sendgate.state.postgresql.leader import FLEET_LOCKS, PostgresLeader, PostgresMembership
 
     async def main(url):
-        leader = PostgresLeader(url, shares_counters=True, retry=0.1)
+        leader = PostgresLeader(url, retry=0.1)
         await leader.start()
         await leader.wait_leading()
         print("leading", flush=True)
@@ -133,16 +136,31 @@ async def test_when_the_leading_process_is_killed_another_leads(postgres_url: st
             process.wait()
 
 
+@contextlib.asynccontextmanager
+async def _members(url: str, n: int, shares_counters: bool) -> AsyncIterator[None]:
+    members = [PostgresMembership(url, shares_counters=shares_counters, retry=RETRY) for _ in range(n)]
+    try:
+        for member in members:
+            await member.join()
+        yield
+    finally:
+        for member in members:
+            await member.leave()
+
+
+async def _refused(url: str, shares_counters: bool) -> str:
+    with pytest.raises(FleetError) as raised:
+        await PostgresMembership(url, shares_counters=shares_counters, retry=RETRY).join()
+    return str(raised.value)
+
+
 async def test_a_process_without_redis_url_must_be_alone_on_its_database(postgres_url: str) -> None:
-    async with _leaders(postgres_url, 1, shares_counters=False):  # one process, no redis_url
-        with pytest.raises(FleetError, match=r"another sendgate process serves .* set redis_url"):
-            await PostgresLeader(postgres_url, shares_counters=False, retry=RETRY).start()
-        with pytest.raises(FleetError, match="without redis_url serves .* set redis_url on it too"):
-            await PostgresLeader(postgres_url, shares_counters=True, retry=RETRY).start()
-    async with _leaders(postgres_url, 2, shares_counters=True):  # with redis_url, any number share it
-        with pytest.raises(FleetError, match=r"another sendgate process serves .* set redis_url"):
-            await PostgresLeader(postgres_url, shares_counters=False, retry=RETRY).start()
-    async with _leaders(postgres_url, 1, shares_counters=False):  # once they are gone, it may be alone
+    async with _members(postgres_url, 1, shares_counters=False):  # one process, no redis_url
+        assert "another sendgate process serves this PostgreSQL database" in await _refused(postgres_url, False)
+        assert "set redis_url on it too" in await _refused(postgres_url, True)
+    async with _members(postgres_url, 3, shares_counters=True):  # with redis_url, any number share it
+        assert "set redis_url (redis://host:port/db) on every one" in await _refused(postgres_url, False)
+    async with _members(postgres_url, 1, shares_counters=False):  # once they are gone, it may be alone
         pass
 
 

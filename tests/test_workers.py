@@ -370,3 +370,31 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+async def test_a_second_process_on_postgresql_without_redis_url_does_not_start(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    def config(name: str, redis: str | None) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"listen: 127.0.0.1:{free_port()}\nstate: {postgres_url}\npolicy_dir: {POLICIES}\n"
+                        + (f"redis_url: {redis}\n" if redis else ""))  # fmt: skip
+        return path
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    command = [sys.executable, "-m", "sendgate.cli", "-c"]
+    first = _Served([*command, str(config("first", None)), "serve"], env)  # a replica without redis_url
+    try:
+        assert "(enforce mode)" in first.wait_listening()
+        for name, redis, says in (
+            ("second", None, "another sendgate process serves this PostgreSQL database: processes sharing one "
+             "database share their counters and sessions through Redis: set redis_url (redis://host:port/db) on every one"),
+            ("third", redis_url, "a sendgate process without redis_url serves this PostgreSQL database (its counters "
+             "are its own): set redis_url on it too, or stop it, before starting more processes"),
+        ):  # fmt: skip
+            refused = subprocess.run([*command, str(config(name, redis)), "serve"], env=env, capture_output=True,
+                                     text=True, timeout=120)  # fmt: skip
+            assert (refused.returncode, refused.stdout, refused.stderr) == (2, "", f"sendgate: {says}\n")
+    finally:
+        assert first.stop() == 0
+

@@ -94,7 +94,7 @@ def create_app(
     monitor = Monitor(config, metrics, lambda: app[STORE], clock)  # per-account counts and alerts
     metrics.before_render(reloader.bind_metrics(metrics.registry))  # sendgate_policy_reload{s_total,_failed}
     # Template sync and retention run once per fleet of processes on one database: in its leader.
-    leader = open_leader(config.state, shares_counters=config.redis_url is not None)
+    leader = open_leader(config.state)
     app[LEADER] = leader
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -121,7 +121,7 @@ def create_app(
             await store.close()
 
     async def fleet(app: web.Application) -> AsyncIterator[None]:
-        await leader.start()  # FleetError: this process may not share its database (no redis_url)
+        await leader.start()
         try:
             yield
         finally:

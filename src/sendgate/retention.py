@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sendgate.state import DecisionLog, PruneResult
-from sendgate.state.leader import FleetLeader, SoleLeader
+from sendgate.state.leader import FleetLeader, SoleProcess
 
 __all__ = ["parse_age", "prune_older_than", "retention_context"]
 
@@ -49,7 +49,7 @@ def retention_context(
 ) -> Callable[[Any], AsyncIterator[None]]:
     """An aiohttp cleanup context running the retention loop while the app runs (nothing when `days` is None);
     each round waits until this process leads the fleet (`leader`, by default the sole process)."""
-    fleet = leader or SoleLeader()
+    fleet = leader or SoleProcess()
 
     async def loop() -> None:
         assert days is not None

@@ -62,6 +62,18 @@ def _listening_line(config: Config, address: str, workers: int | None = None) ->
 
 async def _run_server(config: Config, worker: _WorkerSide | None = None) -> None:
     """One gateway: on `config.listen`, or as a worker on the parent's socket."""
+    from sendgate.state.fleet import open_membership
+
+    # First of all, the check that this process may share its database (FleetError: what to set).
+    membership = open_membership(config.state, shares_counters=config.redis_url is not None)
+    await membership.join()
+    try:
+        await _serve_app(config, worker)
+    finally:
+        await membership.leave()
+
+
+async def _serve_app(config: Config, worker: _WorkerSide | None) -> None:
     from aiohttp import web
 
     from sendgate.app import RELOADER, access_logger_class, create_app

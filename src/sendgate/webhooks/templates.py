@@ -23,7 +23,7 @@ from aiohttp import web
 from sendgate.config import Config
 from sendgate.gateway.upstream import Upstream, UpstreamError
 from sendgate.state import InvalidRecord, TemplateCatalog
-from sendgate.state.leader import FleetLeader, SoleLeader
+from sendgate.state.leader import FleetLeader, SoleProcess
 
 if TYPE_CHECKING:
     from sendgate.monitoring import Metrics
@@ -69,7 +69,7 @@ class TemplateSync:
         leader: FleetLeader | None = None,
     ) -> None:
         self._config = config
-        self._leader = leader or SoleLeader()  # who runs the periodic sync
+        self._leader = leader or SoleProcess()  # who runs the periodic sync
         self._options = config.template_sync
         self.upstream = upstream  # set when the app's context opens its session
         self._store = store
