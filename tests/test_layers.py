@@ -30,8 +30,8 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
     {"monitoring": ("sendgate.monitoring",)},
     # Meta's webhooks and the review side.
     {"webhooks": ("sendgate.webhooks",), "admin": ("sendgate.admin",)},
-    # Wiring and the command line, policy's included.
-    {"entry": ("sendgate.app", "sendgate.cli", "sendgate.policy.cli")},
+    # Wiring, serving (one process or workers) and the command line, policy's included.
+    {"entry": ("sendgate.app", "sendgate.cli", "sendgate.serve", "sendgate.policy.cli")},
     # The fake Graph API stands apart: a test and bench tool that imports nothing of ours.
     {"tools": ("sendgate.fakegraph",)},
 ]

@@ -29,14 +29,15 @@ from sendgate.policy.factory import create_engine
 from sendgate.policy.watch import RELOADER, PolicyReloader
 from sendgate.retention import retention_context
 from sendgate.state import Lifecycle, Store, StoreError, open_store
-from sendgate.state.admission import LocalAdmission
 from sendgate.state.counters import LocalCounters, SendCounters
+from sendgate.state.fleet import open_admission, open_leader
+from sendgate.state.leader import FleetLeader
 from sendgate.state.redis import open_redis
 from sendgate.state.redis.counters import RedisCounters
 from sendgate.webhooks.receiver import setup_webhooks
 
 __all__ = [
-    "CONFIG", "COUNTERS", "ENGINE", "RELOADER", "STORE", "AccessLogger", "MaskedAccessLogger", "access_logger_class", "create_app",
+    "CONFIG", "COUNTERS", "ENGINE", "LEADER", "RELOADER", "STORE", "AccessLogger", "MaskedAccessLogger", "access_logger_class", "create_app",
 ]  # fmt: skip
 
 CONFIG = web.AppKey("config", Config)
@@ -53,6 +54,7 @@ REDIS = web.AppKey("redis", aioredis.Redis)  # with `redis_url`: the app's one c
 # forwarded (denied, deferred, or never reached Meta), so only forwarded sends count; a
 # `SharedStateError` (Redis down) refuses the send with its own error: fail closed.
 COUNTERS = web.AppKey("counters", SendCounters)
+LEADER = web.AppKey("fleet_leader", FleetLeader)  # whether this process runs the fleet's timed work
 
 log = logging.getLogger("sendgate")
 
@@ -119,7 +121,10 @@ def create_app(
         shared = shared_client
     monitor = Monitor(config, metrics, lambda: app[STORE], clock, shared)  # per-account counts and alerts
     app[COUNTERS] = LocalCounters() if shared is None else RedisCounters(shared)
-    reloader.bind_metrics(metrics.registry)  # sendgate_policy_reloads_total, sendgate_policy_reload_failed
+    metrics.before_render(reloader.bind_metrics(metrics.registry))  # sendgate_policy_reload{s_total,_failed}
+    # Template sync and retention run once per fleet of processes on one database: in its leader.
+    leader = open_leader(config.state)
+    app[LEADER] = leader
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         store = open_store(config.state)
@@ -131,15 +136,25 @@ def create_app(
         recorder = DecisionRecorder(
             store, config.log, config.mode, lambda: policy.revision, recorder_hooks(metrics, monitor, config.mode)
         )
-        # One process on one SQLite file: sends are admitted per recipient on this event loop.
-        app[SEND_PATH] = SendPath(config, policy, upstream, recorder, store, LocalAdmission(), clock)
+        # Sends are admitted per recipient: on this event loop (SQLite, one process), or across
+        # every process on the database (PostgreSQL).
+        admission = open_admission(config.state)
+        app[SEND_PATH] = SendPath(config, policy, upstream, recorder, store, admission, clock)
         own_paths = ("/admin", config.webhooks.path, "/healthz", "/readyz", "/metrics")
         app[PASSTHROUGH] = Passthrough(config.passthrough, upstream, own_paths)
         try:
             yield
         finally:
             await session.close()
+            await admission.close()
             await store.close()
+
+    async def fleet(app: web.Application) -> AsyncIterator[None]:
+        await leader.start()
+        try:
+            yield
+        finally:
+            await leader.close()
 
     async def policy_lifecycle(app: web.Application) -> AsyncIterator[None]:
         if owned:
@@ -155,10 +170,13 @@ def create_app(
 
     app.cleanup_ctx.append(policy_lifecycle)
     app.cleanup_ctx.append(resources)
-    app.cleanup_ctx.append(retention_context(config.log.retention_days, lambda: app[STORE], clock))
+    app.cleanup_ctx.append(fleet)
+    app.cleanup_ctx.append(
+        retention_context(config.log.retention_days, lambda: app[STORE], clock, leader=leader)
+    )
     app.cleanup_ctx.append(monitor.context())
     # Meta's webhooks (GET/POST webhooks.path) and the template sync: sendgate/webhooks/
-    setup_webhooks(app, config, lambda: app[STORE], lambda: policy, metrics, monitor, clock)
+    setup_webhooks(app, config, lambda: app[STORE], lambda: policy, metrics, monitor, clock, leader)
     # Wrong tokens per client address (the admin API and the sign-in page) and the review sessions:
     # in this process, or with `redis_url` in Redis, shared by every replica.
     guesses: GuessThrottle
@@ -233,10 +251,11 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def configure_logging(config: Config) -> None:
+def configure_logging(config: Config, process: str | None = None) -> None:
+    """`process` names the process in every line (`worker 2`, under `serve --workers`)."""
     logging.basicConfig(
         level=getattr(logging, config.log.level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s " + (f"[{process}] " if process else "") + "%(message)s",
     )
     # Every send already has a decision record; per-request access lines only at DEBUG.
     if config.log.level != "DEBUG":

@@ -25,6 +25,7 @@ from sendgate.state import (
     WebhookState,
     run_with_store,
 )
+from sendgate.state.leader import FleetError
 
 __all__ = ["main"]
 
@@ -42,44 +43,9 @@ def _shown(config: Config, recipient: str) -> str:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
-    from sendgate.app import configure_logging
+    from sendgate.serve import serve
 
-    configure_logging(config)
-    asyncio.run(_run_server(config))
-    return 0
-
-
-async def _run_server(config: Config) -> None:
-    import signal
-
-    from aiohttp import web
-
-    from sendgate.app import RELOADER, access_logger_class, create_app
-
-    app = create_app(config)
-    runner = web.AppRunner(app, access_log_class=access_logger_class(config), handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, config.host, config.port).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    # SIGHUP: reload the policies (load, compile, run their tests, swap only if all pass).
-    reloads: set[asyncio.Task[Any]] = set()
-
-    def reload_policies() -> None:
-        task = loop.create_task(app[RELOADER].reload("SIGHUP"))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, reload_policies)
-    # Printed once the socket accepts connections and the signals are handled: scripts wait for
-    # this line, and may stop the server as soon as they see it.
-    print(f"sendgate listening on http://{config.listen} -> {config.upstream_url} ({config.mode} mode)", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()  # drains in-flight requests, then closes the store
+    return serve(config)  # `workers` (or --workers) processes: sendgate/serve.py
 
 
 # -- consent ---------------------------------------------------------------------------
@@ -256,7 +222,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    command(commands, "serve", _serve, "serve the gateway")
+    sub = command(commands, "serve", _serve, "serve the gateway")
+    sub.add_argument("--workers", type=int, metavar="N",
+                     help="worker processes sharing the port (config `workers`; more than 1 needs PostgreSQL and redis_url)")
 
     consent = commands.add_parser("consent", help="the consent ledger").add_subparsers(dest="action", required=True)
     sub = command(consent, "set", _consent_set, "append a consent record")
@@ -298,8 +266,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Command-line flags that set a config key win over the file and the environment.
+    flags = {key: getattr(args, key) for key in ("workers",) if getattr(args, key, None) is not None}
     try:
-        config = load_config(args.sub_config or args.config)
+        config = load_config(args.sub_config or args.config, overrides=flags)
         handler: Callable[[Config, argparse.Namespace], int] = args.handler
         return handler(config, args)
     except (
@@ -309,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         InvalidRecord,
         PolicyLoadError,
         EngineError,
+        FleetError,
         OSError,
         orjson.JSONDecodeError,
     ) as exc:

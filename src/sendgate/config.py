@@ -104,6 +104,7 @@ class Config:
     reviewer_tokens: tuple[ReviewerToken, ...] = ()
     session_ttl: int = 8 * 3600  # seconds a review-page sign-in lasts
     redis_url: str | None = None  # redis://host:port/db: review sessions and the guessing throttle, shared
+    workers: int = 1  # `serve` processes sharing the listening port (more than one: PostgreSQL and redis_url)
     webhooks: WebhookOptions = field(default_factory=WebhookOptions)
     template_sync: TemplateSyncOptions = field(default_factory=TemplateSyncOptions)
     alerts: AlertOptions = field(default_factory=AlertOptions)
@@ -134,8 +135,13 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _SECTION_PARSERS = {"webhooks": parse_webhooks, "template_sync": parse_template_sync, "alerts": parse_alerts}
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read the YAML file (if any), apply `SENDGATE_<KEY>` overrides and validate."""
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read the YAML file (if any), apply `SENDGATE_<KEY>` overrides, then `overrides` (command-line
+    flags, e.g. `serve --workers`), and validate."""
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -155,6 +161,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
                 raw[key] = yaml.safe_load(value)
             except yaml.YAMLError as exc:
                 raise ConfigError(f"SENDGATE_{key.upper()}: not valid YAML: {exc}") from exc
+    raw.update(overrides or {})
     return _build(raw)
 
 
@@ -174,7 +181,7 @@ def _build(raw: dict[str, Any]) -> Config:
             values[key] = None if value in (None, "") else str(value)
         elif key == "reviewer_tokens":
             values[key] = _reviewer_tokens(value)
-        elif key == "session_ttl":
+        elif key in ("session_ttl", "workers"):
             values[key] = _int(key, value)
         elif key in _SECTION_PARSERS:
             try:
@@ -220,12 +227,35 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"state must be a URL such as sqlite:///path, got {config.state!r}")
     if config.redis_url is not None and not re.fullmatch(r"redis://[^/?#]+(/\d+)?/?", config.redis_url):
         raise ConfigError(f"redis_url must be redis://host:port/db, got {config.redis_url!r}")
+    _validate_workers(config)
     if config.max_body_bytes <= 0 or config.max_json_depth <= 0:
         raise ConfigError("max_body_bytes and max_json_depth must be positive")
     if config.session_ttl <= 0:
         raise ConfigError("session_ttl must be a positive number of seconds")
     if config.admin_token is not None and any(r.token == config.admin_token for r in config.reviewer_tokens):
         raise ConfigError("reviewer_tokens must differ from admin_token")
+
+
+MAX_WORKERS = 64
+
+
+def _validate_workers(config: Config) -> None:
+    """Several processes need state they all share, and their counters and sessions in Redis."""
+    workers = config.workers
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"workers must be an integer from 1 to {MAX_WORKERS}, got {workers}")
+    if workers == 1:
+        return
+    if not config.state.startswith("postgresql://"):
+        raise ConfigError(
+            f"workers: {workers} processes need state they share: set state: postgresql://user@host:port/db "
+            f"(state {config.state.partition('://')[0]}:// is one process's), or workers: 1"
+        )
+    if config.redis_url is None:
+        raise ConfigError(
+            f"workers: {workers} processes on PostgreSQL share their rate counters, alert counts and review "
+            "sessions through Redis: set redis_url: redis://host:port/db, or workers: 1"
+        )
 
 
 def _account(i: int, value: Any) -> Account:

@@ -1,6 +1,8 @@
 """Metrics, per-account early warnings, and the health endpoints.
 
-- `Metrics`: the Prometheus series `GET /metrics` serves (one registry per app).
+- `Metrics`: the Prometheus series `GET /metrics` serves (one registry per app; with
+  `serve --workers N`, prometheus_client's multiprocess mode: each worker writes its series to
+  files in `PROMETHEUS_MULTIPROC_DIR`, and a scrape of any worker adds up all of them).
 - `Monitor`: rolling per-account counts (sends, rejections by rule, Meta error codes, webhook
   failures) checked against the `alerts.thresholds`; an alert is a log line, a metric and a
   POST to `alerts.url`, once per episode (when the condition starts holding, and once when it
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -34,6 +37,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from cachetools import TTLCache
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from sendgate.config import Config
 from sendgate.gateway.call import SendCall
@@ -64,10 +68,16 @@ T = TypeVar("T")
 
 
 class Metrics:
-    """The Prometheus series, on a registry of their own (one per app)."""
+    """The Prometheus series, on a registry of their own (one per app).
+
+    Under workers (`PROMETHEUS_MULTIPROC_DIR` set by `serve --workers`, before prometheus_client
+    is imported) counters and histograms add up over the workers; a gauge says how it combines.
+    """
 
     def __init__(self, accounts: Callable[[str], bool]) -> None:
         self._known = accounts
+        self._multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self._before_render: list[Callable[[], None]] = []
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.decisions = Counter(
@@ -95,10 +105,15 @@ class Metrics:
             "sendgate_webhook_forwards", "Webhook relays to the app by outcome", ["outcome"], registry=r
         )
         self.alerts = Counter("sendgate_alerts", "Alert episodes started", ["account", "alert"], registry=r)
-        self.alert_firing = Gauge("sendgate_alert_firing", "1 while an alert's condition holds", ["account", "alert"], registry=r)
+        # Workers: firing while it fires in any worker; a pause is the store's, so the last worker to set it is right.
+        self.alert_firing = Gauge(
+            "sendgate_alert_firing", "1 while an alert's condition holds", ["account", "alert"], registry=r,
+            multiprocess_mode="livemax",
+        )  # fmt: skip
         self.marketing_paused = Gauge(
-            "sendgate_marketing_paused", "1 while marketing is paused on the account", ["account"], registry=r
-        )
+            "sendgate_marketing_paused", "1 while marketing is paused on the account", ["account"], registry=r,
+            multiprocess_mode="livemostrecent",
+        )  # fmt: skip
         self.template_syncs = Counter(
             "sendgate_template_syncs", "Template catalog syncs by WABA and result", ["waba", "result"], registry=r
         )
@@ -107,8 +122,18 @@ class Metrics:
         """A label value: configured accounts by id, anything else as `unknown` (bounded cardinality)."""
         return phone_number_id if phone_number_id and self._known(phone_number_id) else "unknown"
 
+    def before_render(self, refresh: Callable[[], None]) -> None:
+        """Run `refresh` before each scrape (a gauge that reads its value then)."""
+        self._before_render.append(refresh)
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        for refresh in self._before_render:
+            refresh()
+        if not self._multiprocess:
+            return generate_latest(self.registry)
+        fleet = CollectorRegistry()  # every worker's files, this one's included
+        MultiProcessCollector(fleet)  # type: ignore[no-untyped-call]  # (prometheus_client leaves it untyped)
+        return generate_latest(fleet)
 
 
 def _bucket_start(now: float) -> float:
@@ -727,7 +752,8 @@ def monitoring_routes(
         shared = monitor.shared_counts()
         if shared is not None:  # reported, not unready: sends never wait on it, alerts fall back to this replica's
             checks["shared_counts"] = shared
-        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        # `pid`: which process answered (with `serve --workers`, which worker).
+        body = {"status": "ready" if ready else "not ready", "pid": os.getpid(), "checks": checks}
         return _json(body, 200 if ready else 503)
 
     async def account_view(phone_number_id: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 The server prunes once at start and then every hour; `sendgate log prune` does the same on
 demand. Pruning runs in short batches through the store's writer, so sends keep flowing.
+With several processes on one database, only the fleet's leader prunes (state/leader.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sendgate.state import DecisionLog, PruneResult
+from sendgate.state.leader import FleetLeader, SoleProcess
 
 __all__ = ["parse_age", "prune_older_than", "retention_context"]
 
@@ -39,13 +41,20 @@ async def prune_older_than(store: DecisionLog, seconds: float, now: float) -> Pr
 
 
 def retention_context(
-    days: int | None, store_of: Callable[[], DecisionLog], clock: Callable[[], float], interval: float = INTERVAL
+    days: int | None,
+    store_of: Callable[[], DecisionLog],
+    clock: Callable[[], float],
+    interval: float = INTERVAL,
+    leader: FleetLeader | None = None,
 ) -> Callable[[Any], AsyncIterator[None]]:
-    """An aiohttp cleanup context running the retention loop while the app runs (nothing when `days` is None)."""
+    """An aiohttp cleanup context running the retention loop while the app runs (nothing when `days` is None);
+    each round waits until this process leads the fleet (`leader`, by default the sole process)."""
+    fleet = leader or SoleProcess()
 
     async def loop() -> None:
         assert days is not None
         while True:
+            await fleet.wait_leading()
             try:
                 result = await prune_older_than(store_of(), days * 86400.0, clock())
                 if result.decisions or result.sends:

@@ -29,7 +29,7 @@ from sendgate.ids import DecisionIds
 from sendgate.messages import InvalidMessage, normalize
 from sendgate.policy import EngineError, PolicyEngine
 from sendgate.state import SendRecord, StoreError
-from sendgate.state.admission import Admission, AdmissionTimeout, recipient_admission_key
+from sendgate.state.admission import Admission, AdmissionTimeout, AdmissionUnavailable, recipient_admission_key
 
 __all__ = ["SendPath", "parse_body"]
 
@@ -168,6 +168,8 @@ class SendPath:
                     await self._record_forward(call)  # committed before anything leaves
         except AdmissionTimeout as exc:
             return await self._not_admitted(call, exc)
+        except AdmissionUnavailable as exc:  # raised taking the keys only: nothing was decided
+            return await self._admission_unavailable(call, exc)
         if rejection is not None:
             return rejection
         return await self._forward(call, request)
@@ -196,6 +198,21 @@ class SendPath:
             call, 503, CODE_ENGINE,
             "Service temporarily unavailable: other sends to this recipient are still being decided; "
             "the message was not sent, retry it",
+            "SendgateAdmissionError", details=call.reasons[0]["message"],
+        )  # fmt: skip
+
+    async def _admission_unavailable(self, call: SendCall, exc: AdmissionUnavailable) -> web.Response:
+        """Fail closed: the keys are held across processes (PostgreSQL) and that could not be reached.
+        The record says so; when the store is on the same database and down too, it cannot be
+        written and `_store_failed` answers instead (its log line follows this one)."""
+        self._store_errors.error("decision %s not admitted and not sent: %s", call.id, exc)
+        call.outcome = "error"
+        call.reasons = [{"rule": "admission.unavailable", "message": f"not admitted: {exc}"}]
+        await self.recorder.record(call)
+        return self._call_error(
+            call, 503, CODE_ENGINE,
+            "Service temporarily unavailable: sends to this recipient could not be admitted (the database that "
+            "admits them across processes did not answer); the message was not sent, retry it",
             "SendgateAdmissionError", details=call.reasons[0]["message"],
         )  # fmt: skip
 

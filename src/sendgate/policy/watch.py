@@ -117,16 +117,31 @@ class PolicyReloader:
         self._attempts = _Attempts(tried_files=engine.revision)  # the files the engine loaded at startup
         self._task: asyncio.Task[None] | None = None
 
-    def bind_metrics(self, registry: Any) -> None:
-        """`sendgate_policy_reloads_total{result}` and `sendgate_policy_reload_failed` on a Prometheus registry."""
+    def bind_metrics(self, registry: Any) -> Callable[[], None]:
+        """`sendgate_policy_reloads_total{result}` and `sendgate_policy_reload_failed` on a Prometheus registry.
+
+        Returns the gauge's refresh, for the scrape to call first (`status()` is the truth). It runs
+        after each reload too, so that under workers (whose scrape adds up every worker's files,
+        any worker failed counting as failed) each worker's value is as of its own last attempt.
+        """
         from prometheus_client import Counter, Gauge
 
         reloads = Counter("sendgate_policy_reloads", "Policy reloads by result (ok / failed)", ["result"],
                           registry=registry)
         failed = Gauge("sendgate_policy_reload_failed", "1 while a policy reload has failed: the files differ from "
-                       "the serving revision, which keeps serving, and loading them was refused", registry=registry)
-        failed.set_function(lambda: 0.0 if self.status().ok else 1.0)  # read at each scrape: status() is the truth
-        self._on_result = lambda ok: reloads.labels("ok" if ok else "failed").inc()
+                       "the serving revision, which keeps serving, and loading them was refused", registry=registry,
+                       multiprocess_mode="livemax")
+
+        def refresh() -> None:
+            failed.set(0.0 if self.status().ok else 1.0)
+
+        def counted(ok: bool) -> None:
+            reloads.labels("ok" if ok else "failed").inc()
+            refresh()
+
+        self._on_result = counted
+        refresh()
+        return refresh
 
     def _files_revision(self) -> str | None:
         return None if self.policy_dir is None else directory_revision(self.policy_dir)

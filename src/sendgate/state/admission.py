@@ -10,7 +10,8 @@ Sends that share no key never wait for each other.
 
 `Admission` is the seam; `LocalAdmission` holds keys inside one process (the
 embedded default, one SQLite file). A backend shared by several processes
-implements the same interface across them.
+implements the same interface across them (PostgreSQL: `state/postgresql/admission.py`;
+`state/fleet.py` picks the one a `state` URL needs).
 """
 
 from __future__ import annotations
@@ -21,16 +22,25 @@ import contextlib
 from collections.abc import Iterable
 from typing import Protocol
 
-__all__ = ["Admission", "AdmissionTimeout", "LocalAdmission", "recipient_admission_key"]
+from sendgate.state.base import StoreError
+
+__all__ = [
+    "Admission", "AdmissionTimeout", "AdmissionUnavailable", "LocalAdmission", "recipient_admission_key",
+]  # fmt: skip
 
 
 class AdmissionTimeout(Exception):
     """The keys could not all be held within the timeout; the message says which one waited."""
 
-    def __init__(self, key: str, timeout: float) -> None:
-        super().__init__(f"another send holding {key} did not finish within {timeout:g} s")
+    def __init__(self, key: str, timeout: float, message: str | None = None) -> None:
+        super().__init__(message or f"another send holding {key} did not finish within {timeout:g} s")
         self.key = key
         self.timeout = timeout
+
+
+class AdmissionUnavailable(StoreError):
+    """The keys are held where several processes share them (a database), and that could not be
+    reached: nothing was admitted. A `StoreError`, so whatever does not tell them apart fails closed."""
 
 
 def recipient_admission_key(recipient: str) -> str:
@@ -47,6 +57,10 @@ class Admission(Protocol):
 
     def held(self) -> int:
         """How many keys are held or waited for right now (what the memory bound is about)."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of what holding keys needed (connections); called once no send holds any."""
         ...
 
 
@@ -109,6 +123,9 @@ class LocalAdmission:
     def held(self) -> int:
         return len(self._slots)
 
+    async def close(self) -> None:
+        pass
+
     def hold(self, keys: Iterable[str], timeout: float) -> _Hold:
         return _Hold(self, sorted(set(keys)), timeout)
 
@@ -138,3 +155,4 @@ class LocalAdmission:
                 waiter.set_result(None)  # handed over: the slot stays held
                 return
         del self._slots[key]
+

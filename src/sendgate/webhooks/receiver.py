@@ -30,6 +30,7 @@ from sendgate.config import Config
 from sendgate.gateway.upstream import Upstream
 from sendgate.monitoring import Metrics, Monitor
 from sendgate.policy import PolicyEngine
+from sendgate.state.leader import FleetLeader
 from sendgate.webhooks.apply import WebhookApplier, WebhookStore
 from sendgate.webhooks.events import Parsed, parse_webhook
 from sendgate.webhooks.templates import TemplateSync
@@ -202,11 +203,12 @@ def setup_webhooks(
     metrics: Metrics,
     monitor: Monitor,
     clock: Callable[[], float] = time.time,
+    leader: FleetLeader | None = None,
 ) -> TemplateSync:
     """Routes and contexts of the webhook path and the template sync; call after the store's context.
 
     The sync has its own client session and `Upstream` to `upstream_url`, apart from the send
-    path's pool.
+    path's pool. Its periodic rounds run while this process leads the fleet (`leader`).
     """
     cached: dict[str, Any] = {}
 
@@ -225,7 +227,7 @@ def setup_webhooks(
         known: dict[str, Any] = cached["params"]
         return known
 
-    sync = TemplateSync(config, None, store, metrics, clock)
+    sync = TemplateSync(config, None, store, metrics, clock, leader)
     applier = WebhookApplier(config, store, params, monitor, sync.request)
     receiver = WebhookReceiver(config, applier, metrics, monitor, clock)
 

@@ -3,6 +3,8 @@
 Requests go through the configured upstream only (the paging cursor is followed, never the
 `next` URL Graph returns), with the `template_sync.token`. A WABA's catalog is replaced in one
 transaction once every page has arrived; a failed sync keeps the old catalog and says so.
+The periodic sync runs in the fleet's leading process only (state/leader.py); a sync a webhook
+asks for runs in the process that received it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aiohttp import web
 from sendgate.config import Config
 from sendgate.gateway.upstream import Upstream, UpstreamError
 from sendgate.state import InvalidRecord, TemplateCatalog
+from sendgate.state.leader import FleetLeader, SoleProcess
 
 if TYPE_CHECKING:
     from sendgate.monitoring import Metrics
@@ -63,8 +66,10 @@ class TemplateSync:
         store: Callable[[], TemplateCatalog],
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        leader: FleetLeader | None = None,
     ) -> None:
         self._config = config
+        self._leader = leader or SoleProcess()  # who runs the periodic sync
         self._options = config.template_sync
         self.upstream = upstream  # set when the app's context opens its session
         self._store = store
@@ -165,6 +170,7 @@ class TemplateSync:
 
     async def _periodic(self, interval: float) -> None:
         while True:
+            await self._leader.wait_leading()
             try:
                 await self.sync_all()
             except Exception:  # the store went away mid-sync, say: try again next time
