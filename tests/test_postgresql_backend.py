@@ -336,3 +336,29 @@ async def test_an_apps_consent_record_waits_for_a_webhook_merge_of_its_recipient
     finally:
         await merging.close()
     assert [c.status for c in await store.consent_history("16505551234")] == ["opted_in", "opted_out"]
+
+
+async def test_a_consent_import_waits_for_a_webhook_merge_of_any_recipient(postgres_url: str, stores: Any) -> None:
+    """An import holds the whole ledger (it may name more recipients than PostgreSQL has locks for):
+    a merge that read a recipient's ledger before the import cannot append after it."""
+    store = stores()
+    await store.record_consent(ConsentRecord("16505551234", "opted_in", ("marketing",), "web", None, NOW - 60))
+    merging = await asyncpg.connect(postgres_url)  # another process, mid-merge for one recipient
+    try:
+        transaction = merging.transaction()
+        await transaction.start()
+        await lock_recipient(merging, "16505551234")
+        imported = asyncio.create_task(store.import_consent(
+            [ConsentRecord(f"1650555{n:04d}", "opted_out", (), "import", None, NOW) for n in range(1230, 1240)]))
+        while not imported.done() and not await merging.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ):
+            await asyncio.sleep(0.01)
+        assert not imported.done()
+        assert [c.status for c in await store.consent_history("16505551234")] == ["opted_in"]
+        await transaction.commit()
+        assert await imported == 10
+    finally:
+        await merging.close()
+    assert [c.status for c in await store.consent_history("16505551234")] == ["opted_in", "opted_out"]

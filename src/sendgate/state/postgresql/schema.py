@@ -19,7 +19,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from sendgate.state.base import StoreError
 
-__all__ = ["Connection", "LOCK_NAMESPACE", "MIGRATE_LOCK", "MIGRATIONS", "SCHEMA", "Migration", "migrate", "schema_version"]
+__all__ = ["CONSENT_LOCKS", "Connection", "LEDGER_LOCK", "LOCK_NAMESPACE", "MIGRATE_LOCK", "MIGRATIONS", "SCHEMA", "Migration", "migrate", "schema_version"]
 
 # A connection of its own or one from the pool: what every query here takes.
 Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
@@ -27,6 +27,8 @@ Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 # pg_advisory_xact_lock(namespace, key) keys: sendgate's namespace, then what the lock is for.
 LOCK_NAMESPACE = 0x53474154  # "SGAT"
 MIGRATE_LOCK = 1
+LEDGER_LOCK = 2  # shared by every consent merge, exclusive for an import (`webhooks.lock_recipient`)
+CONSENT_LOCKS = LOCK_NAMESPACE + 3  # "SGAW": the first key of the per-recipient consent locks
 
 SCHEMA: tuple[str, ...] = (
     # -- consent ledger, catalogs, places, inbound window, sends, decision log, health --
@@ -68,7 +70,7 @@ SCHEMA: tuple[str, ...] = (
     PRIMARY KEY (phone_number_id, recipient)
 )""",
     """CREATE TABLE IF NOT EXISTS sends (
-    decision_id text PRIMARY KEY,
+    decision_id text COLLATE "C" PRIMARY KEY,
     phone_number_id text NOT NULL,
     waba_id text,
     recipient text NOT NULL,
@@ -78,7 +80,7 @@ SCHEMA: tuple[str, ...] = (
 )""",
     "CREATE INDEX IF NOT EXISTS sends_recipient ON sends (recipient, sent_at)",
     """CREATE TABLE IF NOT EXISTS decisions (
-    id text PRIMARY KEY,
+    id text COLLATE "C" PRIMARY KEY,  -- time-ordered: byte order, whatever the locale
     ts double precision NOT NULL,
     endpoint text NOT NULL,
     api_version text NOT NULL,
@@ -123,7 +125,7 @@ SCHEMA: tuple[str, ...] = (
     """CREATE INDEX IF NOT EXISTS decisions_unanswered ON decisions (ts)
     WHERE forwarded AND upstream_status IS NULL AND upstream_error IS NULL""",
     """CREATE TABLE IF NOT EXISTS decision_rules (
-    decision_id text NOT NULL,
+    decision_id text COLLATE "C" NOT NULL,
     rule text NOT NULL,
     PRIMARY KEY (rule, decision_id)
 )""",
@@ -136,7 +138,7 @@ SCHEMA: tuple[str, ...] = (
     # -- the review trail: append-only --
     """CREATE TABLE IF NOT EXISTS reviews (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    decision_id text NOT NULL,
+    decision_id text COLLATE "C" NOT NULL,
     reviewer text NOT NULL,
     note text NOT NULL,
     reviewed_at double precision NOT NULL

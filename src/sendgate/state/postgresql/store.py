@@ -35,7 +35,7 @@ from sendgate.state.postgresql.database import Database
 from sendgate.state.postgresql.owner import LIVE_OWNERS, OWNER_LOCKS, OwnerLock, forget_dead_owners
 from sendgate.state.postgresql.review import ReviewQueries
 from sendgate.state.postgresql.schema import Connection
-from sendgate.state.postgresql.webhooks import WebhookQueries, lock_recipient
+from sendgate.state.postgresql.webhooks import WebhookQueries, lock_ledger, lock_recipient
 from sendgate.state.postgresql.writer import GroupCommitWriter, Rows, Statement
 from sendgate.state.rows import (
     DECISION_COLUMNS,
@@ -130,12 +130,13 @@ class PostgresStore(ReviewQueries, WebhookQueries):
         await self._db.transaction(op)
 
     async def import_consent(self, records: list[ConsentRecord]) -> int:
-        """COPY, in one transaction. (Not under the recipients' merge locks: an import may name
-        more recipients than PostgreSQL's lock table holds.)"""
+        """COPY, in one transaction, holding the whole ledger (`lock_ledger`): no webhook merge
+        reads a recipient's ledger before the import and appends after it."""
         rows = [consent_row(r) for r in records]
         places = await self._places_to_store({r.recipient for r in records})
 
         async def op(conn: Connection) -> int:
+            await lock_ledger(conn)
             # COPY appends in the order given: the ledger's `seq` follows it.
             await conn.copy_records_to_table("consent", records=rows, columns=_CONSENT_COLUMNS)
             await _store_places(conn, places)

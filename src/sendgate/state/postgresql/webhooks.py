@@ -18,7 +18,7 @@ from cachetools import TTLCache
 
 from sendgate.state.base import ConsentRecord
 from sendgate.state.postgresql.database import Database
-from sendgate.state.postgresql.schema import LOCK_NAMESPACE, Connection
+from sendgate.state.postgresql.schema import CONSENT_LOCKS, LEDGER_LOCK, LOCK_NAMESPACE, Connection
 from sendgate.state.rows import consent_from_row, consent_row
 from sendgate.state.rules import (
     CONSENT_ACTIONS,
@@ -33,7 +33,7 @@ from sendgate.state.rules import (
     template_event_key,
 )
 
-__all__ = ["WebhookQueries", "lock_recipient"]
+__all__ = ["WebhookQueries", "lock_ledger", "lock_recipient"]
 
 _LATEST_CONSENT = (
     "SELECT recipient, status, categories, source, evidence, recorded_at FROM consent"
@@ -52,8 +52,16 @@ def _lock_key(what: str) -> int:
 
 async def lock_recipient(conn: Connection, recipient: str) -> None:
     """Hold the recipient's consent lock until the transaction ends: whatever appends to a
-    recipient's ledger after reading it takes this first, in every process."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE, _lock_key(f"consent:{recipient}"))
+    recipient's ledger after reading it takes this first, in every process. It comes with the
+    ledger's lock, shared, so an import (which takes that one alone, exclusive: an import may
+    name more recipients than PostgreSQL's lock table holds) never interleaves with a merge."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", LOCK_NAMESPACE, LEDGER_LOCK)
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", CONSENT_LOCKS, _lock_key(f"consent:{recipient}"))
+
+
+async def lock_ledger(conn: Connection) -> None:
+    """Hold the whole ledger until the transaction ends: no merge runs meanwhile (an import)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE, LEDGER_LOCK)
 
 
 def _rows_changed(status: str) -> int:
