@@ -8,9 +8,12 @@ are each what the README says ("Running more than one").
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,6 +22,7 @@ import pytest
 from sendgate.state import ConsentRecord, DecisionQuery, DecisionRecord, open_store
 
 from .conftest import ADMIN_TOKEN, CATALOG, PHONE_NUMBER_ID, WABA_ID, template_message, text_message
+from .opa_support import free_port
 from .processes import FakeMetaProcess, GatewayProcess, daytime_recipient, post_message
 from .services import PostgresServer, RedisServer
 
@@ -292,3 +296,20 @@ async def test_redis_stopped_the_sends_flow_and_the_shared_parts_fail_closed(
             raise AssertionError("the admin API never came back")
     finally:
         a.kill()
+
+
+def test_a_second_serve_on_one_sqlite_file_is_refused(tmp_path: Path, fake_meta: FakeMetaProcess) -> None:
+    """One serving process per SQLite file: a second one would admit sends on its own (caps no
+    longer exact) and mark the first one's sends in flight outcome unknown."""
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    first = GatewayProcess(state, fake_meta.url)
+    try:
+        second = subprocess.run([sys.executable, "-m", "sendgate.cli", "serve"], env={**first.env, "SENDGATE_LISTEN":
+                                f"127.0.0.1:{free_port()}"}, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert second.returncode == 2
+        assert second.stderr.startswith("sendgate: another sendgate serve uses the SQLite file state.db")
+        assert "Traceback" not in second.stderr
+    finally:
+        assert first.stop() == 0
+    again = GatewayProcess(state, fake_meta.url)  # the lock went with the first process
+    assert again.stop() == 0

@@ -1,6 +1,7 @@
 """What a `state` URL means for a fleet of processes: how sends are admitted, who leads, who may join.
 
-One process on its own state (SQLite) admits on its event loop, always leads and joins nothing.
+One process on its own state (SQLite) admits on its event loop, always leads, and holds its file
+against a second `sendgate serve` (`state/sqlite/membership.py`).
 On PostgreSQL every process and replica on the database shares all three: admission through
 advisory locks per key (`state/postgresql/admission.py`), the lead and the membership through
 one lock each (`state/postgresql/leader.py`).
@@ -41,4 +42,8 @@ def open_membership(state_url: str, *, shares_counters: bool) -> FleetMembership
         from sendgate.state.postgresql.leader import PostgresMembership
 
         return PostgresMembership(state_url, shares_counters=shares_counters)
+    if state_url.startswith("sqlite:///"):
+        from sendgate.state.sqlite.membership import SQLiteMembership
+
+        return SQLiteMembership(state_url.removeprefix("sqlite:///"))
     return SoleProcess()
