@@ -63,11 +63,13 @@ def _cpu(pids: list[int]) -> dict[int, float]:
 class Target(load._Target):
     """A sendgate whose CPU is its whole process tree's, and the database's beside it."""
 
-    def __init__(self, name: str, port: int, proc: subprocess.Popen[bytes], database_pid: int | None) -> None:
+    def __init__(
+        self, name: str, port: int, proc: subprocess.Popen[bytes], database_pid: int | None, workers: int
+    ) -> None:
         super().__init__(name, port, proc)
         self.database_pid = database_pid
         self.database_cpu = 0.0
-        self.processes = len(_tree(proc.pid))
+        self.workers = workers
 
     def cpu_now(self) -> tuple[float, float]:
         gateway = sum(_cpu(_tree(self.proc.pid)).values())
@@ -77,9 +79,11 @@ class Target(load._Target):
     def report(self) -> dict[str, float]:
         row = self.summary()
         count = len(self.latencies)
-        row["per_process_cpu_ms"] = row["cpu_ms"] / max(1, self.processes - (1 if self.processes > 1 else 0))
         row["database_cpu_ms"] = self.database_cpu / count * 1000
-        print(f"{'':20} {self.processes} process(es); PostgreSQL CPU {row['database_cpu_ms']:5.3f} ms/msg")
+        # With workers, the CPU above is the whole process tree's (parent and workers); each
+        # worker served about 1/N of the messages with its share of it.
+        per_worker = f"{row['cpu_ms']:5.3f} ms/msg in each of {self.workers} workers' share" if self.workers > 1 else ""
+        print(f"{'':20} PostgreSQL CPU {row['database_cpu_ms']:5.3f} ms/msg  {per_worker}")
         return row
 
 
@@ -125,9 +129,9 @@ async def _run(args: argparse.Namespace) -> None:
 
         assert postgres.process is not None
         targets = [
-            Target("sqlite", *gateway(f"sqlite:///{sqlite_db}", 1), None),
-            Target("postgresql, 1 worker", *gateway(database_copy(), 1), postgres.process.pid),
-            Target("postgresql, 2 workers", *gateway(database_copy(), 2), postgres.process.pid),
+            Target("sqlite", *gateway(f"sqlite:///{sqlite_db}", 1), None, 1),
+            Target("postgresql, 1 worker", *gateway(database_copy(), 1), postgres.process.pid, 1),
+            Target("postgresql, 2 workers", *gateway(database_copy(), 2), postgres.process.pid, 2),
         ]
         per_round = args.duration / args.rounds
         print(f"load: {args.concurrency} concurrent connections, {args.duration:g} s per target"

@@ -43,6 +43,13 @@ def store_error(exc: BaseException) -> StoreError:
     return StoreError(f"PostgreSQL: {text} ({state})" if state else f"PostgreSQL: {text}")
 
 
+async def _keep_session(connection: asyncpg.Connection[asyncpg.Record]) -> None:
+    """The pool's reset of a connection coming back, which is nothing: the store's queries leave no
+    session state (its locks are transaction-scoped, no LISTEN, no SET, no cursor outside a
+    transaction). asyncpg's default reset runs four statements (`pg_advisory_unlock_all(); CLOSE
+    ALL; UNLISTEN *; RESET ALL`) on every release: about a tenth of the database's work per send."""
+
+
 class Database:
     """An asyncpg pool on `url`, opened (and migrated) on first use."""
 
@@ -69,6 +76,7 @@ class Database:
                         max_size=self._max_size,
                         command_timeout=self._command_timeout,
                         timeout=self._command_timeout,
+                        reset=_keep_session,
                     )
                 except FAULTS as exc:
                     raise store_error(exc) from exc

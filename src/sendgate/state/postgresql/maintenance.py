@@ -67,6 +67,16 @@ class PostgresMaintenance:
                         for row in rows
                     ]
                     await conn.copy_records_to_table(table, records=records, columns=list(COPIED_TABLES[table]))
+                # What PostgreSQL alone keeps beside the records (schema.py): Meta's message ids,
+                # and the records left waiting for Meta's answer (marked at the next start).
+                await conn.execute(
+                    "INSERT INTO message_ids SELECT upstream_message_id, id FROM decisions"
+                    " WHERE upstream_message_id IS NOT NULL ON CONFLICT DO NOTHING"
+                )
+                await conn.execute(
+                    "INSERT INTO in_flight SELECT id, NULL, ts FROM decisions"
+                    " WHERE forwarded AND upstream_status IS NULL AND upstream_error IS NULL"
+                )
                 for table, column in _IDENTITY_COLUMNS:
                     await conn.execute(
                         f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"

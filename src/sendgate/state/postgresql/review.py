@@ -279,6 +279,8 @@ async def _prune_batch(conn: Connection, before: float) -> tuple[int, int]:
     ids = [row["id"] for row in gone]
     # After the records: a note added meanwhile (`add_review` holds its decision) is seen here.
     await conn.execute("DELETE FROM decision_rules WHERE decision_id = ANY($1::text[])", ids)
+    await conn.execute("DELETE FROM message_ids WHERE decision_id = ANY($1::text[])", ids)
+    await conn.execute("DELETE FROM in_flight WHERE decision_id = ANY($1::text[])", ids)
     status = await conn.execute("DELETE FROM reviews WHERE decision_id = ANY($1::text[])", ids)
     # Exactly what `log_decision` added for each of them (`rows.count_rows`), taken off again.
     counted: Counter[tuple[Any, ...]] = Counter()

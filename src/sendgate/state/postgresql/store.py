@@ -67,6 +67,9 @@ _UPDATE_UPSTREAM = (
     " upstream_error = $4 WHERE id = $5"
 )
 _SEND_FAILED = "UPDATE sends SET failed = true WHERE decision_id = $1"
+_IN_FLIGHT = "INSERT INTO in_flight VALUES ($1, $2, $3)"
+_ANSWERED = "DELETE FROM in_flight WHERE decision_id = $1"
+_MESSAGE_ID = "INSERT INTO message_ids VALUES ($1, $2) ON CONFLICT DO NOTHING"
 _PROBE = (
     "INSERT INTO health VALUES ($1, $2) ON CONFLICT (owner) DO UPDATE SET probed_at = excluded.probed_at"
 )
@@ -93,11 +96,13 @@ _STORE_PLACES = """INSERT INTO places (recipient, country, timezone, data)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
 ON CONFLICT (recipient) DO UPDATE SET country = excluded.country, timezone = excluded.timezone, data = excluded.data
 """
-# Unanswered forwarded records (the partial index decisions_unanswered) left by a process that is
-# gone: its owner holds no lock; a record with no owner (copied from SQLite) if older than this start.
-_MARK_OUTCOME_UNKNOWN = f"""UPDATE decisions SET upstream_error = $2
-WHERE forwarded AND upstream_status IS NULL AND upstream_error IS NULL
-AND (owner NOT IN ({LIVE_OWNERS}) OR (owner IS NULL AND ts < $3))
+# Unanswered forwarded records (`in_flight`) left by a process that is gone: its owner holds no
+# lock; a record with no owner (copied from SQLite) if older than this start.
+_MARK_OUTCOME_UNKNOWN = f"""WITH gone AS (
+    DELETE FROM in_flight WHERE owner NOT IN ({LIVE_OWNERS}) OR (owner IS NULL AND ts < $3) RETURNING decision_id
+)
+UPDATE decisions d SET upstream_error = $2 FROM gone
+WHERE d.id = gone.decision_id AND d.upstream_status IS NULL AND d.upstream_error IS NULL
 """
 
 
@@ -248,6 +253,8 @@ class PostgresStore(ReviewQueries, WebhookQueries):
         statements: list[Statement] = [(_INSERT_DECISION, [(*decision_row(record), self.owner)])]
         if rules:
             statements.append((_INSERT_RULES, [(record.id, rule) for rule in rules]))
+        if record.forwarded and record.upstream_status is None and record.upstream_error is None:
+            statements.append((_IN_FLIGHT, [(record.id, self.owner, record.timestamp)]))
         if send is not None:
             statements.append((
                 _INSERT_SEND,
@@ -265,7 +272,12 @@ class PostgresStore(ReviewQueries, WebhookQueries):
         error: str | None,
         send_failed: bool,
     ) -> None:
-        statements: list[Statement] = [(_UPDATE_UPSTREAM, [(status, message_id, error_code, error, decision_id)])]
+        statements: list[Statement] = [
+            (_UPDATE_UPSTREAM, [(status, message_id, error_code, error, decision_id)]),
+            (_ANSWERED, [(decision_id,)]),
+        ]
+        if message_id is not None:
+            statements.append((_MESSAGE_ID, [(message_id, decision_id)]))
         if send_failed:
             statements.append((_SEND_FAILED, [(decision_id,)]))
         # Not awaited: the record was committed before forwarding; this only completes it.

@@ -125,7 +125,8 @@ class WebhookQueries:
         async def op(conn: Connection) -> tuple[bool, tuple[str, str] | None]:
             # The record's row, locked: two replicas' statuses for one message apply one after the other.
             row = await conn.fetchrow(
-                "SELECT id, account, delivery_status FROM decisions WHERE upstream_message_id = $1 LIMIT 1 FOR UPDATE",
+                "SELECT d.id, d.account, d.delivery_status FROM message_ids m JOIN decisions d ON d.id = m.decision_id"
+                " WHERE m.message_id = $1 LIMIT 1 FOR UPDATE OF d",
                 message_id,
             )
             if row is None:
