@@ -80,10 +80,9 @@ class Target(load._Target):
         row = self.summary()
         count = len(self.latencies)
         row["database_cpu_ms"] = self.database_cpu / count * 1000
-        # With workers, the CPU above is the whole process tree's (parent and workers); each
-        # worker served about 1/N of the messages with its share of it.
-        per_worker = f"{row['cpu_ms']:5.3f} ms/msg in each of {self.workers} workers' share" if self.workers > 1 else ""
-        print(f"{'':20} PostgreSQL CPU {row['database_cpu_ms']:5.3f} ms/msg  {per_worker}")
+        # With workers, the CPU above is the whole process tree's (parent and workers) over all the
+        # messages: each worker spent about that per message it served.
+        print(f"{'':20} {self.workers} worker(s); PostgreSQL CPU {row['database_cpu_ms']:5.3f} ms/msg")
         return row
 
 
