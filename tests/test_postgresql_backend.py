@@ -364,3 +364,38 @@ async def test_a_consent_import_waits_for_a_webhook_merge_of_any_recipient(postg
     finally:
         await merging.close()
     assert [c.status for c in await store.consent_history("16505551234")] == ["opted_in", "opted_out"]
+
+
+async def test_stores_opening_a_new_database_together_migrate_it_once(postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database()  # empty: no schema yet
+    opened = [PostgresStore(url) for _ in range(4)]  # four processes starting at once
+    try:
+        await asyncio.gather(*(store.ping() for store in opened))
+        record = _record(1)
+        await opened[1].log_decision(record)
+        assert await opened[3].decision(record.id) == record
+    finally:
+        for store in opened:
+            await store.close()
+    conn = await asyncpg.connect(url)
+    try:
+        assert [tuple(r) for r in await conn.fetch("SELECT version, name FROM schema_version")] == [(1, "initial")]
+    finally:
+        await conn.close()
+    postgres_server.drop_database(url.rsplit("/", 1)[1])
+
+
+async def test_a_database_from_a_newer_sendgate_is_refused(postgres_url: str) -> None:
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("INSERT INTO schema_version VALUES (99, 'from the future', 0)")
+    finally:
+        await conn.close()
+    store = PostgresStore(postgres_url)
+    try:
+        with pytest.raises(StoreError, match="schema version 99, newer than this sendgate's 1: upgrade sendgate"):
+            await store.ping()
+        with pytest.raises(StoreError, match="newer than this sendgate's"):  # and again: nothing half-open
+            await store.log_decision(_record(2))
+    finally:
+        await store.close()
