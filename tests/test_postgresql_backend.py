@@ -313,6 +313,15 @@ async def test_a_gateway_fails_sends_closed_while_the_database_is_away_and_recov
     assert (await client.get("/readyz")).status == 200
 
 
+async def _until_waiting_for_a_lock(conn: asyncpg.Connection[Any], task: asyncio.Task[Any]) -> None:
+    """Return once `task` is done or some session of this database waits for an advisory lock."""
+    while not task.done() and not await conn.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ):
+        await asyncio.sleep(0.01)
+
+
 async def test_an_apps_consent_record_waits_for_a_webhook_merge_of_its_recipient(
     postgres_url: str, stores: Any
 ) -> None:
@@ -326,11 +335,7 @@ async def test_an_apps_consent_record_waits_for_a_webhook_merge_of_its_recipient
         record = asyncio.create_task(
             store.record_consent(ConsentRecord("16505551234", "opted_out", (), "app", "STOP", NOW)))
         # It appends only once the merge is done: wait until its session waits for the lock.
-        while not record.done() and not await merging.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ):
-            await asyncio.sleep(0.01)
+        await _until_waiting_for_a_lock(merging, record)
         assert not record.done()
         assert [c.status for c in await store.consent_history("16505551234")] == ["opted_in"]
         await transaction.commit()
@@ -352,11 +357,7 @@ async def test_a_consent_import_waits_for_a_webhook_merge_of_any_recipient(postg
         await lock_recipient(merging, "16505551234")
         imported = asyncio.create_task(store.import_consent(
             [ConsentRecord(f"1650555{n:04d}", "opted_out", (), "import", None, NOW) for n in range(1230, 1240)]))
-        while not imported.done() and not await merging.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ):
-            await asyncio.sleep(0.01)
+        await _until_waiting_for_a_lock(merging, imported)
         assert not imported.done()
         assert [c.status for c in await store.consent_history("16505551234")] == ["opted_in"]
         await transaction.commit()
