@@ -2,8 +2,9 @@
 
 Each consumer depends on the roles it uses (`state/roles.py`: `ConsentLedger`,
 `TemplateCatalog`, `RecipientReads`, `DecisionLog`, `ReviewTrail`, `WebhookState`,
-`AccountState`, `Lifecycle`); `Store` is all of them, what `open_store` returns.
-`SQLiteStore` is the first implementation.
+`AccountState`, `Lifecycle`); `Store` is all of them, what `open_store` returns. Backends:
+`sqlite/` (one process, the default) and `postgresql/` (many processes on one database), each
+also opened for `sendgate db` (`Maintenance`, `open_maintenance`).
 """
 
 from __future__ import annotations
