@@ -100,9 +100,15 @@ async def test_postgres_stop_ends_the_server_and_removes_its_directory(
 @pytest.mark.parametrize("run", ["first", "second"])
 async def test_postgres_url_is_a_fresh_database_on_the_tests_own_server(
         postgres_server: PostgresServer, postgres_url: str, run: str) -> None:
-    assert await _tables(postgres_url) == []  # a second run on a reused database would see `marker`
+    # sendgate's schema and nothing else (a copy of the migrated template): a second run on a
+    # reused database would see `marker`, or the rows the first one wrote.
+    tables = await _tables(postgres_url)
+    assert "marker" not in tables and "decisions" in tables and "schema_version" in tables
     connection = await asyncpg.connect(postgres_url)
     try:
+        assert await connection.fetchval("SELECT count(*) FROM decisions") == 0
+        assert await connection.fetchval("SELECT count(*) FROM instances") == 0
+        await connection.execute("INSERT INTO instances (owner, started_at) VALUES ($1, 0)", run)
         await connection.execute("CREATE TABLE marker (run text)")
         # The throwaway server, never a system one: its own data directory, port and settings.
         assert await connection.fetchval("SHOW data_directory") == str(postgres_server.data_dir)
