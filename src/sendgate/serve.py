@@ -254,6 +254,9 @@ class _Parent:
             self._read(pipes, worker)
         pipes.pop(worker.pipe, None)
         worker.pipe.close()
+        # Its sentinel is ready once the process has closed everything, which can be a moment
+        # before the kernel lets it be reaped: wait for that, or the exit code reads None.
+        worker.process.join(timeout=10)
         code = worker.process.exitcode
         if self.stopping and worker.reported is None:
             return
