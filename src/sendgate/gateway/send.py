@@ -191,30 +191,31 @@ class SendPath:
         return None
 
     async def _not_admitted(self, call: SendCall, exc: AdmissionTimeout) -> web.Response:
-        call.outcome = "error"
-        call.reasons = [{"rule": "admission.timeout", "message": f"not admitted: {exc}", "key": exc.key.split(":", 1)[0]}]
-        await self.recorder.record(call)
-        return self._call_error(
-            call, 503, CODE_ENGINE,
-            "Service temporarily unavailable: other sends to this recipient are still being decided; "
-            "the message was not sent, retry it",
-            "SendgateAdmissionError", details=call.reasons[0]["message"],
-        )  # fmt: skip
+        return await self._refuse_unadmitted(
+            call, {"rule": "admission.timeout", "message": f"not admitted: {exc}", "key": exc.key.split(":", 1)[0]},
+            "other sends to this recipient are still being decided",
+        )
 
     async def _admission_unavailable(self, call: SendCall, exc: AdmissionUnavailable) -> web.Response:
         """Fail closed: the keys are held across processes (PostgreSQL) and that could not be reached.
         The record says so; when the store is on the same database and down too, it cannot be
         written and `_store_failed` answers instead (its log line follows this one)."""
         self._store_errors.error("decision %s not admitted and not sent: %s", call.id, exc)
+        return await self._refuse_unadmitted(
+            call, {"rule": "admission.unavailable", "message": f"not admitted: {exc}"},
+            "sends to this recipient could not be admitted (the database that admits them across processes "
+            "did not answer)",
+        )
+
+    async def _refuse_unadmitted(self, call: SendCall, reason: dict[str, Any], why: str) -> web.Response:
+        """A send that could not be admitted: recorded as an `error`, nothing forwarded, 503 code 2."""
         call.outcome = "error"
-        call.reasons = [{"rule": "admission.unavailable", "message": f"not admitted: {exc}"}]
+        call.reasons = [reason]
         await self.recorder.record(call)
         return self._call_error(
-            call, 503, CODE_ENGINE,
-            "Service temporarily unavailable: sends to this recipient could not be admitted (the database that "
-            "admits them across processes did not answer); the message was not sent, retry it",
-            "SendgateAdmissionError", details=call.reasons[0]["message"],
-        )  # fmt: skip
+            call, 503, CODE_ENGINE, f"Service temporarily unavailable: {why}; the message was not sent, retry it",
+            "SendgateAdmissionError", details=reason["message"],
+        )
 
     def _call_error(
         self, call: SendCall, status: int, code: int, summary: str, kind: str, details: str | None = None
