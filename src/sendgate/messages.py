@@ -39,12 +39,29 @@ Flow payload data). URLs are reported as written, minus trailing punctuation.
 `limited_texts` lists the texts Meta caps in length: `text.body` (kind
 "body", 4096) and image/video/document captions (kind "caption", 1024),
 with their length in characters (code points).
+
+`interactive` (interactive messages) holds what Meta caps in them: each capped field
+with its length in characters (header text, body, footer, reply-button titles and ids,
+the list button label, section titles, row titles, descriptions and ids, the cta_url
+display text), the number of reply buttons, sections and rows, and the reply-button ids
+and titles sent more than once. `location` holds a location message's coordinates as
+numbers. Whether they break a limit is for the policies (payload.rego) to say; only a
+value of the wrong JSON type is refused here.
+
+`card_numbers` and `ibans` are the payment card numbers (Luhn-checked) and IBANs
+(mod-97-checked) in the texts, masked to their last 4 digits; they are masked in every
+other fact too (texts, words, URLs, template parameters), see sendgate/sensitive.py.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from typing import Any
+
+from sendgate.sensitive import find as find_sensitive
+from sendgate.sensitive import mask_sensitive
 
 __all__ = ["ENDPOINTS", "MESSAGE_TYPES", "InvalidMessage", "links", "normalize", "normalize_recipient", "words"]
 
@@ -282,7 +299,9 @@ def _text(obj: dict[str, Any], content: _Content) -> None:
     content.text(_req_str(obj, "body", "text"), field="text.body", kind="body")
 
 
-def _location(obj: dict[str, Any], path: str, content: _Content) -> None:
+def _location(obj: dict[str, Any], path: str, content: _Content) -> dict[str, float]:
+    """The coordinates as numbers (the `location` fact); whether they are in range is payload.location's call."""
+    facts: dict[str, float] = {}
     for key in ("latitude", "longitude"):
         value = obj.get(key)
         if value is None:
@@ -290,13 +309,16 @@ def _location(obj: dict[str, Any], path: str, content: _Content) -> None:
         # Numbers per Meta's schema; numeric strings are tolerated because SDKs send them.
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise InvalidMessage(f"{path}.{key} must be a number, not {_kind(value)}")
-        if isinstance(value, str):
-            try:
-                float(value)
-            except ValueError:
-                raise InvalidMessage(f"{path}.{key} must be a number, not {_show(value)}") from None
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            raise InvalidMessage(f"{path}.{key} must be a number, not {_show(value)}") from None
+        if not math.isfinite(number):  # "nan", "inf", 1e999: not a coordinate, and not JSON either
+            raise InvalidMessage(f"{path}.{key} must be a number, not {_show(value)}")
+        facts[key] = number
     content.text(_opt_str(obj, "name", path))
     content.text(_opt_str(obj, "address", path))
+    return facts
 
 
 def _contacts(items: list[Any], content: _Content) -> None:
@@ -387,10 +409,80 @@ def _action(action: dict[str, Any], path: str, content: _Content) -> None:
         _interactive_parts(card, card_path, content)
 
 
-def _interactive(obj: dict[str, Any], content: _Content) -> str:
+def _interactive(obj: dict[str, Any], content: _Content) -> tuple[str, dict[str, Any]]:
     interactive_type = _req_str(obj, "type", "interactive", non_empty=True)
-    _interactive_parts(obj, "interactive", content)
-    return interactive_type
+    _interactive_parts(obj, "interactive", content)  # validates the shapes _interactive_facts reads
+    return interactive_type, _interactive_facts(obj, interactive_type)
+
+
+def _list_of(obj: dict[str, Any], key: str) -> list[Any]:
+    value = obj.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _interactive_facts(obj: dict[str, Any], interactive_type: str) -> dict[str, Any]:
+    """What payload.rego checks against Meta's limits (docs/input.md `message.interactive`).
+
+    `fields`: each capped field present, with its length in characters (code points), as
+    `limited_texts` does for bodies and captions. Counts and duplicates of the reply buttons
+    and the list's sections and rows. Only the message itself, not carousel cards."""
+    fields: list[dict[str, Any]] = []
+
+    def field(value: object, path: str, kind: str) -> None:
+        if isinstance(value, str):
+            fields.append({"field": path, "kind": kind, "length": len(value)})
+
+    header = obj.get("header")
+    if isinstance(header, dict) and header.get("type") == "text":
+        field(header.get("text"), "interactive.header.text", "header_text")
+    for part in ("body", "footer"):
+        section = obj.get(part)
+        if isinstance(section, dict):
+            field(section.get("text"), f"interactive.{part}.text", part)
+    action = obj.get("action")
+    action = action if isinstance(action, dict) else {}
+    buttons = _list_of(action, "buttons")
+    ids: list[str] = []
+    titles: list[str] = []
+    for i, button in enumerate(buttons):
+        reply = button.get("reply") if isinstance(button, dict) else None
+        if isinstance(reply, dict):
+            path = f"interactive.action.buttons[{i}].reply"
+            field(reply.get("title"), f"{path}.title", "button_title")
+            field(reply.get("id"), f"{path}.id", "button_id")
+            if isinstance(reply.get("id"), str):
+                ids.append(reply["id"])
+            if isinstance(reply.get("title"), str):
+                titles.append(reply["title"])
+    if interactive_type == "list":
+        field(action.get("button"), "interactive.action.button", "list_button")
+    sections = _list_of(action, "sections")
+    rows = 0
+    for i, section in enumerate(sections):
+        if not isinstance(section, dict):
+            continue
+        field(section.get("title"), f"interactive.action.sections[{i}].title", "section_title")
+        section_rows = _list_of(section, "rows")
+        rows += len(section_rows)
+        for j, row in enumerate(section_rows):
+            if isinstance(row, dict):
+                path = f"interactive.action.sections[{i}].rows[{j}]"
+                field(row.get("title"), f"{path}.title", "row_title")
+                field(row.get("description"), f"{path}.description", "row_description")
+                field(row.get("id"), f"{path}.id", "row_id")
+    params = action.get("parameters")
+    if interactive_type == "cta_url" and isinstance(params, dict):
+        field(params.get("display_text"), "interactive.action.parameters.display_text", "cta_display_text")
+    return {
+        "type": interactive_type,
+        "fields": fields,
+        "button_count": len(buttons),
+        # ids are the app's own, but may carry anything: masked like texts (sendgate/sensitive.py)
+        "duplicate_button_ids": sorted(find_sensitive(v)[0] for v, n in Counter(ids).items() if n > 1),
+        "duplicate_button_titles": sorted(find_sensitive(v)[0] for v, n in Counter(titles).items() if n > 1),
+        "section_count": len(sections),
+        "row_count": rows,
+    }
 
 
 def _button_index(comp: dict[str, Any], path: str) -> str | None:
@@ -597,6 +689,10 @@ def _empty(message_type: str, recipient: str | None, recipient_type: str, contex
         "media": None,
         "interactive_type": None,
         "template": None,
+        "interactive": None,
+        "location": None,
+        "card_numbers": [],
+        "ibans": [],
     }
 
 
@@ -653,19 +749,33 @@ def normalize(payload: object, endpoint: str = "messages") -> dict[str, Any]:
     elif message_type in _MEDIA_TYPES:
         message["media"] = _media_object(body, message_type, message_type, content)
     elif message_type == "location":
-        _location(body, "location", content)
+        message["location"] = _location(body, "location", content)
     elif message_type == "reaction":
         _reaction(body)
     elif message_type == "interactive":
-        message["interactive_type"] = _interactive(body, content)
+        message["interactive_type"], message["interactive"] = _interactive(body, content)
     elif message_type == "template":
         message["template"] = _template(body, content)
     content.sweep(body)
 
-    message["texts"] = content.texts
-    message["words"] = words(content.texts)
-    message["urls"] = content.urls
-    message["links"] = links(content.urls)
+    # Card numbers and IBANs: facts in masked form, and masked in everything else the input
+    # carries (texts, words, URLs, template parameters as sent), so no full number reaches the
+    # engine, a reason or the log (sendgate/sensitive.py).
+    texts: list[str] = []
+    for text in content.texts:
+        masked, found = find_sensitive(text)
+        texts.append(masked)
+        for item in found:
+            message["card_numbers" if item.kind == "card" else "ibans"].append(item.fact)
+    urls = [find_sensitive(url)[0] for url in content.urls]
+    template = message["template"]
+    if template is not None:
+        for component in template["components"]:
+            component["parameters"] = mask_sensitive(component["parameters"])
+    message["texts"] = texts
+    message["words"] = words(texts)
+    message["urls"] = urls
+    message["links"] = links(urls)
     message["limited_texts"] = content.limited
     return message
 

@@ -14,6 +14,7 @@ from sendgate.config import LogOptions
 from sendgate.gateway.call import SendCall
 from sendgate.gateway.upstream import UpstreamResponse
 from sendgate.masking import mask_record, mask_recipient_in
+from sendgate.sensitive import mask_sensitive
 from sendgate.state import DecisionLog, DecisionRecord, SendRecord
 
 __all__ = ["DecisionRecorder", "RecorderHooks", "recipient_key"]
@@ -21,6 +22,7 @@ __all__ = ["DecisionRecorder", "RecorderHooks", "recipient_key"]
 _MAX_INVALID_CONTENT = 4096  # characters of an unparseable body kept for review
 # Masking reads this far past the cut, so a number the cut would halve is masked whole first.
 _CUT_MARGIN = 64
+_RECIPIENT_FIELDS = frozenset({"to", "recipient"})
 
 
 def recipient_key(recipient: str) -> str:
@@ -128,12 +130,14 @@ class DecisionRecorder:
         return {"recipient": recipient, "template": template}
 
     def _content(self, call: SendCall) -> Any:
+        # Card numbers and IBANs are never kept, whatever the masking options (PCI DSS): masked
+        # to their last 4 digits. The recipient fields are left to log.mask_recipients.
         if not self._keeps_content(call):
             return None
         if call.body is not None:
-            return call.body
+            return mask_sensitive(call.body, _RECIPIENT_FIELDS)
         if call.raw_body:  # up to 4 bytes a character: enough for the cut and its margin
-            return call.raw_body[: (_MAX_INVALID_CONTENT + _CUT_MARGIN) * 4].decode("utf-8", "replace")
+            return mask_sensitive(call.raw_body[: (_MAX_INVALID_CONTENT + _CUT_MARGIN) * 4].decode("utf-8", "replace"))
         return None
 
 
