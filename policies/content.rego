@@ -1,5 +1,6 @@
-# What the message says and links to: terms from WhatsApp's Commerce Policy
-# (prohibited goods and services), link shorteners (they hide the destination;
+# What the message says and links to: a banned-term list, the goods and services
+# WhatsApp's Commerce and Business Messaging policies prohibit (by category),
+# full payment card numbers and IBANs, link shorteners (they hide the destination;
 # an optional allowlist pins links to the business's own domains), Meta's length
 # caps (text body 4096, caption 1024), and end-to-end encrypted sends, whose
 # content the gateway cannot inspect.
@@ -49,10 +50,84 @@ deny contains reason if {
 	reason := {
 		"rule": "content.banned_term",
 		"message": sprintf(
-			"message text contains %q, a term on the banned list (goods or services WhatsApp's Commerce Policy prohibits)",
+			"message text contains %q, a term on the banned list",
 			[term],
 		),
 		"term": term,
+	}
+}
+
+# Goods and services WhatsApp's Commerce Policy and Business Messaging Policy
+# prohibit, by category: data.sendgate.params.content.prohibited_commerce is
+# {"<category>": [terms...]}, terms normalized like banned_terms. As with
+# banned_terms, one regex over every term says whether any occurs at all; a
+# substring test per term then names the category and the term.
+deny contains reason if {
+	words := input.message.words
+	words != ""
+	regex.match(commerce_pattern, words)
+	some category, terms in data.sendgate.params.content.prohibited_commerce
+	some term in terms
+	term != ""
+	contains(words, concat("", [" ", term, " "]))
+	reason := {
+		"rule": "content.prohibited_commerce",
+		"message": sprintf(
+			"message text contains %q: %s is a category WhatsApp's Commerce and Business Messaging policies prohibit buying, selling or promoting",
+			[term, replace(category, "_", " ")],
+		),
+		"category": category,
+		"term": term,
+	}
+}
+
+commerce_pattern := concat("", [" (?:", concat("|", commerce_terms), ") "])
+
+commerce_terms contains term if {
+	some terms in data.sendgate.params.content.prohibited_commerce
+	some term in terms
+	term != ""
+}
+
+# Payment card numbers and IBANs in the texts. The gateway finds them (Luhn and
+# mod-97 checked) and gives only their masked form: input.message.card_numbers
+# [{"masked", "last4", "length", "network"}] and input.message.ibans
+# [{"masked", "country", "last4"}]. A number that passes Luhn but has no card
+# network's prefix and length (most phone and order numbers that happen to pass:
+# 1 in 10 do) counts only when card_numbers.networks_only is false.
+deny contains reason if {
+	some card in input.message.card_numbers
+	counted_card(card)
+	reason := {
+		"rule": "content.card_number",
+		"message": sprintf(
+			"message text contains a full payment card number (%s, ending %s); WhatsApp's Business Messaging Policy forbids sharing full card numbers: show the last 4 digits at most",
+			[object.get(card, "network", null), card.last4],
+		),
+		"masked": card.masked,
+		"network": card.network,
+		"last4": card.last4,
+	}
+}
+
+counted_card(card) if is_string(card.network)
+
+counted_card(card) if {
+	card.network == null
+	data.sendgate.params.content.card_numbers.networks_only == false
+}
+
+deny contains reason if {
+	some iban in input.message.ibans
+	reason := {
+		"rule": "content.iban",
+		"message": sprintf(
+			"message text contains a full IBAN (%s, ending %s); WhatsApp's Business Messaging Policy forbids sharing full financial account numbers: show the last 4 characters at most",
+			[iban.country, iban.last4],
+		),
+		"masked": iban.masked,
+		"country": iban.country,
+		"last4": iban.last4,
 	}
 }
 
