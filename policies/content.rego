@@ -81,14 +81,6 @@ deny contains reason if {
 	}
 }
 
-commerce_pattern := concat("", [" (?:", concat("|", commerce_terms), ") "])
-
-commerce_terms contains term if {
-	some terms in data.sendgate.params.content.prohibited_commerce
-	some term in terms
-	term != ""
-}
-
 # Payment card numbers and IBANs in the texts. The gateway finds them (Luhn and
 # mod-97 checked) and gives only their masked form: input.message.card_numbers
 # [{"masked", "last4", "length", "network"}] and input.message.ibans
@@ -101,7 +93,7 @@ deny contains reason if {
 	reason := {
 		"rule": "content.card_number",
 		"message": sprintf(
-			"message text contains a full payment card number (%s, ending %s); WhatsApp's Business Messaging Policy forbids sharing full card numbers: show the last 4 digits at most",
+			"message text contains a full payment card number (%s, ending %s); WhatsApp's policy forbids sharing one: show the last 4 digits at most",
 			[object.get(card, "network", null), card.last4],
 		),
 		"masked": card.masked,
@@ -110,19 +102,12 @@ deny contains reason if {
 	}
 }
 
-counted_card(card) if is_string(card.network)
-
-counted_card(card) if {
-	card.network == null
-	data.sendgate.params.content.card_numbers.networks_only == false
-}
-
 deny contains reason if {
 	some iban in input.message.ibans
 	reason := {
 		"rule": "content.iban",
 		"message": sprintf(
-			"message text contains a full IBAN (%s, ending %s); WhatsApp's Business Messaging Policy forbids sharing full financial account numbers: show the last 4 characters at most",
+			"message text contains a full IBAN (%s, ending %s); WhatsApp's policy forbids sharing account numbers: show the last 4 at most",
 			[iban.country, iban.last4],
 		),
 		"masked": iban.masked,
@@ -202,4 +187,21 @@ encrypted_reason := {
 		[data.sendgate.lib.recipient_label, input.endpoint],
 	),
 	"endpoint": input.endpoint,
+}
+
+# Every prohibited-commerce term in one pattern (see content.prohibited_commerce).
+commerce_pattern := concat("", [" (?:", concat("|", commerce_terms), ") "])
+
+commerce_terms contains term if {
+	some terms in data.sendgate.params.content.prohibited_commerce
+	some term in terms
+	term != ""
+}
+
+# A card number counts when it has a card network, or when every Luhn-valid number does.
+counted_card(card) if is_string(card.network)
+
+counted_card(card) if {
+	card.network == null
+	data.sendgate.params.content.card_numbers.networks_only == false
 }

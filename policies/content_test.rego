@@ -15,10 +15,10 @@ test_clean_message_passes if {
 }
 
 test_banned_term_fires_case_insensitive if {
-	reasons := content.deny with input as texts(["Hello", "Visit our CASINO tonight!"])
+	reasons := content.deny with input as texts(["Hello", "Get FAKE REVIEWS tonight!"])
 	r := fx.only(reasons, "content.banned_term")
-	r.term == "casino"
-	contains(r.message, "casino")
+	r.term == "fake reviews"
+	contains(r.message, "fake reviews")
 }
 
 test_banned_term_phrase_across_punctuation if {
@@ -27,8 +27,8 @@ test_banned_term_phrase_across_punctuation if {
 }
 
 test_banned_term_at_start_and_end if {
-	start := content.deny with input as texts(["casino night"])
-	ending := content.deny with input as texts(["tonight: casino"])
+	start := content.deny with input as texts(["buy likes tonight"])
+	ending := content.deny with input as texts(["tonight: buy likes"])
 	fx.ids(start) == {"content.banned_term"}
 	fx.ids(ending) == {"content.banned_term"}
 }
@@ -40,6 +40,8 @@ test_banned_term_respects_word_boundaries if {
 
 test_banned_terms_one_reason_per_term if {
 	reasons := content.deny with input as texts(["casino", "Casino!", "payday loan offers"])
+		with data.sendgate.params.content.banned_terms as ["casino", "payday loan"]
+		with data.sendgate.params.content.prohibited_commerce as {}
 	{r.term | some r in reasons} == {"casino", "payday loan"}
 	count(reasons) == 2
 }
@@ -226,9 +228,9 @@ test_normalized_domain if {
 }
 
 test_banned_term_from_words_fact if {
-	inp := fx.text({"message": {"texts": ["x"], "words": " hello \n cheap fake id here "}})
+	inp := fx.text({"message": {"texts": ["x"], "words": " hello \n cheap fake reviews here "}})
 	reasons := content.deny with input as inp
-	fx.only(reasons, "content.banned_term").term == "fake id"
+	fx.only(reasons, "content.banned_term").term == "fake reviews"
 }
 
 test_banned_term_not_in_an_empty_text if {
@@ -281,4 +283,127 @@ test_length_several_entries if {
 		{"field": "text.body", "kind": "body", "length": 10},
 	])
 	fx.only(reasons, "content.length").field == "image.caption"
+}
+
+# --- prohibited commerce -------------------------------------------------------
+
+test_prohibited_commerce_names_the_category if {
+	reasons := content.deny with input as texts(["Premium VODKA delivered tonight"])
+	r := fx.only(reasons, "content.prohibited_commerce")
+	r.category == "alcohol"
+	r.term == "vodka"
+	contains(r.message, "alcohol")
+	contains(r.message, "vodka")
+}
+
+test_prohibited_commerce_category_with_underscore_reads_as_words if {
+	reasons := content.deny with input as texts(["Payday loans, approved in minutes"])
+	r := fx.only(reasons, "content.prohibited_commerce")
+	r.category == "deceptive_financial"
+	contains(r.message, "deceptive financial")
+}
+
+test_prohibited_commerce_one_reason_per_category_and_term if {
+	reasons := content.deny with input as texts(["casino and firearms", "Casino!"])
+	{[r.category, r.term] | some r in reasons} == {["gambling", "casino"], ["weapons", "firearms"]}
+	count(reasons) == 2
+}
+
+test_prohibited_commerce_word_boundaries if {
+	reasons := content.deny with input as texts(["The casinoroyale hotel", "vaporizer for essential oils", "Winery tour"])
+	count(reasons) == 0
+}
+
+test_prohibited_commerce_not_across_texts if {
+	reasons := content.deny with input as texts(["sports", "betting"])
+	count(reasons) == 0
+}
+
+test_prohibited_commerce_from_data if {
+	inp := texts(["Fresh durian today"])
+	hit := content.deny with input as inp with data.sendgate.params.content.prohibited_commerce as {"smelly_fruit": ["durian"]}
+	miss := content.deny with input as inp with data.sendgate.params.content.prohibited_commerce as {"smelly_fruit": []}
+	r := fx.only(hit, "content.prohibited_commerce")
+	r.category == "smelly_fruit"
+	count(miss) == 0
+}
+
+test_prohibited_commerce_blank_term_ignored if {
+	reasons := content.deny with input as texts(["hello"]) with data.sendgate.params.content.prohibited_commerce as {"x": [""]}
+	count(reasons) == 0
+}
+
+test_prohibited_commerce_no_words_passes if {
+	reasons := content.deny with input as fx.text({"message": {"words": ""}})
+	count(reasons) == 0
+}
+
+# Terms and category names in data are normalized (a reload refuses others), every
+# term is found on its own, and the one regex over all of them compiles.
+test_data_prohibited_commerce_is_normalized if {
+	every category, terms in data.sendgate.params.content.prohibited_commerce {
+		regex.match(`^[a-z][a-z0-9_]*$`, category)
+		count(terms) > 0
+		every term in terms {
+			content.normalized_term(term)
+		}
+	}
+}
+
+test_data_prohibited_commerce_terms_are_each_detected if {
+	every category, terms in data.sendgate.params.content.prohibited_commerce {
+		every term in terms {
+			reasons := content.deny with input as texts([concat("", ["Offer: ", term, "!"])])
+			some r in reasons
+			r.rule == "content.prohibited_commerce"
+			r.category == category
+			r.term == term
+		}
+	}
+}
+
+test_data_prohibited_commerce_pattern_compiles if {
+	regex.is_valid(content.commerce_pattern)
+}
+
+# --- card numbers and IBANs ------------------------------------------------------
+
+card(network) := {"masked": "**** **** **** 1111", "last4": "1111", "length": 16, "network": network}
+
+test_card_number_with_a_network_fires if {
+	reasons := content.deny with input as fx.text({"message": {"card_numbers": [card("visa")]}})
+	r := fx.only(reasons, "content.card_number")
+	r.network == "visa"
+	r.last4 == "1111"
+	r.masked == "**** **** **** 1111"
+	contains(r.message, "ending 1111")
+	not contains(r.message, "4111")
+}
+
+test_card_number_without_a_network_only_when_configured if {
+	inp := fx.text({"message": {"card_numbers": [card(null)]}})
+	default_data := content.deny with input as inp
+	all_numbers := content.deny with input as inp with data.sendgate.params.content.card_numbers.networks_only as false
+	count(default_data) == 0
+	fx.only(all_numbers, "content.card_number").network == null
+}
+
+test_no_card_numbers_passes if {
+	reasons := content.deny with input as fx.text({"message": {"card_numbers": []}})
+	count(reasons) == 0
+}
+
+test_iban_fires if {
+	iban := {"masked": "**** **** **** **** **30 00", "country": "DE", "last4": "3000"}
+	reasons := content.deny with input as fx.text({"message": {"ibans": [iban]}})
+	r := fx.only(reasons, "content.iban")
+	r.country == "DE"
+	r.masked == iban.masked
+	contains(r.message, "DE, ending 3000")
+}
+
+test_card_and_iban_in_a_template_too if {
+	iban := {"masked": "**************4300", "country": "NL", "last4": "4300"}
+	reasons := content.deny with input as fx.tmpl({"message": {"card_numbers": [card("mastercard")], "ibans": [iban]}})
+	fx.ids(reasons) == {"content.card_number", "content.iban"}
 }

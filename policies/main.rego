@@ -11,6 +11,7 @@
 # package left out must require what its branch excludes:
 #   consent, template            every rule requires message.type == "template"
 #   window                       every rule requires a type other than "template"
+#   payload                      every rule requires type "interactive" or "location"
 #   frequency.deny, quiet_hours  every rule requires lib.marketing
 #   account.marketing_deny       every rule requires lib.marketing
 # (main_test checks the branches against the union of every package on a range
@@ -22,6 +23,7 @@ import data.sendgate.account
 import data.sendgate.consent
 import data.sendgate.content
 import data.sendgate.frequency
+import data.sendgate.payload
 import data.sendgate.quiet_hours
 import data.sendgate.template
 import data.sendgate.window
@@ -48,7 +50,7 @@ reasons := [account.deny, set(), set()] if {
 ] if {
 	input.message.type == "template"
 } else := [
-	((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | content.deny),
+	(((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | content.deny) | payload.deny),
 	frequency.defer | quiet_hours.defer,
 	quiet_hours.warn,
 ] if {
@@ -56,7 +58,7 @@ reasons := [account.deny, set(), set()] if {
 	# those): lib.marketing
 	input.endpoint == "marketing_messages"
 } else := [
-	((account.deny | window.deny) | content.deny),
+	(((account.deny | window.deny) | content.deny) | payload.deny),
 	frequency.defer,
 	set(),
 ]

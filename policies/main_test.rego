@@ -6,6 +6,7 @@ import data.sendgate.consent
 import data.sendgate.content
 import data.sendgate.fixtures_test as fx
 import data.sendgate.frequency
+import data.sendgate.payload
 import data.sendgate.quiet_hours
 import data.sendgate.template
 import data.sendgate.window
@@ -71,11 +72,11 @@ test_deny_sorted_by_rule_then_message if {
 	d := sendgate.decision with input as inp
 	rules(d.deny) == [
 		"account.market",
-		"content.banned_term", "content.banned_term",
+		"content.prohibited_commerce", "content.prohibited_commerce",
 		"content.url_domain", "content.url_domain",
 		"window.closed",
 	]
-	[r.term | some r in d.deny; r.rule == "content.banned_term"] == ["casino", "firearms"]
+	[r.term | some r in d.deny; r.rule == "content.prohibited_commerce"] == ["casino", "firearms"]
 	[r.host | some r in d.deny; r.rule == "content.url_domain"] == ["bit.ly", "tinyurl.com"]
 }
 
@@ -173,12 +174,32 @@ gating_inputs := [
 	fx.tmpl(object.union(everything_wrong, {"recipient": {"consent": null, "local_time": null}})),
 	fx.text({}),
 	fx.tmpl({}),
+	fx.text(object.union(everything_wrong, {"message": bad_interactive})),
+	fx.text(object.union(everything_wrong, {"endpoint": "marketing_messages", "message": bad_interactive})),
+	fx.text(object.union(everything_wrong, {"message": {"type": "location", "location": {"latitude": 91, "longitude": 0}}})),
+	fx.tmpl(object.union(everything_wrong, {"message": object.union(bad_interactive, {"type": "template"})})),
 ]
+
+# What payload.rego refuses, in the shape of docs/input.md.
+bad_interactive := {
+	"type": "interactive",
+	"interactive_type": "button",
+	"interactive": {
+		"type": "button",
+		"fields": [{"field": "interactive.body.text", "kind": "body", "length": 1025}],
+		"button_count": 4,
+		"duplicate_button_ids": ["yes"],
+		"duplicate_button_titles": [],
+		"section_count": 0,
+		"row_count": 0,
+	},
+}
 
 test_branches_consult_every_package_that_can_fire if {
 	every inp in gating_inputs {
 		d := sendgate.decision with input as inp
-		all_deny := (((((account.deny | account.marketing_deny) | consent.deny) | window.deny) | template.deny) | frequency.deny) | content.deny with input as inp
+		message_deny := ((consent.deny | window.deny) | template.deny) | payload.deny with input as inp
+		all_deny := (((account.deny | account.marketing_deny) | message_deny) | frequency.deny) | content.deny with input as inp
 		all_defer := frequency.defer | quiet_hours.defer with input as inp
 		all_warn := quiet_hours.warn with input as inp
 		{r | some r in d.deny} == all_deny

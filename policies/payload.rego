@@ -33,20 +33,6 @@ deny contains reason if {
 	}
 }
 
-kind_label := {
-	"header_text": "header text",
-	"body": "body text",
-	"footer": "footer",
-	"button_title": "reply button title",
-	"button_id": "reply button id",
-	"list_button": "list button label",
-	"section_title": "list section title",
-	"row_title": "list row title",
-	"row_description": "list row description",
-	"row_id": "list row id",
-	"cta_display_text": "cta_url display text",
-}
-
 # Reply buttons: between min and max of them (Meta: 1 to 3).
 deny contains reason if {
 	input.message.type == "interactive"
@@ -137,4 +123,19 @@ deny contains reason if {
 in_range(n, low, high) if {
 	n >= low
 	n <= high
+}
+
+# How a field kind reads in a reason.
+kind_label := {
+	"header_text": "header text",
+	"body": "body text",
+	"footer": "footer",
+	"button_title": "reply button title",
+	"button_id": "reply button id",
+	"list_button": "list button label",
+	"section_title": "list section title",
+	"row_title": "list row title",
+	"row_description": "list row description",
+	"row_id": "list row id",
+	"cta_display_text": "cta_url display text",
 }

@@ -46,6 +46,17 @@ RULE_CODES: dict[str, int] = {
     "content.url_domain": 770401,
     "content.length": 770402,
     "content.encrypted": 770403,
+    "content.prohibited_commerce": 770404,  # Meta has no code: its policies, enforced on the account later
+    "content.card_number": 770405,
+    "content.iban": 770406,
+    # Meta: 131009 "Parameter value is not valid" ("Button title length invalid. Min length: 1,
+    # Max length: 20", "Total row count exceed max allowed count: 10"); 100 is for a parameter
+    # that is missing, unknown or of the wrong type, which normalize() answers before the policies.
+    "payload.length": 131009,
+    "payload.buttons": 131009,
+    "payload.duplicate_button": 131009,
+    "payload.list": 131009,
+    "payload.location": 131009,
     "quiet_hours": 770500,
     "account.unknown": 770600,
     "account.market": 130497,
@@ -88,6 +99,7 @@ _PRIORITY = (
     "consent.opted_out",
     "window.",
     "template.",
+    "payload.",
     "consent.",
     "frequency.",
     "content.",
