@@ -156,7 +156,7 @@ test_location_out_of_range if {
 	r := fx.only(north, "payload.location")
 	[r.axis, r.value, r.min, r.max] == ["latitude", 90.000001, -90, 90]
 	fx.only(west, "payload.location").axis == "longitude"
-	{r.axis | some r in both} == {"latitude", "longitude"}
+	{x.axis | some x in both} == {"latitude", "longitude"}
 	contains(r.message, "latitude 90.000001 is out of range")
 }
 

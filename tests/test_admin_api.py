@@ -134,7 +134,7 @@ async def test_policy_reload_swaps_only_good_policies(gateway_factory: GatewayFa
 
     # Data change: one more banned term; the reload takes it.
     data = (policy_dir / "data.json").read_text()
-    (policy_dir / "data.json").write_text(data.replace('"firearm",', '"firearm", "snake oil",', 1))
+    (policy_dir / "data.json").write_text(data.replace('"buy followers",', '"buy followers", "snake oil",', 1))
     status, body = await admin(client, "POST", "/policy/reload")
     assert status == 200 and body["reloaded"] is True and body["revision"] != before["revision"]
 

@@ -20,6 +20,8 @@ RULE_IDS = [
     "template.not_approved", "template.paused", "template.language", "template.params", "frequency.marketing",
     "frequency.pair_rate", "content.banned_term", "content.url_domain", "content.length", "content.encrypted",
     "quiet_hours", "account.unknown", "account.market",
+    "content.prohibited_commerce", "content.card_number", "content.iban",
+    "payload.length", "payload.buttons", "payload.duplicate_button", "payload.list", "payload.location",
 ]
 
 
@@ -35,7 +37,7 @@ def test_every_rule_has_rego_tests() -> None:
     for rule in RULE_IDS:
         assert f'"{rule}"' in sources, f"no rule emits {rule}"
     packages = {r.test.package for r in RESULTS.values()}
-    for concern in ("consent", "window", "template", "frequency", "content", "quiet_hours", "account"):
+    for concern in ("consent", "window", "template", "frequency", "content", "quiet_hours", "account", "payload"):
         assert any(concern in p for p in packages), f"no tests for {concern}"
     assert len(RESULTS) >= 2 * len(RULE_IDS)  # each rule firing and not firing, at least
     assert tests
