@@ -7,8 +7,14 @@ from typing import Any
 
 import pytest
 
-from sendgate.messages import MESSAGE_TYPES, InvalidMessage, normalize, normalize_recipient
+import orjson
 
+from sendgate.messages import MESSAGE_TYPES, InvalidMessage, normalize, normalize_recipient
+from sendgate.policy.bundle import PolicyBundle
+from sendgate.policy.embedded import compile_bundle
+from sendgate.sensitive import find, iban_valid, luhn_valid, mask_sensitive
+
+from .conftest import POLICIES
 from .corpus import filled_examples
 
 PHONE = "16505551234"
@@ -62,7 +68,8 @@ EXPECTED_TYPES.update({("messages_encrypted", name): "encrypted" for name in
                        ("Send Encrypted Text Message", "Send Encrypted Media Message", "Send Encrypted Template Message")})
 
 CONTRACT_KEYS = {"type", "recipient", "recipient_type", "is_status", "context_message_id", "texts", "words", "urls",
-                 "links", "limited_texts", "media", "interactive_type", "template"}
+                 "links", "limited_texts", "media", "interactive_type", "template", "interactive", "location",
+                 "card_numbers", "ibans"}
 
 
 def test_expected_types_cover_the_corpus() -> None:
@@ -592,3 +599,246 @@ def test_words_and_links_are_derived_for_cheap_matching() -> None:
     assert two["words"] == " ça va "
     assert [link["host"] for link in two["links"]] == ["acme.example"]
     assert normalize(send(type="reaction", reaction={"message_id": "wamid.x", "emoji": "x"}))["words"] == ""
+
+
+# --- interactive and location facts (payload.rego) --------------------------------------------
+
+PAYLOAD_ENGINE = compile_bundle(PolicyBundle.load(POLICIES))
+
+
+def payload_reasons(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """What payload.rego says about a normalized message (the default policies and data)."""
+    PAYLOAD_ENGINE.set_input_json(orjson.dumps({"message": message}).decode())
+    reasons: list[dict[str, Any]] = orjson.loads(PAYLOAD_ENGINE.eval_rule_as_json("data.sendgate.payload.deny"))
+    return reasons
+
+
+INTERACTIVE_OR_LOCATION = sorted(key for key, kind in EXPECTED_TYPES.items() if kind in ("interactive", "location"))
+
+
+@pytest.mark.parametrize("key", INTERACTIVE_OR_LOCATION, ids=lambda k: k[1])
+def test_every_meta_interactive_and_location_example_passes_the_payload_rules(key: tuple[str, str]) -> None:
+    message = normalize(CORPUS[key], key[0])
+    assert (message["interactive"] is None) is (message["type"] != "interactive")
+    assert (message["location"] is None) is (message["type"] != "location")
+    assert payload_reasons(message) == []
+
+
+def test_payload_facts_are_null_for_other_messages() -> None:
+    for key in ("Send Text Message", "Send Message Template Text", "Send Image Message by URL"):
+        m = norm(key)
+        assert m["interactive"] is None and m["location"] is None
+        assert m["card_numbers"] == [] and m["ibans"] == []
+
+
+def test_reply_button_facts() -> None:
+    m = norm("Send Reply Button")
+    assert m["interactive"] == {
+        "type": "button",
+        "fields": [
+            {"field": "interactive.body.text", "kind": "body", "length": 16},
+            {"field": "interactive.action.buttons[0].reply.title", "kind": "button_title", "length": 7},
+            {"field": "interactive.action.buttons[0].reply.id", "kind": "button_id", "length": 19},
+            {"field": "interactive.action.buttons[1].reply.title", "kind": "button_title", "length": 10},
+            {"field": "interactive.action.buttons[1].reply.id", "kind": "button_id", "length": 22},
+        ],
+        "button_count": 2,
+        "duplicate_button_ids": [],
+        "duplicate_button_titles": [],
+        "section_count": 0,
+        "row_count": 0,
+    }
+
+
+def test_list_facts() -> None:
+    facts = norm("Send List Message")["interactive"]
+    assert (facts["type"], facts["section_count"], facts["row_count"], facts["button_count"]) == ("list", 2, 4, 0)
+    kinds = [f["kind"] for f in facts["fields"]]
+    assert kinds[:4] == ["header_text", "body", "footer", "list_button"]
+    assert kinds.count("section_title") == 2 and kinds.count("row_title") == 4
+    assert kinds.count("row_description") == 4 and kinds.count("row_id") == 4
+    assert {"field": "interactive.action.sections[1].rows[0].description", "kind": "row_description",
+            "length": len("Ready in 2 hours")} in facts["fields"]
+
+
+def test_cta_url_display_text_and_media_header() -> None:
+    m = normalize(send(type="interactive", interactive={
+        "type": "cta_url",
+        "header": {"type": "image", "image": {"link": "https://cdn.example.com/tour.jpg"}},
+        "body": {"text": "Tickets for the tour are on sale."},
+        "action": {"name": "cta_url", "parameters": {"display_text": "See Dates", "url": "https://tickets.example.com/t"}},
+    }))
+    assert m["interactive"]["fields"] == [
+        {"field": "interactive.body.text", "kind": "body", "length": 33},
+        {"field": "interactive.action.parameters.display_text", "kind": "cta_display_text", "length": 9},
+    ]  # an image header has no text to cap
+    assert payload_reasons(m) == []
+
+
+def test_lengths_are_characters_not_bytes() -> None:
+    title = "Sí, confirmar 👍🏽ñ"  # 17 code points, 26 bytes in UTF-8
+    m = normalize(send(type="interactive", interactive={
+        "type": "button", "body": {"text": "¿Confirmas?"},
+        "action": {"buttons": [{"type": "reply", "reply": {"id": "yes", "title": title}}]},
+    }))
+    assert {"field": "interactive.action.buttons[0].reply.title", "kind": "button_title", "length": 17} in m["interactive"]["fields"]
+    assert payload_reasons(m) == []
+
+
+def _buttons(*replies: tuple[str, str]) -> dict[str, Any]:
+    return send(type="interactive", interactive={
+        "type": "button", "body": {"text": "Pick one"},
+        "action": {"buttons": [{"type": "reply", "reply": {"id": i, "title": t}} for i, t in replies]},
+    })
+
+
+def test_broken_limits_are_facts_not_invalid_messages() -> None:
+    # normalize() accepts what only Meta's limits forbid: the policies decide (and can be tuned)
+    m = normalize(_buttons(("a", "x" * 21), ("a", "Same"), ("b", "Same"), ("c" * 257, "Four")))
+    facts = m["interactive"]
+    assert facts["button_count"] == 4
+    assert facts["duplicate_button_ids"] == ["a"] and facts["duplicate_button_titles"] == ["Same"]
+    reasons = payload_reasons(m)
+    assert sorted(r["rule"] for r in reasons) == ["payload.buttons", "payload.duplicate_button",
+                                                  "payload.duplicate_button", "payload.length", "payload.length"]
+    assert {(r["kind"], r["length"]) for r in reasons if r["rule"] == "payload.length"} == {("button_title", 21), ("button_id", 257)}
+
+
+def test_no_buttons_at_all() -> None:
+    m = normalize(send(type="interactive", interactive={"type": "button", "body": {"text": "?"}, "action": {}}))
+    assert m["interactive"]["button_count"] == 0
+    assert [r["rule"] for r in payload_reasons(m)] == ["payload.buttons"]
+
+
+def test_list_over_ten_rows_in_all() -> None:
+    sections = [{"title": f"S{i}", "rows": [{"id": f"r{i}{j}", "title": f"Row {j}"} for j in range(4)]} for i in range(3)]
+    m = normalize(send(type="interactive", interactive={
+        "type": "list", "body": {"text": "Pick"}, "action": {"button": "Options", "sections": sections}}))
+    assert (m["interactive"]["section_count"], m["interactive"]["row_count"]) == (3, 12)
+    reasons = payload_reasons(m)
+    assert [(r["rule"], r["rows"]) for r in reasons] == [("payload.list", 12)]
+
+
+@pytest.mark.parametrize(("latitude", "longitude", "expected"), [
+    (37.758056, -122.425332, {"latitude": 37.758056, "longitude": -122.425332}),
+    ("-33.8688", "151.2093", {"latitude": -33.8688, "longitude": 151.2093}),  # numeric strings, as SDKs send
+    (90, -180, {"latitude": 90.0, "longitude": -180.0}),
+    (123.4, 0, {"latitude": 123.4, "longitude": 0.0}),  # out of range: a fact, payload.location decides
+])
+def test_location_facts(latitude: Any, longitude: Any, expected: dict[str, float]) -> None:
+    m = normalize(send(type="location", location={"latitude": latitude, "longitude": longitude}))
+    assert m["location"] == expected
+    assert [r["axis"] for r in payload_reasons(m)] == (["latitude"] if expected["latitude"] > 90 else [])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1e999", True, [1]])
+def test_location_not_a_number_is_invalid(value: Any) -> None:
+    with pytest.raises(InvalidMessage, match="location.latitude must be a number"):
+        normalize(send(type="location", location={"latitude": value, "longitude": 1}))
+
+
+# --- card numbers and IBANs ------------------------------------------------------------------
+
+# Test numbers the card networks publish for integration tests; none is a real card.
+VISA = "4111 1111 1111 1111"
+AMEX = "378282246310005"
+MASTERCARD = "5555-5555-5555-4444"
+DE_IBAN = "DE89 3704 0044 0532 0130 00"  # the ISO 13616 example IBAN
+GB_IBAN = "GB82WEST12345698765432"
+
+
+def test_luhn_and_mod97() -> None:
+    assert luhn_valid("4111111111111111") and luhn_valid("378282246310005")
+    assert not luhn_valid("4111111111111112")
+    assert iban_valid("DE89370400440532013000") and iban_valid("GB82WEST12345698765432")
+    assert not iban_valid("DE89370400440532013001")
+
+
+@pytest.mark.parametrize(("text", "masked", "network"), [
+    (f"Your card {VISA} was charged", "Your card **** **** **** 1111 was charged", "visa"),
+    (f"card:{AMEX}.", "card:***********0005.", "amex"),
+    (f"({MASTERCARD})", "(****-****-****-4444)", "mastercard"),
+    ("ref 79927398713 ok", "ref 79927398713 ok", None),  # 11 digits: too short for a card
+    ("order 1000000000009", "order *********0009", None),  # Luhn-valid, 13 digits, no network
+])
+def test_card_numbers_found_and_masked(text: str, masked: str, network: str | None) -> None:
+    m = normalize(send(type="text", text={"body": text}))
+    assert m["texts"] == [masked]
+    assert text == masked or m["card_numbers"][0]["network"] == network
+    assert all("1111 1111 1111" not in w for w in (m["words"], *m["texts"]))
+
+
+@pytest.mark.parametrize("text", [
+    "4111 1111 1111 1112",  # fails Luhn
+    "call +4111111111111111",  # a leading "+": a phone number
+    "4111111111111111111111",  # 22 digits: not a card, nor a card inside it
+    "0000 0000 0000 0000",  # one digit repeated passes Luhn but is no card
+    "4111  1111  1111  1111",  # two spaces between groups
+    "id A4111111111111111",  # glued to a letter
+])
+def test_not_card_numbers(text: str) -> None:
+    m = normalize(send(type="text", text={"body": text}))
+    assert m["card_numbers"] == [] and m["texts"] == [text]
+
+
+def test_phone_numbers_of_the_corpus_are_not_card_numbers() -> None:
+    for key in sorted(CORPUS):
+        message = normalize(CORPUS[key], key[0])
+        assert message["card_numbers"] == [] and message["ibans"] == [], key
+
+
+@pytest.mark.parametrize(("text", "country", "last4"), [
+    (f"IBAN: {DE_IBAN}", "DE", "3000"),
+    (f"pay to {GB_IBAN} today", "GB", "5432"),
+    ("nl91abna0417164300", "NL", "4300"),  # lower case still counts
+])
+def test_ibans_found_and_masked(text: str, country: str, last4: str) -> None:
+    m = normalize(send(type="text", text={"body": text}))
+    assert [(i["country"], i["last4"]) for i in m["ibans"]] == [(country, last4)]
+    assert m["card_numbers"] == []  # an IBAN's digits are not also a card number
+    assert m["ibans"][0]["masked"] in m["texts"][0]
+    assert m["ibans"][0]["masked"].endswith(last4[:2] + " " + last4[2:]) or m["ibans"][0]["masked"].endswith(last4)
+    assert "3704 0044" not in m["texts"][0] and "WEST1234" not in m["texts"][0]
+
+
+@pytest.mark.parametrize("text", [
+    "DE89 3704 0044 0532 0130 01",  # fails mod 97
+    "DE89 3704 0044 0532 0130 001",  # one character too many for DE
+    "XX89 3704 0044 0532 0130 00",  # no such country
+    "PRODUCT DE89370400440532013000X",  # runs on
+])
+def test_not_ibans(text: str) -> None:
+    assert normalize(send(type="text", text={"body": text}))["ibans"] == []
+
+
+def test_card_numbers_in_every_kind_of_text_and_nowhere_in_the_input() -> None:
+    payload = send(type="template", template={
+        "name": "payment_failed", "language": {"code": "en_US"},
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": f"card {VISA}"}]},
+                       {"type": "button", "sub_type": "url", "index": "0",
+                        "parameters": [{"type": "text", "text": "4111111111111111"}]}],
+    })
+    m = normalize(payload)
+    assert [c["last4"] for c in m["card_numbers"]] == ["1111"]  # the button suffix is not shown, so not a text
+    dumped = orjson.dumps(m).decode()
+    assert "4111" not in dumped and "1111 1111 1111" not in dumped  # the parameters "as sent" are masked too
+    assert payload["template"]["components"][0]["parameters"][0]["text"] == f"card {VISA}"  # the body is not changed
+
+
+def test_card_numbers_in_urls_and_button_ids_are_masked() -> None:
+    m = normalize(send(type="interactive", interactive={
+        "type": "button", "body": {"text": "See https://pay.example/?c=4111111111111111"},
+        "action": {"buttons": [{"type": "reply", "reply": {"id": "4111111111111111", "title": "A"}},
+                               {"type": "reply", "reply": {"id": "4111111111111111", "title": "B"}}]},
+    }))
+    assert "4111111111111111" not in orjson.dumps(m).decode()
+    assert m["urls"] == ["https://pay.example/?c=************1111"]
+    assert m["interactive"]["duplicate_button_ids"] == ["************1111"]
+
+
+def test_mask_sensitive_walks_json_and_skips_recipient_fields() -> None:
+    body = {"to": "4111111111111111", "text": {"body": f"{VISA} / {DE_IBAN}"}, "n": 4111111111111111, "ok": 3}
+    masked = mask_sensitive(body, frozenset({"to"}))
+    assert masked == {"to": "4111111111111111", "text": {"body": "**** **** **** 1111 / **** **** **** **** **30 00"},
+                      "n": "************1111", "ok": 3}
+    assert find("no digits here") == ("no digits here", [])
