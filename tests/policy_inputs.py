@@ -5,7 +5,8 @@ The `message` part is a Cloud API send body run through the gateway's own
 exactly what the gateway builds. The facts around it (clock, account, consent,
 window, history, catalog, local time) are drawn directly, leaning on the
 boundaries the rules test: cap limits and their windows, the 24-hour window, the
-pair-rate interval, the quiet-hour edges, Meta's length caps, and absent facts
+pair-rate interval, the quiet-hour edges, Meta's length caps and interactive limits, card numbers
+and IBANs, and absent facts
 (null) everywhere a fact may be absent.
 """
 
@@ -46,7 +47,36 @@ texts = st.one_of(
     st.builds(lambda w, u: f"{w} {u}", st.sampled_from(WORDS), st.sampled_from(URLS)),
     st.text(max_size=40),
     st.sampled_from(["a" * 4096, "a" * 4097, "b" * 1024, "b" * 1025, "Cheap FIREARMS!", "casino-night", "fake  id"]),
+    # card numbers (a network's, and one with none), IBANs, prohibited commerce
+    st.sampled_from(["Card 4111 1111 1111 1111 charged", "ref 1000000000009", "amex 378282246310005",
+                     "IBAN DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "vodka delivery tonight",
+                     "Payday loans!", "4111 1111 1111 1112"]),
 )
+
+
+@st.composite
+def interactive_bodies(draw: st.DrawFn, text: str) -> dict[str, Any]:
+    """Interactive messages around Meta's limits (payload.rego): lengths at and over each cap,
+    0 to 4 reply buttons (duplicates too), lists of up to 11 sections and rows."""
+    kind = draw(st.sampled_from(["button", "list", "cta_url"]))
+    near = st.sampled_from([1, 19, 20, 21, 24, 25, 60, 61, 72, 73])
+    body: dict[str, Any] = {"type": kind, "body": {"text": draw(st.sampled_from([text or "Pick", "b" * 1024, "b" * 1025]))}}
+    if draw(st.booleans()):
+        body["header"] = {"type": "text", "text": "h" * draw(near)}
+    if draw(st.booleans()):
+        body["footer"] = {"text": "f" * draw(near)}
+    if kind == "button":
+        ids = draw(st.lists(st.sampled_from(["yes", "no", "later", "x" * 257]), max_size=4))
+        body["action"] = {"buttons": [{"type": "reply", "reply": {"id": i, "title": "t" * draw(near)}} for i in ids]}
+    elif kind == "list":
+        sections = [{"title": "s" * draw(near),
+                     "rows": [{"id": f"r{i}{j}", "title": "r" * draw(near), "description": "d" * draw(near)}
+                              for j in range(draw(st.integers(1, 4)))]}
+                    for i in range(draw(st.sampled_from([1, 2, 3, 10, 11])))]
+        body["action"] = {"button": "o" * draw(near), "sections": sections}
+    else:
+        body["action"] = {"name": "cta_url", "parameters": {"display_text": "c" * draw(near), "url": "https://acme.example/x"}}
+    return body
 
 
 @st.composite
@@ -67,12 +97,13 @@ def send_bodies(draw: st.DrawFn, message_type: str) -> dict[str, Any]:
     elif message_type in ("audio", "sticker"):
         body[message_type] = {"id": "456"}
     elif message_type == "location":
-        body["location"] = {"latitude": 1.5, "longitude": 2.5, "name": text, "address": draw(texts)}
+        coordinate = st.sampled_from([0, 1.5, 89.999999, 90, 90.000001, -90, -91, 179.5, 180, 180.5, -180, -181])
+        body["location"] = {"latitude": draw(coordinate), "longitude": draw(coordinate), "name": text,
+                            "address": draw(texts)}
     elif message_type == "contacts":
         body["contacts"] = [{"name": {"formatted_name": text or "Ana"}, "urls": [{"url": draw(st.sampled_from(URLS))}]}]
     elif message_type == "interactive":
-        body["interactive"] = {"type": "button", "body": {"text": text or "Pick"},
-                               "action": {"buttons": [{"type": "reply", "reply": {"id": "1", "title": "Yes"}}]}}
+        body["interactive"] = draw(interactive_bodies(text))
     elif message_type == "reaction":
         body["reaction"] = {"message_id": "wamid.ABC", "emoji": "👍"}
     elif message_type == "template":
