@@ -11,8 +11,11 @@ from sendgate.fakegraph import FakeGraph
 from sendgate.policy.bundle import PolicyBundle
 from sendgate.state import ConsentRecord
 
+from .corpus import filled_examples
+
 from .conftest import (
     ENGINES_AND_BACKENDS,
+    admin,
     AFTERNOON,
     BR_RECIPIENT,
     OTHER_PHONE_NUMBER_ID,
@@ -56,7 +59,8 @@ async def _record(client: TestClient, decision_id: str) -> Any:
 
 
 async def _expect_rejection(client: TestClient, fake: FakeGraph, body: dict[str, Any], *, status: int, code: int,
-                            rule: str, endpoint: str = "messages", phone: str = PHONE_NUMBER_ID) -> dict[str, Any]:
+                            rule: str, endpoint: str = "messages", phone: str = PHONE_NUMBER_ID,
+                            content: Any = None) -> dict[str, Any]:
     before = len(fake.received)
     got, headers, payload = await send(client, body, endpoint=endpoint, phone_number_id=phone)
     assert got == status, payload
@@ -73,7 +77,7 @@ async def _expect_rejection(client: TestClient, fake: FakeGraph, body: dict[str,
     assert record.decision == ("defer" if status == 429 else "deny")
     assert record.mode == "enforce" and record.forwarded is False
     assert rule in [r["rule"] for r in record.reasons]
-    assert record.content == body  # reviewers see what was rejected
+    assert record.content == (body if content is None else content)  # reviewers see what was rejected
     assert record.upstream_status is None
     return payload
 
@@ -216,8 +220,167 @@ async def test_deny_wins_over_defer(gateway: TestClient, fake_graph: tuple[FakeG
 
 async def test_content_banned_term(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
     await _user_wrote(gateway, 60)
-    await _expect_rejection(gateway, fake_graph[0], text_message(body="Cheap FIREARMS delivered"), status=403,
+    await _expect_rejection(gateway, fake_graph[0], text_message(body="Buy FOLLOWERS cheap"), status=403,
                             code=770400, rule="content.banned_term")
+
+
+@pytest.mark.parametrize(("text", "category", "term"), [
+    ("Cheap FIREARMS delivered", "weapons", "firearms"),
+    ("Vodka delivered to your door", "alcohol", "vodka"),
+    ("Best online betting odds", "gambling", "online betting"),
+])
+async def test_content_prohibited_commerce(gateway: TestClient, fake_graph: tuple[FakeGraph, str], text: str,
+                                           category: str, term: str) -> None:
+    await _user_wrote(gateway, 60)
+    payload = await _expect_rejection(gateway, fake_graph[0], text_message(body=text), status=403, code=770404,
+                                      rule="content.prohibited_commerce")
+    reason = payload["error"]["sendgate"]["reasons"][0]
+    assert (reason["category"], reason["term"]) == (category, term)
+
+
+def _order_update(order: str) -> dict[str, Any]:
+    """The catalog's order_update template, its second body parameter (the order) as given."""
+    message = template_message("order_update")
+    message["template"]["components"][1]["parameters"][1]["text"] = order
+    return message
+
+
+async def test_content_prohibited_commerce_in_a_template(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    await _opt_in(gateway)
+    message = _order_update("cigarettes")
+    await _expect_rejection(gateway, fake_graph[0], message, status=403, code=770404, rule="content.prohibited_commerce")
+
+
+CARD = "4111 1111 1111 1111"  # Visa's published test number
+IBAN = "DE89 3704 0044 0532 0130 00"  # the ISO 13616 example
+
+
+async def _no_full_number_logged(client: TestClient, payload: dict[str, Any], *numbers: str) -> None:
+    """Neither the answer, nor the decision record, nor the admin API's view of it holds the number."""
+    decision_id = payload["error"]["fbtrace_id"]
+    record = await _record(client, decision_id)
+    status, shown = await admin(client, "GET", f"/decisions/{decision_id}")
+    assert status == 200
+    for number in numbers:
+        for form in (number, number.replace(" ", ""), number.replace(" ", "-")):
+            for where in (payload, record.as_json(), shown):
+                assert form not in str(where), where
+
+
+async def test_content_card_number(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    await _user_wrote(gateway, 60)
+    body = text_message(body=f"Your card {CARD} was charged $20")
+    payload = await _expect_rejection(
+        gateway, fake_graph[0], body, status=403, code=770405, rule="content.card_number",
+        content=text_message(body="Your card **** **** **** 1111 was charged $20"))
+    reason = payload["error"]["sendgate"]["reasons"][0]
+    assert (reason["network"], reason["last4"], reason["masked"]) == ("visa", "1111", "**** **** **** 1111")
+    await _no_full_number_logged(gateway, payload, CARD)
+
+
+async def test_content_card_number_in_an_image_caption_and_a_template(gateway: TestClient,
+                                                                      fake_graph: tuple[FakeGraph, str]) -> None:
+    await _opt_in(gateway)
+    await _user_wrote(gateway, 60)
+    card = "5555-5555-5555-4444"
+    image = {"messaging_product": "whatsapp", "to": US_RECIPIENT, "type": "image",
+             "image": {"link": "https://cdn.acme.example/r.png", "caption": f"Receipt for {card}"}}
+    masked_image = {**image, "image": {**image["image"], "caption": "Receipt for ****-****-****-4444"}}
+    payload = await _expect_rejection(gateway, fake_graph[0], image, status=403, code=770405,
+                                      rule="content.card_number", content=masked_image)
+    await _no_full_number_logged(gateway, payload, card)
+    payload = await _expect_rejection(gateway, fake_graph[0], _order_update(card), status=403, code=770405,
+                                      rule="content.card_number", content=_order_update("****-****-****-4444"))
+    await _no_full_number_logged(gateway, payload, card)
+
+
+async def test_a_number_without_a_card_network_passes(gateway: TestClient) -> None:
+    await _user_wrote(gateway, 60)
+    status, _, payload = await send(gateway, text_message(body="Your order 1000000000009 has shipped"))
+    assert status == 200, payload
+
+
+async def test_content_iban(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+    await _user_wrote(gateway, 60)
+    payload = await _expect_rejection(
+        gateway, fake_graph[0], text_message(body=f"Pay to {IBAN} by Friday"), status=403, code=770406,
+        rule="content.iban", content=text_message(body="Pay to **** **** **** **** **30 00 by Friday"))
+    reason = payload["error"]["sendgate"]["reasons"][0]
+    assert (reason["country"], reason["last4"]) == ("DE", "3000")
+    await _no_full_number_logged(gateway, payload, IBAN)
+
+
+async def test_card_number_masked_with_recipient_masking_too(gateway_factory: GatewayFactory,
+                                                            fake_graph: tuple[FakeGraph, str]) -> None:
+    client = await gateway_factory(log={"mask_recipients": True})
+    await _user_wrote(client, 60)
+    _, _, payload = await send(client, text_message(body=f"card {CARD} / {IBAN}"))
+    assert payload["error"]["code"] in (770405, 770406)
+    assert {r["rule"] for r in payload["error"]["sendgate"]["reasons"]} == {"content.card_number", "content.iban"}
+    await _no_full_number_logged(client, payload, CARD, IBAN)
+
+
+def _interactive(interactive: dict[str, Any]) -> dict[str, Any]:
+    return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": US_RECIPIENT,
+            "type": "interactive", "interactive": interactive}
+
+
+def _reply_buttons(*titles: str, ids: tuple[str, ...] | None = None) -> dict[str, Any]:
+    ids = ids or tuple(f"b{i}" for i in range(len(titles)))
+    return _interactive({"type": "button", "body": {"text": "Pick one"}, "action": {
+        "buttons": [{"type": "reply", "reply": {"id": i, "title": t}} for i, t in zip(ids, titles)]}})
+
+
+def _list(rows_per_section: list[int], row_title: str = "Row") -> dict[str, Any]:
+    sections = [{"title": f"S{i}", "rows": [{"id": f"r{i}-{j}", "title": row_title} for j in range(n)]}
+                for i, n in enumerate(rows_per_section)]
+    return _interactive({"type": "list", "body": {"text": "Pick"}, "action": {"button": "Options", "sections": sections}})
+
+
+@pytest.mark.parametrize(("message", "rule", "detail"), [
+    (_reply_buttons("Reschedule my appointment"), "payload.length", "reply button title"),
+    (_reply_buttons("A", "B", "C", "D"), "payload.buttons", "4 buttons"),
+    (_reply_buttons("Yes", "No", ids=("same", "same")), "payload.duplicate_button", "\"same\""),
+    (_reply_buttons("Yes", ids=("x" * 257,)), "payload.length", "reply button id"),
+    (_list([5, 6]), "payload.list", "11 rows"),
+    (_list([1] * 10 + [0]), "payload.list", "11 sections"),
+    (_list([2], row_title="r" * 25), "payload.length", "list row title"),
+    (_interactive({"type": "cta_url", "body": {"text": "Tickets"}, "action": {"name": "cta_url", "parameters": {
+        "display_text": "See all the tour dates", "url": "https://tickets.acme.example/tour"}}}),
+     "payload.length", "cta_url display text"),
+    (_interactive({"type": "button", "body": {"text": "b" * 1025}, "action": {
+        "buttons": [{"type": "reply", "reply": {"id": "ok", "title": "OK"}}]}}), "payload.length", "body text"),
+    ({"messaging_product": "whatsapp", "to": US_RECIPIENT, "type": "location",
+      "location": {"latitude": 91.5, "longitude": -122.4}}, "payload.location", "latitude 91.5"),
+    ({"messaging_product": "whatsapp", "to": US_RECIPIENT, "type": "location",
+      "location": {"latitude": "37.7", "longitude": "-190"}}, "payload.location", "longitude -190"),
+], ids=["button-title", "four-buttons", "duplicate-id", "button-id", "rows", "sections", "row-title", "cta-text",
+        "body", "latitude", "longitude"])
+async def test_payload_limits(gateway: TestClient, fake_graph: tuple[FakeGraph, str], message: dict[str, Any],
+                              rule: str, detail: str) -> None:
+    await _user_wrote(gateway, 60)
+    payload = await _expect_rejection(gateway, fake_graph[0], message, status=400, code=131009, rule=rule)
+    assert detail in payload["error"]["message"], payload
+
+
+@pytest.mark.parametrize("name", ["Send Reply Button", "Send List Message", "Send Location Message",
+                                  "Send Published Flow by ID", "Send Single Product Message"])
+async def test_meta_interactive_and_location_examples_are_forwarded(gateway: TestClient,
+                                                                    fake_graph: tuple[FakeGraph, str], name: str) -> None:
+    await _user_wrote(gateway, 60)
+    body = filled_examples()[("messages", name)]
+    status, _, payload = await send(gateway, body)
+    assert status == 200, payload
+    assert fake_graph[0].received[-1].body == body
+
+
+async def test_payload_limits_at_the_edge_are_forwarded(gateway: TestClient) -> None:
+    await _user_wrote(gateway, 60)
+    for message in (_reply_buttons("t" * 20, "u" * 20, "v" * 20), _list([4, 3, 3], row_title="r" * 24),
+                    {"messaging_product": "whatsapp", "to": US_RECIPIENT, "type": "location",
+                     "location": {"latitude": -90, "longitude": 180}}):
+        status, _, payload = await send(gateway, message)
+        assert status == 200, payload
 
 
 @pytest.mark.parametrize("text", ["Deal at https://bit.ly/3xYz", "Deal at tinyurl.com/abc", "see www.BIT.ly/x"])
