@@ -62,6 +62,7 @@ from typing import Any
 
 from sendgate.sensitive import find as find_sensitive
 from sendgate.sensitive import mask_sensitive
+from sendgate.sensitive import may_hold as may_hold_sensitive
 
 __all__ = ["ENDPOINTS", "MESSAGE_TYPES", "InvalidMessage", "links", "normalize", "normalize_recipient", "words"]
 
@@ -771,7 +772,8 @@ def normalize(payload: object, endpoint: str = "messages") -> dict[str, Any]:
     template = message["template"]
     if template is not None:
         for component in template["components"]:
-            component["parameters"] = mask_sensitive(component["parameters"])
+            if may_hold_sensitive(component["parameters"]):
+                component["parameters"] = mask_sensitive(component["parameters"])
     message["texts"] = texts
     message["words"] = words(texts)
     message["urls"] = urls
