@@ -322,15 +322,15 @@ test_prohibited_commerce_not_across_texts if {
 
 test_prohibited_commerce_from_data if {
 	inp := texts(["Fresh durian today"])
-	hit := content.deny with input as inp with data.sendgate.params.content.prohibited_commerce as {"smelly_fruit": ["durian"]}
-	miss := content.deny with input as inp with data.sendgate.params.content.prohibited_commerce as {"smelly_fruit": []}
+	hit := content.deny with input as inp with data.sendgate.params.content.prohibited_commerce as {"durian": "smelly_fruit"}
+	miss := content.deny with input as inp with data.sendgate.params.content.prohibited_commerce as {}
 	r := fx.only(hit, "content.prohibited_commerce")
 	r.category == "smelly_fruit"
 	count(miss) == 0
 }
 
 test_prohibited_commerce_blank_term_ignored if {
-	reasons := content.deny with input as texts(["hello"]) with data.sendgate.params.content.prohibited_commerce as {"x": [""]}
+	reasons := content.deny with input as texts(["hello"]) with data.sendgate.params.content.prohibited_commerce as {"": "x"}
 	count(reasons) == 0
 }
 
@@ -342,29 +342,32 @@ test_prohibited_commerce_no_words_passes if {
 # Terms and category names in data are normalized (a reload refuses others), every
 # term is found on its own, and the one regex over all of them compiles.
 test_data_prohibited_commerce_is_normalized if {
-	every category, terms in data.sendgate.params.content.prohibited_commerce {
+	every term, category in data.sendgate.params.content.prohibited_commerce {
+		content.normalized_term(term)
 		regex.match(`^[a-z][a-z0-9_]*$`, category)
-		count(terms) > 0
-		every term in terms {
-			content.normalized_term(term)
-		}
 	}
 }
 
 test_data_prohibited_commerce_terms_are_each_detected if {
-	every category, terms in data.sendgate.params.content.prohibited_commerce {
-		every term in terms {
-			reasons := content.deny with input as texts([concat("", ["Offer: ", term, "!"])])
-			some r in reasons
-			r.rule == "content.prohibited_commerce"
-			r.category == category
-			r.term == term
-		}
+	every term, category in data.sendgate.params.content.prohibited_commerce {
+		reasons := content.deny with input as texts([concat("", ["Offer: ", term, "!"])])
+		some r in reasons
+		r.rule == "content.prohibited_commerce"
+		r.category == category
+		r.term == term
 	}
 }
 
 test_data_prohibited_commerce_pattern_compiles if {
-	regex.is_valid(content.commerce_pattern)
+	terms := object.keys(data.sendgate.params.content.prohibited_commerce)
+	regex.is_valid(concat("", [" (?:", concat("|", terms), ") "]))
+}
+
+test_data_prohibited_commerce_covers_meta_categories if {
+	categories := {c | some c in data.sendgate.params.content.prohibited_commerce}
+	every c in {"alcohol", "tobacco", "drugs", "weapons", "adult", "gambling"} {
+		c in categories
+	}
 }
 
 # --- card numbers and IBANs ------------------------------------------------------
