@@ -17,8 +17,9 @@ package sendgate.payload
 # with no limit in data is not checked.
 deny contains reason if {
 	input.message.type == "interactive"
+	lengths := data.sendgate.params.payload.interactive.lengths # once, not per field: ~5 us a field on regorus
 	some entry in input.message.interactive.fields
-	limit := data.sendgate.params.payload.interactive.lengths[entry.kind]
+	limit := lengths[entry.kind]
 	entry.length > limit
 	reason := {
 		"rule": "payload.length",
