@@ -320,6 +320,15 @@ async def test_card_number_masked_with_recipient_masking_too(gateway_factory: Ga
     await _no_full_number_logged(client, payload, CARD, IBAN)
 
 
+async def test_card_number_in_a_body_that_is_not_json_is_masked_in_the_log(gateway: TestClient) -> None:
+    raw = f'{{"messaging_product": "whatsapp", "to": "{US_RECIPIENT}", "type": "text", "text": {{"body": "{CARD}"'.encode()
+    status, headers, payload = await send(gateway, None, raw=raw)
+    assert status == 400 and payload["error"]["code"] == 100
+    record = await _record(gateway, headers["X-Sendgate-Decision-Id"])
+    assert record.decision == "invalid"
+    assert "**** **** **** 1111" in record.content and CARD not in str(record.as_json())
+
+
 def _interactive(interactive: dict[str, Any]) -> dict[str, Any]:
     return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": US_RECIPIENT,
             "type": "interactive", "interactive": interactive}
