@@ -161,9 +161,15 @@ async def test_a_malformed_form_is_still_relayed_and_nothing_kept(
     assert await store_of(gateway).media_facts(PHONE_NUMBER_ID, answer["id"], AFTERNOON) is None
 
 
-async def test_metas_refusal_keeps_nothing(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        form(PNG).replace(b"whatsapp", b"telegram"),  # Meta wants messaging_product "whatsapp"
+        form(PNG, content_type="application/octet-stream"),  # and a file type it takes
+    ],
+)
+async def test_metas_refusal_keeps_nothing(gateway: TestClient, fake_graph: tuple[FakeGraph, str], body: bytes) -> None:
     fake, _ = fake_graph
-    body = form(PNG).replace(b"whatsapp", b"telegram")  # the fake, as Meta, wants messaging_product
     status, answer = await _upload(gateway, body)
     assert status == 400 and answer["error"]["code"] == 100  # type: ignore[index]
     assert fake.media == {}
