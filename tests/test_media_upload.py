@@ -9,8 +9,11 @@ import random
 import pytest
 from aiohttp.test_utils import TestClient
 
+from sendgate.app import CONFIG
+from sendgate.facts import build_input, link_extension
 from sendgate.fakegraph import FakeGraph
 from sendgate.gateway.media import UploadSniffer, multipart_boundary, upload_phone_number_id, webp_animated
+from sendgate.messages import normalize
 
 from .conftest import APP_TOKEN, AFTERNOON, PHONE_NUMBER_ID, store_of
 
@@ -173,3 +176,43 @@ async def test_metas_refusal_keeps_nothing(gateway: TestClient, fake_graph: tupl
     status, answer = await _upload(gateway, body)
     assert status == 400 and answer["error"]["code"] == 100  # type: ignore[index]
     assert fake.media == {}
+
+
+@pytest.mark.parametrize(
+    ("link", "extension"),
+    [
+        ("https://cdn.acme.example/a/terms.PDF?v=2#p3", "pdf"),
+        ("https://cdn.acme.example/clip.tar.gz", "gz"),
+        ("https://cdn.acme.example/render?file=a.pdf", None),  # the query is not the path
+        ("https://cdn.acme.example/.hidden", None),
+        ("https://cdn.acme.example/dir.d/", None),
+        ("https://cdn.acme.example/a.verylongextension", None),
+        ("https://[::1/a.png", None),  # unreadable
+        (None, None),
+    ],
+)
+def test_link_extensions(link: str | None, extension: str | None) -> None:
+    assert link_extension(link) == extension
+
+
+async def test_the_input_document_carries_the_media_facts(gateway: TestClient) -> None:
+    config, store = gateway.app[CONFIG], store_of(gateway)
+    status, answer = await _upload(gateway, form(STILL_WEBP, content_type="image/webp; q=1", declared="IMAGE/WEBP"))
+    assert status == 200
+    media_id = str(answer["id"])
+
+    async def media_of(body: dict[str, object]) -> object:
+        document = await build_input(config, store, "messages", "v23.0", PHONE_NUMBER_ID, normalize(body), AFTERNOON)
+        return document["message"]["media"]
+
+    sticker = {"messaging_product": "whatsapp", "to": "16505551234", "type": "sticker", "sticker": {"id": media_id}}
+    assert await media_of(sticker) == {
+        "kind": "sticker", "id": media_id, "link": None, "extension": None, "known": True,
+        "mime_type": "image/webp", "declared_type": "image/webp", "size": len(STILL_WEBP), "animated": False,
+    }  # fmt: skip
+    image = {"messaging_product": "whatsapp", "to": "16505551234", "type": "image",
+             "image": {"link": "https://cdn.acme.example/a.JPG"}}  # fmt: skip
+    assert await media_of(image) == {
+        "kind": "image", "id": None, "link": "https://cdn.acme.example/a.JPG", "extension": "jpg", "known": False,
+        "mime_type": None, "declared_type": None, "size": None, "animated": None,
+    }  # fmt: skip
