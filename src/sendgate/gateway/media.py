@@ -24,7 +24,10 @@ import orjson
 
 from sendgate.state import MediaCatalog, StoreError
 
-__all__ = ["Upload", "UploadSniffer", "record_upload", "upload_phone_number_id", "webp_animated"]
+__all__ = [
+    "Upload", "UploadSniffer", "answered_media_id", "multipart_boundary", "record_upload", "upload_phone_number_id",
+    "webp_animated",
+]  # fmt: skip
 
 log = logging.getLogger("sendgate")
 

@@ -97,7 +97,9 @@ class Passthrough:
         decoder = None if coding == "identity" else BodyDecoder(coding)
         body: AsyncIterator[bytes] | None = iter_body(request, decoder) if request.can_read_body else None
         # A media upload is read on its way to Meta (decoded: what Meta gets), never held.
-        uploader = upload_phone_number_id(request.method, decoded_path(request.path)) if self._media else None
+        uploader = (
+            upload_phone_number_id(request.method, decoded_path(request.path)) if self._media is not None else None
+        )
         boundary = multipart_boundary(request.headers.get("Content-Type")) if uploader else None
         sniffer = UploadSniffer(boundary) if boundary is not None and body is not None else None
         if sniffer is not None and body is not None:
