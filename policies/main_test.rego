@@ -190,7 +190,6 @@ gating_inputs := [
 	fx.text(object.union(everything_wrong, {"message": bad_interactive})),
 	fx.text(object.union(everything_wrong, {"endpoint": "marketing_messages", "message": bad_interactive})),
 	fx.text(object.union(everything_wrong, {"message": {"type": "location", "location": {"latitude": 91, "longitude": 0}}})),
-	fx.tmpl(object.union(everything_wrong, {"message": object.union(bad_interactive, {"type": "template"})})),
 ]
 
 # What payload.rego refuses, in the shape of docs/input.md.
