@@ -95,7 +95,7 @@ deny contains reason if {
 		"rule": "content.card_number",
 		"message": sprintf(
 			"message text contains a full payment card number (%s, ending %s); WhatsApp's policy forbids sharing one: show the last 4 digits at most",
-			[object.get(card, "network", null), card.last4],
+			[network_label(card), card.last4],
 		),
 		"masked": card.masked,
 		"network": card.network,
@@ -197,3 +197,7 @@ counted_card(card) if {
 	card.network == null
 	data.sendgate.params.content.card_numbers.networks_only == false
 }
+
+network_label(card) := card.network if is_string(card.network)
+
+else := "no known card network"

@@ -381,7 +381,7 @@ test_card_number_with_a_network_fires if {
 	r.network == "visa"
 	r.last4 == "1111"
 	r.masked == "**** **** **** 1111"
-	contains(r.message, "ending 1111")
+	contains(r.message, "(visa, ending 1111)")
 	not contains(r.message, "4111")
 }
 
@@ -390,7 +390,9 @@ test_card_number_without_a_network_only_when_configured if {
 	default_data := content.deny with input as inp
 	all_numbers := content.deny with input as inp with data.sendgate.params.content.card_numbers.networks_only as false
 	count(default_data) == 0
-	fx.only(all_numbers, "content.card_number").network == null
+	r := fx.only(all_numbers, "content.card_number")
+	r.network == null
+	contains(r.message, "(no known card network, ending 1111)")
 }
 
 test_no_card_numbers_passes if {
