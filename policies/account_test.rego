@@ -36,19 +36,19 @@ test_unknown_account_denied_for_status_calls if {
 test_market_outside_denied if {
 	reasons := account.deny with input as fx.text({"account": {"markets": ["BR", "MX"]}})
 	r := fx.only(reasons, "account.market")
-	r.country == "US"
+	r.country == "CA"
 	r.markets == ["BR", "MX"]
-	contains(r.message, "US")
+	contains(r.message, "CA")
 	contains(r.message, "BR, MX")
 }
 
 test_market_inside_passes if {
-	reasons := account.deny with input as fx.text({"account": {"markets": ["US", "BR"]}})
+	reasons := account.deny with input as fx.text({"account": {"markets": ["CA", "BR"]}})
 	count(reasons) == 0
 }
 
 test_market_case_insensitive if {
-	reasons := account.deny with input as fx.text({"account": {"markets": ["us"]}})
+	reasons := account.deny with input as fx.text({"account": {"markets": ["ca"]}})
 	count(reasons) == 0
 }
 

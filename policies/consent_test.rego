@@ -12,8 +12,8 @@ test_missing_fires_for_template_without_record if {
 	reasons := consent.deny with input as fx.tmpl({"recipient": {"consent": null}})
 	r := fx.only(reasons, "consent.missing")
 	r.category == "marketing"
-	r.recipient == "16505551234"
-	contains(r.message, "16505551234")
+	r.recipient == "14165551234"
+	contains(r.message, "14165551234")
 	fx.ids(reasons) == {"consent.missing"}
 }
 

@@ -19,7 +19,7 @@ test_marketing_daily_cap_reached if {
 	r.count == 1
 	r.window_seconds == 86400
 	r.category == "marketing"
-	contains(r.message, "16505551234")
+	contains(r.message, "14165551234")
 }
 
 test_marketing_daily_cap_just_inside_window if {
@@ -124,7 +124,7 @@ test_pair_rate_next_after_burst_deferred if {
 	r.interval_seconds == 6
 	r.sent_in_window == 3
 	r.window_seconds == 18
-	r.message == "3 message(s) to 16505551234 in the last 18s; the pair rate is a burst of 3, then one per 6 s (Meta error 131056): retry in 4 s"
+	r.message == "3 message(s) to 14165551234 in the last 18s; the pair rate is a burst of 3, then one per 6 s (Meta error 131056): retry in 4 s"
 }
 
 test_pair_rate_defaults_from_data_json if {

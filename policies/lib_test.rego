@@ -58,8 +58,8 @@ test_kinds if {
 }
 
 test_recipient_label if {
-	lib.recipient_label == "16505551234" with input as fx.text_input
-	lib.recipient_label == "16505551234" with input as fx.text({"recipient": null})
+	lib.recipient_label == "14165551234" with input as fx.text_input
+	lib.recipient_label == "14165551234" with input as fx.text({"recipient": null})
 	lib.recipient_label == "(unknown recipient)" with input as fx.status_input
 }
 

@@ -10,9 +10,15 @@
 # only the packages that can fire for the kind of call at hand; every rule of a
 # package left out must require what its branch excludes:
 #   consent, template            every rule requires message.type == "template"
-#   window                       every rule requires a type other than "template"
+#                                (consent's Direct Send rules: lib.direct_send)
+#   window                       every rule requires a type other than "template", and no
+#                                message.category
+#   direct_send                  every rule requires message.category (Direct Send)
 #   frequency.deny, quiet_hours  every rule requires lib.marketing
 #   account.marketing_deny       every rule requires lib.marketing
+#   delivery.marketing_deny      every rule requires lib.marketing
+#   delivery.deny                every rule requires lib.business_initiated (a template, or
+#                                lib.direct_send)
 # (main_test checks the branches against the union of every package on a range
 # of inputs.) Import aliases are fine here, in the parent package; elsewhere
 # regorus evaluates every rule of a package reached through an alias (see lib.rego).
@@ -21,6 +27,8 @@ package sendgate
 import data.sendgate.account
 import data.sendgate.consent
 import data.sendgate.content
+import data.sendgate.delivery
+import data.sendgate.direct_send
 import data.sendgate.frequency
 import data.sendgate.quiet_hours
 import data.sendgate.template
@@ -42,13 +50,21 @@ reasons := [account.deny, set(), set()] if {
 	is_string(input.template.category)
 	upper(input.template.category) == "MARKETING"
 } else := [
-	(((account.deny | consent.deny) | template.deny) | content.deny),
+	((((account.deny | consent.deny) | template.deny) | delivery.deny) | content.deny),
 	frequency.defer,
 	set(),
 ] if {
 	input.message.type == "template"
 } else := [
-	((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | content.deny),
+	((((account.deny | consent.deny) | direct_send.deny) | delivery.deny) | content.deny),
+	frequency.defer,
+	set(),
+] if {
+	# Direct Send, or a category the account may not use (direct_send.not_enabled): never
+	# marketing (the gateway refuses other categories)
+	is_string(input.message.category)
+} else := [
+	((((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | delivery.marketing_deny) | delivery.deny) | content.deny),
 	frequency.defer | quiet_hours.defer,
 	quiet_hours.warn,
 ] if {
@@ -62,7 +78,7 @@ reasons := [account.deny, set(), set()] if {
 ]
 
 marketing_template_reasons := [
-	(((((account.deny | account.marketing_deny) | consent.deny) | template.deny) | frequency.deny) | content.deny),
+	(((((((account.deny | account.marketing_deny) | consent.deny) | template.deny) | frequency.deny) | delivery.marketing_deny) | delivery.deny) | content.deny),
 	frequency.defer | quiet_hours.defer,
 	quiet_hours.warn,
 ]
