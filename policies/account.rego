@@ -40,6 +40,33 @@ deny contains reason if {
 	}
 }
 
+# Meta restricted the WABA (account_update, ACCOUNT_RESTRICTION; the gateway keeps each
+# restriction_type with its expiration in account.restrictions): business-initiated messages
+# (templates, Direct Send) or replies to users pause while the matching restriction is in
+# force, until it expires (in force until lifted when Meta gave no expiry). Meta's answer
+# is 368, temporarily blocked for policy violations. Read receipts and encrypted sends (whose
+# kind cannot be read) are not judged here.
+deny contains reason if {
+	input.account.restrictions[0] # cheap: almost every account has none
+	data.sendgate.lib.business_initiated
+	some restriction in input.account.restrictions
+	restriction.type == "RESTRICTED_BIZ_INITIATED_MESSAGING"
+	in_force(restriction)
+	reason := restricted_reason(restriction, "business-initiated messages (templates, Direct Send)")
+}
+
+deny contains reason if {
+	input.account.restrictions[0]
+	not input.message.is_status == true
+	not data.sendgate.lib.business_initiated
+	not data.sendgate.lib.encrypted
+	is_string(input.message.type)
+	some restriction in input.account.restrictions
+	restriction.type == "RESTRICTED_CUSTOMER_INITIATED_MESSAGING"
+	in_force(restriction)
+	reason := restricted_reason(restriction, "replies to users (free-form messages in the customer service window)")
+}
+
 # "Acme (106540352242922)", or the bare phone number id when the account has no name.
 label(account) := sprintf("%s (%v)", [account.name, account.phone_number_id]) if {
 	is_string(account.name)
@@ -93,33 +120,6 @@ quality_reason := {
 state_label(x) := x if {
 	is_string(x)
 } else := "unknown"
-
-# Meta restricted the WABA (account_update, ACCOUNT_RESTRICTION; the gateway keeps each
-# restriction_type with its expiration in account.restrictions): business-initiated messages
-# (templates, Direct Send) or replies to users pause while the matching restriction is in
-# force, until it expires (in force until lifted when Meta gave no expiry). Meta's answer
-# is 368, temporarily blocked for policy violations. Read receipts and encrypted sends (whose
-# kind cannot be read) are not judged here.
-deny contains reason if {
-	input.account.restrictions[0] # cheap: almost every account has none
-	some restriction in input.account.restrictions
-	restriction.type == "RESTRICTED_BIZ_INITIATED_MESSAGING"
-	in_force(restriction)
-	data.sendgate.lib.business_initiated
-	reason := restricted_reason(restriction, "business-initiated messages (templates, Direct Send)")
-}
-
-deny contains reason if {
-	input.account.restrictions[0]
-	some restriction in input.account.restrictions
-	restriction.type == "RESTRICTED_CUSTOMER_INITIATED_MESSAGING"
-	in_force(restriction)
-	not input.message.is_status == true
-	not data.sendgate.lib.business_initiated
-	not data.sendgate.lib.encrypted
-	is_string(input.message.type)
-	reason := restricted_reason(restriction, "replies to users (free-form messages in the customer service window)")
-}
 
 in_force(restriction) if not is_number(restriction.expires_at)
 

@@ -138,3 +138,57 @@ test_pause_levels_come_from_params if {
 		with data.sendgate.params.account.pause_marketing as {"qualities": {"YELLOW": true, "RED": true}, "statuses": {}}
 	fx.only(reasons, "account.quality").quality == "YELLOW"
 }
+
+restricted(type, expires_at) := {"account": {"restrictions": [{"type": type, "expires_at": expires_at}]}}
+
+test_biz_restriction_denies_templates if {
+	reasons := account.deny with input as fx.tmpl(restricted("RESTRICTED_BIZ_INITIATED_MESSAGING", fx.now + 7200))
+	r := fx.only(reasons, "account.restricted")
+	r.restriction == "RESTRICTED_BIZ_INITIATED_MESSAGING"
+	r.expires_at == fx.now + 7200
+	contains(r.message, "in 2h")
+	contains(r.message, "business-initiated")
+}
+
+test_biz_restriction_denies_direct_send if {
+	reasons := account.deny with input as fx.direct(restricted("RESTRICTED_BIZ_INITIATED_MESSAGING", fx.now + 60))
+	fx.ids(reasons) == {"account.restricted"}
+}
+
+test_biz_restriction_lets_replies_through if {
+	reasons := account.deny with input as fx.text(restricted("RESTRICTED_BIZ_INITIATED_MESSAGING", fx.now + 60))
+	count(reasons) == 0
+}
+
+test_biz_restriction_expired if {
+	reasons := account.deny with input as fx.tmpl(restricted("RESTRICTED_BIZ_INITIATED_MESSAGING", fx.now))
+	count(reasons) == 0
+}
+
+test_restriction_without_expiry_in_force if {
+	reasons := account.deny with input as fx.tmpl(restricted("RESTRICTED_BIZ_INITIATED_MESSAGING", null))
+	r := fx.only(reasons, "account.restricted")
+	contains(r.message, "with no expiry given")
+}
+
+test_customer_restriction_denies_replies if {
+	reasons := account.deny with input as fx.text(restricted("RESTRICTED_CUSTOMER_INITIATED_MESSAGING", fx.now + 60))
+	r := fx.only(reasons, "account.restricted")
+	contains(r.message, "replies to users")
+}
+
+test_customer_restriction_lets_business_initiated_through if {
+	every inp in [
+		fx.tmpl(restricted("RESTRICTED_CUSTOMER_INITIATED_MESSAGING", fx.now + 60)),
+		fx.direct(restricted("RESTRICTED_CUSTOMER_INITIATED_MESSAGING", fx.now + 60)),
+		fx.status(restricted("RESTRICTED_CUSTOMER_INITIATED_MESSAGING", fx.now + 60)),
+		fx.encrypted(restricted("RESTRICTED_CUSTOMER_INITIATED_MESSAGING", fx.now + 60)),
+	] {
+		count(account.deny) == 0 with input as inp
+	}
+}
+
+test_add_phone_number_restriction_blocks_no_send if {
+	reasons := account.deny with input as fx.tmpl(restricted("RESTRICTED_ADD_PHONE_NUMBER_ACTION", fx.now + 60))
+	count(reasons) == 0
+}

@@ -79,23 +79,6 @@ deny contains reason if {
 	reason := category_reason(required)
 }
 
-# Undefined when the recipient holds the category after all, in another case
-# ("Marketing").
-category_reason(required) := {
-	"rule": "consent.category",
-	"message": sprintf(
-		"recipient %s opted in to [%s] but not to %q, which a %s template requires",
-		[data.sendgate.lib.recipient_label, concat(", ", held), required, data.sendgate.lib.category_label],
-	),
-	"category": required,
-	"template_category": data.sendgate.lib.category_label,
-	"categories": held,
-	"recipient": data.sendgate.lib.recipient_label,
-} if {
-	held := sort({lower(c) | some c in lib.items(input.recipient.consent.categories); is_string(c)})
-	not required in held
-}
-
 # Direct Send (lib.direct_send): a business-initiated message of its category, so the
 # consent a template of that category needs. Each rule starts with the category test: no
 # other message carries one.
@@ -121,7 +104,7 @@ deny contains reason if {
 	reason := {
 		"rule": "consent.opted_out",
 		"message": sprintf(
-			"recipient %s has opted out (latest consent record: from %s at Unix time %s); no business-initiated message may be sent to them (this one: Direct Send, category %s)",
+			"recipient %s has opted out (latest consent record: from %s at Unix time %s); no Direct Send message may go to them (category %s)",
 			[data.sendgate.lib.recipient_label, source_label, updated_label, data.sendgate.lib.category_label],
 		),
 		"category": data.sendgate.lib.category_label,
@@ -139,4 +122,21 @@ deny contains reason if {
 	required := lower(data.sendgate.params.consent.required_categories[upper(category)])
 	not required in object.get(input, ["recipient", "consent", "categories"], null)
 	reason := category_reason(required)
+}
+
+# Undefined when the recipient holds the category after all, in another case
+# ("Marketing").
+category_reason(required) := {
+	"rule": "consent.category",
+	"message": sprintf(
+		"recipient %s opted in to [%s] but not to %q, which a %s template requires",
+		[data.sendgate.lib.recipient_label, concat(", ", held), required, data.sendgate.lib.category_label],
+	),
+	"category": required,
+	"template_category": data.sendgate.lib.category_label,
+	"categories": held,
+	"recipient": data.sendgate.lib.recipient_label,
+} if {
+	held := sort({lower(c) | some c in lib.items(input.recipient.consent.categories); is_string(c)})
+	not required in held
 }

@@ -133,3 +133,38 @@ test_category_without_categories_key if {
 	reasons := consent.deny with input as inp
 	fx.only(reasons, "consent.category").categories == []
 }
+
+test_direct_send_with_consent_passes if {
+	count(consent.deny) == 0 with input as fx.direct_send_input
+}
+
+test_direct_send_needs_a_record if {
+	reasons := consent.deny with input as fx.direct({"recipient": {"consent": null}})
+	r := fx.only(reasons, "consent.missing")
+	r.category == "utility"
+	contains(r.message, "Direct Send message (category utility)")
+}
+
+test_direct_send_opted_out if {
+	reasons := consent.deny with input as fx.direct({"recipient": {"consent": {"status": "opted_out"}}})
+	r := fx.only(reasons, "consent.opted_out")
+	contains(r.message, "no Direct Send message may go to them (category utility)")
+}
+
+test_direct_send_required_category if {
+	inp := fx.direct({"recipient": {"consent": {"categories": ["marketing"]}}})
+	reasons := consent.deny with input as inp with data.sendgate.params.consent.required_categories as {"UTILITY": "utility"}
+	r := fx.only(reasons, "consent.category")
+	r.category == "utility"
+}
+
+test_direct_send_default_needs_no_category if {
+	inp := fx.direct({"recipient": {"consent": {"categories": []}}})
+	count(consent.deny) == 0 with input as inp
+}
+
+test_category_without_direct_send_account_needs_no_consent if {
+	# direct_send.not_enabled answers it
+	inp := fx.direct({"account": {"direct_send": false}, "recipient": {"consent": null}})
+	count(consent.deny) == 0 with input as inp
+}

@@ -22,7 +22,7 @@ marketing_deny contains reason if {
 	reason := {
 		"rule": "delivery.marketing_country",
 		"message": sprintf(
-			"marketing to %s, a number in %s: Meta does not deliver marketing templates there (it fails with 131049 and is not charged); utility and authentication are unaffected",
+			"marketing to %s, a number in %s: Meta does not deliver marketing there (it fails with 131049); utility and authentication are unaffected",
 			[data.sendgate.lib.recipient_label, upper(country)],
 		),
 		"country": upper(country),
@@ -73,7 +73,7 @@ deny contains reason if {
 	reason := {
 		"rule": "delivery.undeliverable",
 		"message": sprintf(
-			"%s was undeliverable %d time(s) in the last %s (Meta error %d; the hold is at %d): business-initiated messages to it are held until it writes in or the failures age out",
+			"%s was undeliverable %d time(s) in the last %s (Meta error %d; the hold is at %d): business-initiated messages to it are held",
 			[data.sendgate.lib.recipient_label, count(failures), lib.duration(hold.seconds), hold.code, hold.count],
 		),
 		"count": count(failures),

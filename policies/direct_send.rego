@@ -16,7 +16,7 @@ deny contains reason if {
 	reason := {
 		"rule": "direct_send.not_enabled",
 		"message": sprintf(
-			"Direct Send isn't enabled for account %s: a %s message with a category needs a WABA Meta enabled for Direct Send (accounts[].direct_send); send an approved template instead",
+			"Direct Send isn't enabled for account %s: a %s message with a category needs a WABA enabled for it (accounts[].direct_send)",
 			[account_label, input.message.type],
 		),
 		"category": category,
@@ -45,11 +45,6 @@ deny contains reason if {
 	}
 }
 
-within(ttl, range) if {
-	ttl >= range.min
-	ttl <= range.max
-}
-
 # "Authentication-category messages can't be sent to a business-scoped user ID — use `to`
 # with a phone number."
 deny contains reason if {
@@ -68,3 +63,8 @@ deny contains reason if {
 account_label := sprintf("%s (%v)", [input.account.name, input.account.phone_number_id]) if {
 	is_string(input.account.name)
 } else := sprintf("%v", [input.account.phone_number_id])
+
+within(ttl, range) if {
+	ttl >= range.min
+	ttl <= range.max
+}

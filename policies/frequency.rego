@@ -12,13 +12,12 @@ import data.sendgate.lib
 # then no window needs counting.
 deny contains reason if {
 	data.sendgate.lib.marketing
-	history := marketing_history
-	is_array(history)
+	is_array(marketing_history)
 	not exempt_in_window
-	total := count(history)
+	total := count(marketing_history)
 	some cap in data.sendgate.params.frequency.marketing_caps
 	total >= cap.max
-	sent := count([t | some t in history; t > input.now - cap.window_seconds])
+	sent := count([t | some t in marketing_history; t > input.now - cap.window_seconds])
 	sent >= cap.max
 	reason := marketing_reason(cap, sent)
 }
@@ -36,9 +35,11 @@ deny contains reason if {
 # Which marketing the caps count (params.frequency.count_marketing_in_open_window): every
 # marketing send (true, the default), or, as Meta's per-user marketing limit counts, only
 # those not sent inside a customer service window the user opened (false; FACTS.md §12).
+default history_key := "marketing_sent_at"
+
 history_key := "marketing_outside_window_sent_at" if {
 	data.sendgate.params.frequency.count_marketing_in_open_window == false
-} else := "marketing_sent_at"
+}
 
 marketing_history := input.recipient.history[history_key]
 

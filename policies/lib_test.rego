@@ -82,3 +82,12 @@ test_whole_seconds if {
 	lib.whole_seconds(-0.5) == 0
 	lib.whole_seconds(-3) == 0
 }
+
+test_direct_send_is_business_initiated if {
+	lib.direct_send with input as fx.direct_send_input
+	lib.business_initiated with input as fx.direct_send_input
+	lib.business_initiated with input as fx.template_input
+	not lib.business_initiated with input as fx.text_input
+	not lib.direct_send with input as fx.direct({"account": {"direct_send": false}})
+	lib.category_label == "utility" with input as fx.direct_send_input
+}

@@ -49,25 +49,13 @@ reasons := [account.deny, set(), set()] if {
 	input.message.type == "template"
 	is_string(input.template.category)
 	upper(input.template.category) == "MARKETING"
-} else := [
-	((((account.deny | consent.deny) | template.deny) | delivery.deny) | content.deny),
-	frequency.defer,
-	set(),
-] if {
+} else := template_reasons if {
 	input.message.type == "template"
-} else := [
-	((((account.deny | consent.deny) | direct_send.deny) | delivery.deny) | content.deny),
-	frequency.defer,
-	set(),
-] if {
+} else := direct_send_reasons if {
 	# Direct Send, or a category the account may not use (direct_send.not_enabled): never
 	# marketing (the gateway refuses other categories)
 	is_string(input.message.category)
-} else := [
-	((((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | delivery.marketing_deny) | delivery.deny) | content.deny),
-	frequency.defer | quiet_hours.defer,
-	quiet_hours.warn,
-] if {
+} else := marketing_free_form_reasons if {
 	# a free-form message on the marketing_messages endpoint (the gateway refuses
 	# those): lib.marketing
 	input.endpoint == "marketing_messages"
@@ -75,6 +63,24 @@ reasons := [account.deny, set(), set()] if {
 	((account.deny | window.deny) | content.deny),
 	frequency.defer,
 	set(),
+]
+
+template_reasons := [
+	((((account.deny | consent.deny) | template.deny) | delivery.deny) | content.deny),
+	frequency.defer,
+	set(),
+]
+
+direct_send_reasons := [
+	((((account.deny | consent.deny) | direct_send.deny) | delivery.deny) | content.deny),
+	frequency.defer,
+	set(),
+]
+
+marketing_free_form_reasons := [
+	((((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | delivery.marketing_deny) | delivery.deny) | content.deny),
+	frequency.defer | quiet_hours.defer,
+	quiet_hours.warn,
 ]
 
 marketing_template_reasons := [
