@@ -49,12 +49,22 @@ RULE_CODES: dict[str, int] = {
     "account.market": 130497,
     "account.quality": 770601,  # Meta flagged the number or rated it RED: marketing paused
     "account.paused": 770602,  # an alert paused marketing until an operator clears it
+    "account.restricted": 368,  # Meta restricted the WABA (account_update): temporarily blocked
+    # Direct Send (Meta's direct-send/api-reference): 100 for an account not enabled and for a
+    # ttl_seconds out of range; an authentication message to a BSUID: pywa's BSUID-unsupported code
+    "direct_send.not_enabled": 100,
+    "direct_send.ttl_range": 100,
+    "direct_send.authentication_bsuid": 131062,
+    "delivery.marketing_country": 131049,  # USER_MARKETING_TEMPLATE_LIMIT: US marketing paused
+    "delivery.marketing_limited": 131049,  # Meta held marketing back in the last 24 h
+    "delivery.undeliverable": 131026,  # undeliverable again and again: held
 }
 
 # Which reason names the error when several fire: the one an app can act on first.
 _PRIORITY = (
     "account.",
     "content.encrypted",
+    "direct_send.",
     "consent.opted_out",
     "window.",
     "template.",
