@@ -33,6 +33,7 @@ from .conftest import (
     text_message,
 )
 from .test_rules_e2e import _expect_rejection, _record
+from .webhook_support import account_update, post_webhook, webhook_config
 
 BSUID = "US.13491208655302741918"
 
@@ -196,6 +197,22 @@ async def test_business_initiated_restriction_until_it_expires(gateway: TestClie
     assert status == 200, payload
     clock.advance(3600)  # expired
     status, _, payload = await send(gateway, template_message("order_update"))
+    assert status == 200, payload
+
+
+async def test_restriction_from_metas_account_update_webhook(gateway_factory: GatewayFactory,
+                                                             fake_graph: tuple[FakeGraph, str], clock: Clock) -> None:
+    client = await gateway_factory(webhooks=webhook_config())
+    await _opt_in(client)
+    restriction = account_update("ACCOUNT_RESTRICTION", clock.now - 60, restriction_info=[
+        {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": int(clock.now + 7200)}])
+    assert (await post_webhook(client, restriction))[0] == 200
+    payload = await _expect_rejection(client, fake_graph[0], template_message("order_update"), status=403, code=368,
+                                      rule="account.restricted")
+    assert payload["error"]["sendgate"]["reasons"][0]["restriction"] == "RESTRICTED_BIZ_INITIATED_MESSAGING"
+    lifted = account_update("ACCOUNT_RESTRICTION", clock.now - 30, restriction_info=[])
+    assert (await post_webhook(client, lifted))[0] == 200
+    status, _, payload = await send(client, template_message("order_update"))
     assert status == 200, payload
 
 
