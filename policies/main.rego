@@ -19,6 +19,8 @@
 #   delivery.marketing_deny      every rule requires lib.marketing
 #   delivery.deny                every rule requires lib.business_initiated (a template, or
 #                                lib.direct_send)
+#   media                        every rule requires a media message (message.type
+#                                image, video, audio, document or sticker)
 # (main_test checks the branches against the union of every package on a range
 # of inputs.) Import aliases are fine here, in the parent package; elsewhere
 # regorus evaluates every rule of a package reached through an alias (see lib.rego).
@@ -30,6 +32,7 @@ import data.sendgate.content
 import data.sendgate.delivery
 import data.sendgate.direct_send
 import data.sendgate.frequency
+import data.sendgate.media
 import data.sendgate.quiet_hours
 import data.sendgate.template
 import data.sendgate.window
@@ -60,7 +63,7 @@ reasons := [account.deny, set(), set()] if {
 	# those): lib.marketing
 	input.endpoint == "marketing_messages"
 } else := [
-	((account.deny | window.deny) | content.deny),
+	(((account.deny | window.deny) | content.deny) | media.deny),
 	frequency.defer,
 	set(),
 ]
@@ -78,7 +81,7 @@ direct_send_reasons := [
 ]
 
 marketing_free_form_reasons := [
-	((((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | delivery.marketing_deny) | delivery.deny) | content.deny),
+	(((((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | delivery.marketing_deny) | delivery.deny) | content.deny) | media.deny),
 	frequency.defer | quiet_hours.defer,
 	quiet_hours.warn,
 ]

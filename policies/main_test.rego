@@ -8,6 +8,7 @@ import data.sendgate.delivery
 import data.sendgate.direct_send
 import data.sendgate.fixtures_test as fx
 import data.sendgate.frequency
+import data.sendgate.media
 import data.sendgate.quiet_hours
 import data.sendgate.template
 import data.sendgate.window
@@ -165,10 +166,22 @@ everything_wrong := {
 	"template": {"status": "PAUSED"},
 }
 
+# A PDF of 200 MB uploaded through sendgate, sent as an image.
+wrong_media := {
+	"kind": "image", "id": "1480000000000001", "link": null, "extension": null, "known": true,
+	"mime_type": "application/pdf", "declared_type": "application/pdf", "size": 209715200, "animated": null,
+}
+
 gating_inputs := [
 	fx.text(everything_wrong),
 	fx.text(object.union(everything_wrong, {"endpoint": "marketing_messages"})),
 	fx.text(object.union(everything_wrong, {"message": {"type": "image"}, "recipient": {"local_time": null}})),
+	fx.text(object.union(everything_wrong, {"message": {"type": "image", "media": wrong_media}})),
+	fx.text(object.union(everything_wrong, {
+		"endpoint": "marketing_messages",
+		"message": {"type": "sticker", "media": object.union(wrong_media, {"kind": "sticker"})},
+	})),
+	fx.tmpl(object.union(everything_wrong, {"message": {"media": wrong_media}})),
 	fx.tmpl(everything_wrong),
 	fx.tmpl(object.union(everything_wrong, {"template": {"category": "UTILITY"}})),
 	fx.tmpl(object.union(everything_wrong, {"endpoint": "marketing_messages", "template": {"category": "UTILITY"}})),
@@ -204,7 +217,7 @@ signals_wrong := {
 	},
 }
 
-all_deny_reasons := (message_deny_reasons | direct_send.deny) | (delivery.deny | delivery.marketing_deny)
+all_deny_reasons := ((message_deny_reasons | direct_send.deny) | (delivery.deny | delivery.marketing_deny)) | media.deny
 
 message_deny_reasons := (((((account.deny | account.marketing_deny) | consent.deny) | window.deny) | template.deny) | frequency.deny) | content.deny
 

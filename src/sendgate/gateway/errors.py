@@ -60,6 +60,9 @@ RULE_CODES: dict[str, int] = {
     "delivery.marketing_country": 131049,  # USER_MARKETING_TEMPLATE_LIMIT: US marketing paused
     "delivery.marketing_limited": 131049,  # Meta held marketing back in the last 24 h
     "delivery.undeliverable": 131026,  # undeliverable again and again: held
+    # Meta's "Media upload error": a media type or size Meta does not take for the message's type
+    "media.type": 131053,
+    "media.size": 131053,
 }
 
 # The HTTP status Meta answers each of its codes with that differs from 400, its status for the

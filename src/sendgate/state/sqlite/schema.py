@@ -23,6 +23,12 @@ from sendgate.state.sqlite.review import rebuild_counts
 
 __all__ = ["MIGRATIONS", "SCHEMA", "Migration", "migrate", "schema_version"]
 
+# Media ids Meta answered an upload through sendgate with: the file's type and size (migration 3).
+_MEDIA_TABLE = """CREATE TABLE IF NOT EXISTS media (
+    phone_number_id TEXT NOT NULL, media_id TEXT NOT NULL, mime_type TEXT, declared_type TEXT, size INTEGER,
+    animated INTEGER, uploaded_at REAL NOT NULL,
+    PRIMARY KEY (phone_number_id, media_id)) WITHOUT ROWID"""
+
 SCHEMA: tuple[str, ...] = (
     # -- consent ledger, catalogs, places, inbound window, sends, decision log, health --
     """CREATE TABLE IF NOT EXISTS consent (
@@ -178,6 +184,8 @@ CREATE TABLE IF NOT EXISTS health (
         PRIMARY KEY (waba_id, template, field)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS marketing_pauses (
         phone_number_id TEXT PRIMARY KEY, alert TEXT NOT NULL, message TEXT NOT NULL, since REAL NOT NULL)""",
+    # -- media uploaded through sendgate (`media.py`), from migration 3 --
+    _MEDIA_TABLE,
 )
 
 # Columns `decisions` gained after its first release: ALTERed into files from before them.
@@ -222,6 +230,10 @@ def _initial(conn: sqlite3.Connection) -> None:
         conn.execute("DROP TABLE consent_events")
 
 
+def _media(conn: sqlite3.Connection) -> None:
+    conn.execute(_MEDIA_TABLE)
+
+
 def _sends_in_window(conn: sqlite3.Connection) -> None:
     """Migration 4: whether each send went inside a window the user opened (frequency's
     count_marketing_in_open_window). A file migration 1 just created has the column already;
@@ -232,6 +244,7 @@ def _sends_in_window(conn: sqlite3.Connection) -> None:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _initial),
+    Migration(3, "media", _media),
     Migration(4, "sends_in_window", _sends_in_window),
 )
 
