@@ -23,6 +23,7 @@ from .conftest import (
     POLICIES,
     PHONE_NUMBER_ID,
     US_RECIPIENT,
+    WABA_ID,
     Clock,
     GatewayFactory,
     send,
@@ -449,3 +450,15 @@ async def test_account_market(gateway: TestClient, fake_graph: tuple[FakeGraph, 
                             rule="account.market")
     await _user_wrote(gateway, 60, recipient=BR_RECIPIENT)
     assert (await send(gateway, text_message(to=BR_RECIPIENT)))[0] == 200
+
+
+async def test_payload_limits_hold_for_a_direct_send_interactive_message(gateway_factory: GatewayFactory,
+                                                                         fake_graph: tuple[FakeGraph, str]) -> None:
+    # Direct Send (a top-level category) skips the window, not Meta's interactive limits
+    client = await gateway_factory(accounts=[{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID,
+                                              "name": "Acme", "markets": ["US", "BR"], "direct_send": True}])
+    await _opt_in(client)
+    message = {**_reply_buttons("Reschedule my appointment"), "category": "utility"}
+    await _expect_rejection(client, fake_graph[0], message, status=400, code=131009, rule="payload.length")
+    status, _, payload = await send(client, {**_reply_buttons("Reschedule"), "category": "utility"})
+    assert status == 200, payload
