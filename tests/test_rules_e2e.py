@@ -11,8 +11,6 @@ from sendgate.fakegraph import FakeGraph
 from sendgate.policy.bundle import PolicyBundle
 from sendgate.state import ConsentRecord
 
-from .corpus import filled_examples
-
 from .conftest import (
     ENGINES_AND_BACKENDS,
     admin,
@@ -31,6 +29,7 @@ from .conftest import (
     template_message,
     text_message,
 )
+from .corpus import filled_examples
 
 
 @pytest.fixture(params=ENGINES_AND_BACKENDS, ids="-".join)
