@@ -200,7 +200,6 @@ gating_inputs := [
 	fx.encrypted(signals_wrong),
 	fx.text(object.union(everything_wrong, {"message": bad_interactive})),
 	fx.text(object.union(everything_wrong, {"endpoint": "marketing_messages", "message": bad_interactive})),
-	fx.text(object.union(everything_wrong, {"message": {"type": "location", "location": {"latitude": 91, "longitude": 0}}})),
 	fx.direct(object.union(everything_wrong, {"message": bad_interactive})),
 ]
 
