@@ -1,6 +1,10 @@
 package sendgate_test
 
-import data.sendgate
+# The decision is data.sendgate.decision, by its full path: through an alias
+# (`import data.sendgate`) regorus evaluates every rule under data.sendgate,
+# every test package included, on each call. That made every Rego test run (a
+# policy reload runs them all) about 40 s instead of under 1 s.
+
 import data.sendgate.account
 import data.sendgate.consent
 import data.sendgate.content
@@ -17,18 +21,18 @@ import data.sendgate.window
 rules(reasons) := [r.rule | some r in reasons]
 
 test_clean_template_allowed if {
-	d := sendgate.decision with input as fx.template_input
+	d := data.sendgate.decision with input as fx.template_input
 	d == {"allow": true, "deny": [], "defer": [], "warn": [], "retry_after": null}
 }
 
 test_clean_text_allowed if {
-	d := sendgate.decision with input as fx.text_input
+	d := data.sendgate.decision with input as fx.text_input
 	d.allow == true
 	d.retry_after == null
 }
 
 test_empty_input_has_a_decision if {
-	d := sendgate.decision with input as {}
+	d := data.sendgate.decision with input as {}
 	d.allow == true
 }
 
@@ -38,7 +42,7 @@ test_deny_wins_over_defer if {
 		"local_time": {"hour": 22, "minute": 0, "weekday": 0},
 		"history": {"pair_sent_at": fx.full_burst(fx.now - 1)},
 	}})
-	d := sendgate.decision with input as inp
+	d := data.sendgate.decision with input as inp
 	d.allow == false
 	rules(d.deny) == ["consent.missing"]
 	rules(d.defer) == ["frequency.pair_rate", "quiet_hours"]
@@ -47,7 +51,7 @@ test_deny_wins_over_defer if {
 
 test_defer_only_not_allowed_retry_after_is_max if {
 	inp := fx.tmpl({"recipient": {"history": {"pair_sent_at": fx.full_burst(fx.now - 2.5)}, "local_time": {"hour": 7, "minute": 59, "weekday": 0}}})
-	d := sendgate.decision with input as inp
+	d := data.sendgate.decision with input as inp
 	d.allow == false
 	d.deny == []
 	rules(d.defer) == ["frequency.pair_rate", "quiet_hours"]
@@ -55,13 +59,13 @@ test_defer_only_not_allowed_retry_after_is_max if {
 }
 
 test_retry_after_single_defer if {
-	d := sendgate.decision with input as fx.text({"recipient": {"history": {"pair_sent_at": fx.full_burst(fx.now - 0.5)}}})
+	d := data.sendgate.decision with input as fx.text({"recipient": {"history": {"pair_sent_at": fx.full_burst(fx.now - 0.5)}}})
 	d.allow == false
 	d.retry_after == 6
 }
 
 test_warn_does_not_block if {
-	d := sendgate.decision with input as fx.tmpl({"recipient": {"timezone": null, "local_time": null}})
+	d := data.sendgate.decision with input as fx.tmpl({"recipient": {"timezone": null, "local_time": null}})
 	d.allow == true
 	rules(d.warn) == ["quiet_hours.unknown_timezone"]
 }
@@ -72,7 +76,7 @@ test_deny_sorted_by_rule_then_message if {
 		"message": fx.content(["casino and firearms"], ["https://bit.ly/a", "https://tinyurl.com/b"]),
 		"recipient": {"last_inbound_at": null},
 	})
-	d := sendgate.decision with input as inp
+	d := data.sendgate.decision with input as inp
 	rules(d.deny) == [
 		"account.market",
 		"content.prohibited_commerce", "content.prohibited_commerce",
@@ -85,12 +89,12 @@ test_deny_sorted_by_rule_then_message if {
 
 test_status_skips_message_rules if {
 	inp := fx.status({"message": fx.content(["casino"], ["https://bit.ly/x"])})
-	d := sendgate.decision with input as inp
+	d := data.sendgate.decision with input as inp
 	d == {"allow": true, "deny": [], "defer": [], "warn": [], "retry_after": null}
 }
 
 test_status_still_gets_account_rules if {
-	d := sendgate.decision with input as fx.status({"account": {"known": false}})
+	d := data.sendgate.decision with input as fx.status({"account": {"known": false}})
 	rules(d.deny) == ["account.unknown"]
 	d.allow == false
 }
@@ -100,7 +104,7 @@ test_encrypted_only_content_encrypted if {
 		"message": fx.content(["casino"], ["https://bit.ly/x"]),
 		"recipient": {"consent": null, "last_inbound_at": null, "history": {"pair_sent_at": fx.full_burst(fx.now - 1)}, "local_time": null},
 	})
-	d := sendgate.decision with input as inp
+	d := data.sendgate.decision with input as inp
 	rules(d.deny) == ["content.encrypted"]
 	d.defer == []
 	d.warn == []
@@ -109,13 +113,13 @@ test_encrypted_only_content_encrypted if {
 }
 
 test_encrypted_with_account_rules if {
-	d := sendgate.decision with input as fx.encrypted({"account": {"known": false, "markets": ["BR"]}})
+	d := data.sendgate.decision with input as fx.encrypted({"account": {"known": false, "markets": ["BR"]}})
 	rules(d.deny) == ["account.market", "account.unknown", "content.encrypted"]
 }
 
 test_encrypted_type_on_messages_endpoint if {
 	inp := fx.text({"message": {"type": "encrypted"}, "recipient": {"last_inbound_at": null}})
-	d := sendgate.decision with input as inp
+	d := data.sendgate.decision with input as inp
 	rules(d.deny) == ["content.encrypted"]
 }
 
@@ -124,7 +128,7 @@ test_template_checks_through_decision if {
 		"template": {"status": "PAUSED"},
 		"recipient": {"history": {"marketing_sent_at": [fx.now - 60]}},
 	})
-	d := sendgate.decision with input as inp
+	d := data.sendgate.decision with input as inp
 	rules(d.deny) == ["frequency.marketing", "template.paused"]
 }
 
@@ -137,14 +141,14 @@ test_free_form_on_marketing_endpoint_gets_marketing_rules if {
 			"history": {"marketing_sent_at": [fx.now - 60]},
 		},
 	})
-	d := sendgate.decision with input as inp
+	d := data.sendgate.decision with input as inp
 	rules(d.deny) == ["frequency.marketing"]
 	rules(d.defer) == ["quiet_hours"]
 }
 
 test_free_form_on_marketing_endpoint_without_timezone_warns if {
 	inp := fx.text({"endpoint": "marketing_messages", "recipient": {"timezone": null, "local_time": null}})
-	d := sendgate.decision with input as inp
+	d := data.sendgate.decision with input as inp
 	rules(d.warn) == ["quiet_hours.unknown_timezone"]
 	d.allow == true
 }
@@ -242,7 +246,7 @@ message_deny_reasons := (((((account.deny | account.marketing_deny) | consent.de
 
 test_branches_consult_every_package_that_can_fire if {
 	every inp in gating_inputs {
-		d := sendgate.decision with input as inp
+		d := data.sendgate.decision with input as inp
 		all_deny := all_deny_reasons with input as inp
 		all_defer := frequency.defer | quiet_hours.defer with input as inp
 		all_warn := quiet_hours.warn with input as inp
@@ -255,30 +259,30 @@ test_branches_consult_every_package_that_can_fire if {
 test_gating_inputs_fire_many_rules if {
 	fired := {r.rule |
 		some inp in gating_inputs
-		d := sendgate.decision with input as inp
+		d := data.sendgate.decision with input as inp
 		some r in array.concat(array.concat(d.deny, d.defer), d.warn)
 	}
 	count(fired) >= 20
 }
 
 test_direct_send_allowed_outside_the_window if {
-	d := sendgate.decision with input as fx.direct_send_input
+	d := data.sendgate.decision with input as fx.direct_send_input
 	d == {"allow": true, "deny": [], "defer": [], "warn": [], "retry_after": null}
 }
 
 test_direct_send_not_enabled_instead_of_window_closed if {
-	d := sendgate.decision with input as fx.direct({"account": {"direct_send": false}})
+	d := data.sendgate.decision with input as fx.direct({"account": {"direct_send": false}})
 	rules(d.deny) == ["direct_send.not_enabled"]
 }
 
 test_direct_send_gets_consent_and_pair_rate if {
 	inp := fx.direct({"recipient": {"consent": null, "history": {"pair_sent_at": fx.full_burst(fx.now - 1)}}})
-	d := sendgate.decision with input as inp
+	d := data.sendgate.decision with input as inp
 	rules(d.deny) == ["consent.missing"]
 	rules(d.defer) == ["frequency.pair_rate"]
 }
 
 test_us_marketing_denied_through_decision if {
-	d := sendgate.decision with input as fx.tmpl({"recipient": {"country": "US"}})
+	d := data.sendgate.decision with input as fx.tmpl({"recipient": {"country": "US"}})
 	rules(d.deny) == ["delivery.marketing_country"]
 }
