@@ -1,6 +1,5 @@
 package sendgate.media_test
 
-import data.sendgate
 import data.sendgate.fixtures_test as fx
 import data.sendgate.media
 
@@ -38,7 +37,7 @@ test_supported_uploads_within_limits_pass if {
 		uploaded("document", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", 1),
 		uploaded("sticker", "image/webp", 500 * 1024),
 	] {
-		d := sendgate.decision with input as inp
+		d := data.sendgate.decision with input as inp
 		d.allow == true
 	}
 }
@@ -132,7 +131,7 @@ test_sticker_limits_static_and_animated if {
 }
 
 test_both_rules_can_fire if {
-	d := sendgate.decision with input as uploaded("image", "application/pdf", 200 * mb)
+	d := data.sendgate.decision with input as uploaded("image", "application/pdf", 200 * mb)
 	fx.ids(d.deny) == {"media.size", "media.type"}
 }
 
