@@ -13,6 +13,8 @@
 #   window                       every rule requires a type other than "template"
 #   frequency.deny, quiet_hours  every rule requires lib.marketing
 #   account.marketing_deny       every rule requires lib.marketing
+#   messaging_limit, pacing      every rule requires a message (not a status call,
+#                                nor an encrypted send); throughput applies to all
 # (main_test checks the branches against the union of every package on a range
 # of inputs.) Import aliases are fine here, in the parent package; elsewhere
 # regorus evaluates every rule of a package reached through an alias (see lib.rego).
@@ -22,12 +24,15 @@ import data.sendgate.account
 import data.sendgate.consent
 import data.sendgate.content
 import data.sendgate.frequency
+import data.sendgate.messaging_limit
+import data.sendgate.pacing
 import data.sendgate.quiet_hours
 import data.sendgate.template
+import data.sendgate.throughput
 import data.sendgate.window
 
 # [deny, defer, warn]: the reasons of the packages that apply to this call.
-reasons := [account.deny, set(), set()] if {
+reasons := [account.deny, throughput.defer, set()] if {
 	input.message.is_status == true
 } else := encrypted_reasons if {
 	input.endpoint == "messages_encrypted"
@@ -42,34 +47,34 @@ reasons := [account.deny, set(), set()] if {
 	is_string(input.template.category)
 	upper(input.template.category) == "MARKETING"
 } else := [
-	(((account.deny | consent.deny) | template.deny) | content.deny),
-	frequency.defer,
+	((((account.deny | consent.deny) | template.deny) | content.deny) | messaging_limit.deny),
+	((frequency.defer | throughput.defer) | pacing.defer),
 	set(),
 ] if {
 	input.message.type == "template"
 } else := [
-	((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | content.deny),
-	frequency.defer | quiet_hours.defer,
+	(((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | content.deny) | messaging_limit.deny),
+	(((frequency.defer | quiet_hours.defer) | throughput.defer) | pacing.defer),
 	quiet_hours.warn,
 ] if {
 	# a free-form message on the marketing_messages endpoint (the gateway refuses
 	# those): lib.marketing
 	input.endpoint == "marketing_messages"
 } else := [
-	((account.deny | window.deny) | content.deny),
-	frequency.defer,
+	(((account.deny | window.deny) | content.deny) | messaging_limit.deny),
+	((frequency.defer | throughput.defer) | pacing.defer),
 	set(),
 ]
 
 marketing_template_reasons := [
-	(((((account.deny | account.marketing_deny) | consent.deny) | template.deny) | frequency.deny) | content.deny),
-	frequency.defer | quiet_hours.defer,
+	((((((account.deny | account.marketing_deny) | consent.deny) | template.deny) | frequency.deny) | content.deny) | messaging_limit.deny),
+	(((frequency.defer | quiet_hours.defer) | throughput.defer) | pacing.defer),
 	quiet_hours.warn,
 ]
 
 encrypted_reasons := [
 	account.deny | {r | some r in content.deny; r.rule == "content.encrypted"},
-	set(),
+	throughput.defer,
 	set(),
 ]
 

@@ -6,8 +6,11 @@ import data.sendgate.consent
 import data.sendgate.content
 import data.sendgate.fixtures_test as fx
 import data.sendgate.frequency
+import data.sendgate.messaging_limit
+import data.sendgate.pacing
 import data.sendgate.quiet_hours
 import data.sendgate.template
+import data.sendgate.throughput
 import data.sendgate.window
 
 rules(reasons) := [r.rule | some r in reasons]
@@ -152,6 +155,10 @@ everything_wrong := {
 	"account": {
 		"known": false, "markets": ["BR"], "quality": "RED", "status": "FLAGGED",
 		"marketing_paused": {"alert": "spam", "message": "131048 x1", "since": fx.now - 60},
+		"portfolio": "102290129340398",
+		"throughput": fx.refused_count(80),
+		"reach": fx.refused_count(250),
+		"same_content": object.union(fx.refused_count(100), {"hash": "0123456789abcdef", "category": "MARKETING", "threshold": "category"}),
 	},
 	"message": fx.content(["casino"], ["https://bit.ly/x"]),
 	"recipient": {
@@ -179,9 +186,10 @@ test_branches_consult_every_package_that_can_fire if {
 	every inp in gating_inputs {
 		d := sendgate.decision with input as inp
 		all_deny := (((((account.deny | account.marketing_deny) | consent.deny) | window.deny) | template.deny) | frequency.deny) | content.deny with input as inp
-		all_defer := frequency.defer | quiet_hours.defer with input as inp
+		all_counted := messaging_limit.deny with input as inp
+		all_defer := ((frequency.defer | quiet_hours.defer) | throughput.defer) | pacing.defer with input as inp
 		all_warn := quiet_hours.warn with input as inp
-		{r | some r in d.deny} == all_deny
+		{r | some r in d.deny} == all_deny | all_counted
 		{r | some r in d.defer} == all_defer
 		{r | some r in d.warn} == all_warn
 	}
@@ -193,5 +201,15 @@ test_gating_inputs_fire_many_rules if {
 		d := sendgate.decision with input as inp
 		some r in array.concat(array.concat(d.deny, d.defer), d.warn)
 	}
-	count(fired) >= 12
+	count(fired) >= 15
+}
+
+test_status_and_encrypted_calls_count_against_the_throughput if {
+	refused := {"account": {"throughput": fx.refused_count(80), "reach": fx.refused_count(250)}}
+	every inp in [fx.status(refused), fx.encrypted(refused)] {
+		d := sendgate.decision with input as inp
+		rules(d.defer) == ["throughput.exceeded"]
+		not "messaging_limit.reached" in rules(d.deny)
+		d.retry_after == 1
+	}
 }
