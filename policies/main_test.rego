@@ -213,3 +213,25 @@ test_status_and_encrypted_calls_count_against_the_throughput if {
 		d.retry_after == 1
 	}
 }
+
+reach_refused := object.union(fx.refused_count(250), {"window_seconds": 86400, "retry_after": 3600.5})
+
+paced_refused := object.union(fx.refused_count(5), {"window_seconds": 60, "hash": "0123456789abcdef", "category": "MARKETING", "threshold": "category"})
+
+test_throughput_wait_rounded_up_to_a_second if {
+	d := sendgate.decision with input as fx.tmpl({"account": {"throughput": fx.refused_count(20)}})
+	d.allow == false
+	d.retry_after == 1
+	rules(d.defer) == ["throughput.exceeded"]
+}
+
+test_messaging_limit_denies_direct_send if {
+	d := sendgate.decision with input as fx.text({"message": {"category": "utility"}, "account": {"reach": reach_refused}})
+	rules(d.deny) == ["messaging_limit.reached"]
+}
+
+test_pacing_defers_a_text_too if {
+	d := sendgate.decision with input as fx.text({"account": {"same_content": paced_refused}})
+	rules(d.defer) == ["pacing.same_content"]
+	d.retry_after == 1
+}

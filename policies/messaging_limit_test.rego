@@ -1,6 +1,5 @@
 package sendgate.messaging_limit_test
 
-import data.sendgate
 import data.sendgate.fixtures_test as fx
 import data.sendgate.messaging_limit
 
@@ -23,12 +22,6 @@ test_refused_template_denied if {
 	r.window_seconds == 86400
 	r.next_at == fx.now + 3600
 	contains(r.message, "in 1h")
-}
-
-test_refused_direct_send_denied if {
-	inp := fx.text({"message": {"category": "utility"}, "account": {"reach": refused}})
-	d := sendgate.decision with input as inp
-	[r.rule | some r in d.deny] == ["messaging_limit.reached"]
 }
 
 test_status_and_encrypted_not_denied if {

@@ -1,6 +1,5 @@
 package sendgate.pacing_test
 
-import data.sendgate
 import data.sendgate.fixtures_test as fx
 import data.sendgate.pacing
 
@@ -26,12 +25,6 @@ test_refused_defers if {
 	r.retry_after == 0.25
 	contains(r.message, "the same marketing content (0123456789abcdef) already went to 100 recipient(s)")
 	contains(r.message, "in the last 60 s; the category threshold is 100: retry in 250 ms")
-}
-
-test_decision_defers_a_text_too if {
-	d := sendgate.decision with input as fx.text({"account": {"same_content": paced(fx.refused_count(5))}})
-	[r.rule | some r in d.defer] == ["pacing.same_content"]
-	d.retry_after == 1
 }
 
 test_status_and_encrypted_not_paced if {

@@ -1,6 +1,5 @@
 package sendgate.throughput_test
 
-import data.sendgate
 import data.sendgate.fixtures_test as fx
 import data.sendgate.throughput
 
@@ -20,11 +19,4 @@ test_refused_defers_with_the_exact_wait if {
 	r.retry_after_ms == 250
 	contains(r.message, "retry in 250 ms")
 	contains(r.message, "130429")
-}
-
-test_decision_rounds_the_wait_up_to_a_second if {
-	d := sendgate.decision with input as fx.tmpl({"account": {"throughput": fx.refused_count(20)}})
-	d.allow == false
-	d.retry_after == 1
-	[r.rule | some r in d.defer] == ["throughput.exceeded"]
 }

@@ -49,6 +49,11 @@ RULE_CODES: dict[str, int] = {
     "account.market": 130497,
     "account.quality": 770601,  # Meta flagged the number or rated it RED: marketing paused
     "account.paused": 770602,  # an alert paused marketing until an operator clears it
+    "throughput.exceeded": 130429,  # Meta's throughput per number (a defer: 429 + Retry-After)
+    # Meta has no send-time code for its messaging limit (FACTS.md §3; 131064 is a limit set for
+    # template classification violations, not this): sendgate's own.
+    "messaging_limit.reached": 770700,
+    "pacing.same_content": 770701,  # same content to many recipients at once (a defer)
 }
 
 # Which reason names the error when several fire: the one an app can act on first.
