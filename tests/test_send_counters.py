@@ -23,6 +23,7 @@ from sendgate.gateway.counting import content_hash, pacing_threshold
 from sendgate.messages import normalize
 from sendgate.options import DEFAULT_THRESHOLDS
 from sendgate.state import ConsentRecord, Store
+from sendgate.webhooks.apply import messaging_limit_value
 
 from .conftest import (
     AFTERNOON,
@@ -400,3 +401,14 @@ def test_config_validates_the_counter_settings() -> None:
     two = account(portfolio="a") + [{"phone_number_id": "2", "waba_id": WABA_ID, "portfolio": "b"}]
     with pytest.raises(ValueError, match="belongs to one"):
         load_config(None, env={"SENDGATE_ACCOUNTS": orjson.dumps(two).decode()})
+
+
+async def test_a_quality_update_carrying_the_portfolio_limit_sets_it_too(gateway_factory: GatewayFactory, clock: Clock) -> None:
+    assert [messaging_limit_value(v) for v in (2000, "10000", " -1 ", -1, 0, -5, "TIER_10K", True, None, 2.5)] == [
+        2000, 10000, -1, -1, None, None, None, None, None, None]
+    client = await gateway_factory(webhooks=webhook_config())
+    update = phone_quality("UPGRADE", clock.now - 5)
+    update["entry"][0]["changes"][0]["value"]["max_daily_conversations_per_business"] = "10000"  # Meta's string form
+    assert (await post_webhook(client, update))[0] == 200
+    state = await store_of(client).account_state(PHONE_NUMBER_ID, WABA_ID, WABA_ID)  # the WABA stands for its portfolio
+    assert (state["portfolio_messaging_limit"], state["messaging_limit"]) == (10000, "TIER_10K")
