@@ -270,7 +270,7 @@ async def test_postgres_stopped_mid_load_fails_closed_and_recovers(
         b.kill()
 
 
-async def test_redis_stopped_the_sends_flow_and_the_shared_parts_fail_closed(
+async def test_redis_stopped_the_sends_and_the_shared_parts_fail_closed(
     postgres_url: str, make_redis: Callable[[], RedisServer], fake_meta: FakeMetaProcess,
     http: aiohttp.ClientSession,
 ) -> None:
@@ -279,9 +279,12 @@ async def test_redis_stopped_the_sends_flow_and_the_shared_parts_fail_closed(
     try:
         recipients = _load_recipients(60, 20)
         await _prepare(postgres_url, recipients, time.time())
+        assert (await post_message(http, a.messages_url, text_message(to=recipients[0])))[0] == 200
         redis.kill()
-        status, _ = await post_message(http, a.messages_url, text_message(to=recipients[0]))
-        assert status == 200  # no rule of the default policies needs Redis: sends keep flowing
+        # The send counters (throughput, messaging limit, pacing) are in Redis: no send without them.
+        status, body = await post_message(http, a.messages_url, text_message(to=recipients[1]))
+        assert status == 503 and body["error"]["type"] == "SendgateSharedStateError", body
+        assert body["error"]["code"] == 2
         async with http.get(f"{a.base}/admin/v1/decisions", headers=ADMIN) as response:
             body = await response.json()
             # The guessing throttle is in Redis: no token is checked without it.
@@ -294,6 +297,7 @@ async def test_redis_stopped_the_sends_flow_and_the_shared_parts_fail_closed(
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the admin API never came back")
+        assert (await post_message(http, a.messages_url, text_message(to=recipients[1])))[0] == 200
     finally:
         a.kill()
 
