@@ -412,3 +412,21 @@ async def test_a_quality_update_carrying_the_portfolio_limit_sets_it_too(gateway
     assert (await post_webhook(client, update))[0] == 200
     state = await store_of(client).account_state(PHONE_NUMBER_ID, WABA_ID, WABA_ID)  # the WABA stands for its portfolio
     assert (state["portfolio_messaging_limit"], state["messaging_limit"]) == (10000, "TIER_10K")
+
+
+async def test_a_marketing_send_counted_then_denied_does_not_use_up_the_pacing(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    data = orjson.loads((policies / "data.json").read_bytes())
+    data["sendgate"]["params"]["pacing"]["same_content"]["categories"]["MARKETING"]["max_recipients"] = 1
+    (policies / "data.json").write_bytes(orjson.dumps(data))
+    client = await gateway_factory(policy_dir=str(policies))
+    numbers = recipients(3)
+    await opt_in(store_of(client), numbers[1:])
+    status, _, payload = await send(client, marketing(numbers[0]))  # no consent: counted, denied, taken back
+    assert (status, payload["error"]["code"]) == (403, 770100)
+    assert (await send(client, marketing(numbers[1])))[0] == 200
+    status, headers, payload = await send(client, marketing(numbers[2]))
+    assert (status, payload["error"]["code"], headers["Retry-After"]) == (429, 770701, "60")
