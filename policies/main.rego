@@ -15,6 +15,8 @@
 #   account.marketing_deny       every rule requires lib.marketing
 #   messaging_limit, pacing      every rule requires a message (not a status call,
 #                                nor an encrypted send); throughput applies to all
+#   media                        every rule requires a media message (message.type
+#                                image, video, audio, document or sticker)
 # (main_test checks the branches against the union of every package on a range
 # of inputs.) Import aliases are fine here, in the parent package; elsewhere
 # regorus evaluates every rule of a package reached through an alias (see lib.rego).
@@ -24,6 +26,7 @@ import data.sendgate.account
 import data.sendgate.consent
 import data.sendgate.content
 import data.sendgate.frequency
+import data.sendgate.media
 import data.sendgate.messaging_limit
 import data.sendgate.pacing
 import data.sendgate.quiet_hours
@@ -53,7 +56,7 @@ reasons := [account.deny, throughput.defer, set()] if {
 ] if {
 	input.message.type == "template"
 } else := [
-	(((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | content.deny) | messaging_limit.deny),
+	((((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | content.deny) | media.deny) | messaging_limit.deny),
 	(((frequency.defer | quiet_hours.defer) | throughput.defer) | pacing.defer),
 	quiet_hours.warn,
 ] if {
@@ -61,7 +64,7 @@ reasons := [account.deny, throughput.defer, set()] if {
 	# those): lib.marketing
 	input.endpoint == "marketing_messages"
 } else := [
-	(((account.deny | window.deny) | content.deny) | messaging_limit.deny),
+	((((account.deny | window.deny) | content.deny) | media.deny) | messaging_limit.deny),
 	((frequency.defer | throughput.defer) | pacing.defer),
 	set(),
 ]

@@ -13,7 +13,9 @@ import pytest
 from sendgate.cli import main
 from sendgate.ids import DecisionIds
 from sendgate.state import ConsentRecord, DecisionQuery, ReviewRecord, SendRecord, Store, open_store
+from sendgate.state.postgresql.schema import MIGRATIONS as POSTGRES_MIGRATIONS
 from sendgate.state.rows import COPIED_TABLES
+from sendgate.state.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 
 from .conftest import CATALOG, PHONE_NUMBER_ID, WABA_ID
 from .review_seed import seed, synthetic
@@ -40,6 +42,8 @@ async def _populate(store: Store, now: float) -> list[str]:
     await store.set_account_state("phone", PHONE_NUMBER_ID, {"quality": "YELLOW"}, now - 60, {"event": "FLAGGED"})
     await store.set_marketing_pause(PHONE_NUMBER_ID, "block_rate", "blocks over 2%", now - 50)
     await store.learn_phone_numbers({PHONE_NUMBER_ID: ("15550001111", WABA_ID)}, now - 40)
+    await store.record_media(PHONE_NUMBER_ID, "1480000000000001", "image/webp", 300_000, now - 30,
+                             declared_type="image/webp", animated=True)  # fmt: skip
     records = await seed(store, now, 300, span=3 * 86400)
     for record in records[:40:4]:
         await store.add_review(ReviewRecord(record.id, "ana", f"looked at {record.id}", now - 10))
@@ -64,6 +68,7 @@ async def _view(store: Store, now: float, ids: list[str]) -> dict[str, object]:
         "account": await store.account_state(PHONE_NUMBER_ID, WABA_ID),
         "pauses": await store.marketing_pauses(),
         "numbers": await store.phone_number_ids("15550001111"),
+        "media": await store.media_facts(PHONE_NUMBER_ID, "1480000000000001", now),
         "decisions": await store.decisions(DecisionQuery(limit=1000)),
         "rejected": await store.decisions(DecisionQuery(decision="rejected", limit=1000)),
         "by_rule": await store.decisions(DecisionQuery(rule="window.closed", limit=1000)),
@@ -149,9 +154,9 @@ def test_migrate_reports_the_version_and_hides_passwords(
     tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["db", "migrate", "--state", f"sqlite:///{tmp_path / 'new.db'}"]) == 0
-    assert capsys.readouterr().out.strip().endswith("schema version 1")
+    assert capsys.readouterr().out.strip().endswith(f"schema version {SQLITE_MIGRATIONS[-1].version}")
     assert main(["db", "migrate", "--state", postgres_url]) == 0
-    assert capsys.readouterr().out.strip().endswith("schema version 1")
+    assert capsys.readouterr().out.strip().endswith(f"schema version {POSTGRES_MIGRATIONS[-1].version}")
     secret = postgres_url.replace("://sendgate@", "://sendgate:hunter2@") if "://sendgate@" in postgres_url else None
     if secret is not None:
         assert main(["db", "migrate", "--state", secret]) == 0  # trust auth: the password is not checked

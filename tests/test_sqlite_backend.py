@@ -95,7 +95,7 @@ async def test_opening_an_up_to_date_file_applies_nothing(tmp_path: Path) -> Non
     await store.record_consent(ConsentRecord("15550001111", "opted_out", (), "sms", None, 1.0))
     await store.close()
     await _open_and_close(path)
-    assert _versions(path) == [(1, "initial")]
+    assert _versions(path) == [(m.version, m.name) for m in MIGRATIONS]
     store = SQLiteStore(path)
     assert len(await store.consent_history("15550001111")) == 1
     await store.close()
