@@ -124,7 +124,7 @@ async def test_a_send_denied_by_another_rule_does_not_use_up_the_throughput(
     await open_windows(store_of(client), numbers[1:])
     # Counted, then denied (window.closed): taken back, so the second one still fits the second.
     status, _, payload = await send(client, text_message(to=numbers[0]))
-    assert (status, payload["error"]["code"]) == (403, 131047)
+    assert (status, payload["error"]["code"]) == (400, 131047)
     assert (await send(client, text_message(to=numbers[1])))[0] == 200
     status, _, payload = await send(client, text_message(to=numbers[1]))
     assert (status, payload["error"]["code"]) == (429, 130429)
@@ -195,7 +195,7 @@ async def test_a_template_counted_then_denied_does_not_use_up_the_messaging_limi
     await opt_in(store_of(client), numbers)
     wrong = template_message(to=numbers[0], components=[{"type": "body", "parameters": [{"type": "text", "text": "x"}]}])
     status, _, payload = await send(client, wrong)
-    assert (status, payload["error"]["code"]) == (403, 132000)  # counted, then denied: taken back
+    assert (status, payload["error"]["code"]) == (400, 132000)  # counted, then denied: taken back
     assert (await send(client, template_message(to=numbers[1])))[0] == 200
     status, _, payload = await send(client, template_message(to=numbers[0]))
     assert (status, payload["error"]["code"]) == (403, 770700)
