@@ -16,6 +16,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from sendgate.app import RELOADER
 from sendgate.config import Config, load_config
 from sendgate.facts import messaging_limit, throughput_mps
 from sendgate.fakegraph import FakeGraph
@@ -430,3 +431,20 @@ async def test_a_marketing_send_counted_then_denied_does_not_use_up_the_pacing(
     assert (await send(client, marketing(numbers[1])))[0] == 200
     status, headers, payload = await send(client, marketing(numbers[2]))
     assert (status, payload["error"]["code"], headers["Retry-After"]) == (429, 770701, "60")
+
+
+async def test_the_pacing_thresholds_follow_a_policy_reload(gateway_factory: GatewayFactory, tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    client = await gateway_factory(policy_dir=str(policies))
+    numbers = recipients(3)
+    await opt_in(store_of(client), numbers)
+    assert (await send(client, marketing(numbers[0])))[0] == 200  # 1 of the default 100
+    data = orjson.loads((policies / "data.json").read_bytes())
+    data["sendgate"]["params"]["pacing"]["same_content"]["categories"]["MARKETING"]["max_recipients"] = 2
+    (policies / "data.json").write_bytes(orjson.dumps(data))
+    ok, _, error = await client.app[RELOADER].reload("test")
+    assert ok, error
+    assert (await send(client, marketing(numbers[1])))[0] == 200
+    status, _, payload = await send(client, marketing(numbers[2]))
+    assert (status, payload["error"]["sendgate"]["reasons"][0]["limit"]) == (429, 2)

@@ -285,11 +285,13 @@ class SendPath:
 
     async def _policy_params(self) -> dict[str, Any]:
         """`data.sendgate.params` of the serving policies (the pacing thresholds), asked again when
-        the revision changes; the last known ones if the engine cannot answer (OPA down)."""
+        the revision changes (or after a minute: OPA serving its own bundle may change it unseen);
+        the last known ones if the engine cannot answer (OPA down)."""
         revision = self.engine.revision
-        if self._params.get("revision") != revision:
+        now = time.monotonic()
+        if self._params.get("revision") != revision or now - self._params.get("at", now) >= 60:
             try:
-                self._params = {"revision": revision, "params": await self.engine.params()}
+                self._params = {"revision": revision, "params": await self.engine.params(), "at": now}
             except Exception as exc:
                 if "params" not in self._params:
                     raise EngineError(f"the policy params could not be read: {exc}") from exc
