@@ -33,3 +33,32 @@ test_status_and_encrypted_not_paced if {
 	count(pacing.defer) == 0 with input as fx.encrypted(fact)
 	count(pacing.defer) == 0 with input as fx.text({"message": {"type": "encrypted"}, "account": {"same_content": paced(fx.refused_count(5))}})
 }
+
+# The gateway reads these thresholds before deciding and ignores one it cannot
+# use: a data.json with such a threshold fails here, so a reload refuses it.
+valid_threshold(t) if {
+	is_number(t.max_recipients)
+	t.max_recipients == floor(t.max_recipients)
+	t.max_recipients >= 1
+	is_number(t.window_seconds)
+	t.window_seconds > 0
+}
+
+test_data_thresholds_are_usable if {
+	options := data.sendgate.params.pacing.same_content
+	valid_threshold(options.low_quality)
+	thresholds := array.concat([t | some t in options.categories], [t | some t in options.vetted])
+	every t in thresholds {
+		valid_threshold(t)
+	}
+	every q in options.low_quality.qualities {
+		q == upper(q)
+	}
+}
+
+test_an_unusable_threshold_is_refused if {
+	not valid_threshold({"max_recipients": 0, "window_seconds": 60})
+	not valid_threshold({"max_recipients": 1.5, "window_seconds": 60})
+	not valid_threshold({"max_recipients": 10, "window_seconds": 0})
+	not valid_threshold({"max_recipients": "10", "window_seconds": 60})
+}
