@@ -286,16 +286,21 @@ class SendPath:
     async def _policy_params(self) -> dict[str, Any]:
         """`data.sendgate.params` of the serving policies (the pacing thresholds), asked again when
         the revision changes (or after a minute: OPA serving its own bundle may change it unseen);
-        the last known ones if the engine cannot answer (OPA down)."""
+        the last known ones if the engine cannot answer. Never known (OPA not answering its data
+        API): none, asked again in 5 s; the decision itself then fails or not, on its own."""
         revision = self.engine.revision
         now = time.monotonic()
         if self._params.get("revision") != revision or now - self._params.get("at", now) >= 60:
             try:
                 self._params = {"revision": revision, "params": await self.engine.params(), "at": now}
             except Exception as exc:
-                if "params" not in self._params:
-                    raise EngineError(f"the policy params could not be read: {exc}") from exc
-                log.warning("the engine did not give its params; using the last known ones: %s", exc)
+                known = "params" in self._params and not self._params.get("unknown")
+                log.warning("the engine did not give its params (%s); %s", exc,
+                            "using the last known ones" if known else "nothing is paced until it does")  # fmt: skip
+                if not known:
+                    self._params = {"revision": revision, "params": {}, "at": now - 55, "unknown": True}
+                else:
+                    self._params["at"] = now - 55
         params: dict[str, Any] = self._params["params"]
         return params
 
