@@ -160,6 +160,25 @@ def _pair_history(draw: st.DrawFn, now: float) -> list[float] | None:
 
 
 @st.composite
+def _counted(draw: st.DrawFn, window: float, same_content: bool = False) -> dict[str, Any] | None:
+    """A counter's fact (gateway/counting.py): null (not counted), admitted, or refused with an
+    exact wait around the second's edges."""
+    if draw(st.integers(0, 2)) == 0:
+        return None
+    limit = draw(st.sampled_from([1, 20, 80, 250]))
+    admitted = draw(st.booleans())
+    wait = 0.0 if admitted else draw(st.one_of(st.sampled_from([0.001, 0.25, 0.999, 1.0, 1.5, window]),
+                                               st.floats(0.0001, window, allow_nan=False)))
+    fact: dict[str, Any] = {"limit": limit, "window_seconds": window, "admitted": admitted,
+                            "count": limit if not admitted else draw(st.integers(1, limit)),
+                            "retry_after": wait, "retry_after_ms": -(-round(wait * 1e6) // 1000)}
+    if same_content:
+        fact.update(hash="0123456789abcdef", category=draw(st.sampled_from(["MARKETING", "UTILITY", "SERVICE"])),
+                    threshold=draw(st.sampled_from(["category", "vetted", "low_quality"])))
+    return fact
+
+
+@st.composite
 def _media_facts(draw: st.DrawFn, media: dict[str, Any]) -> dict[str, Any]:
     """`message.media` as facts.py extends it: the catalog's facts for an id, sometimes known."""
     known = media.get("id") is not None and draw(st.booleans())
@@ -189,7 +208,6 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
         "markets": draw(st.sampled_from([None, ["US", "BR"], ["us"], [], ["GB", "IN"]])) if known else None,
         "quality": draw(st.sampled_from([None, "GREEN", "YELLOW", "RED"])),
         "status": draw(st.sampled_from([None, "CONNECTED", "FLAGGED", "RESTRICTED"])),
-        "messaging_limit": draw(st.sampled_from([None, "TIER_1K", "TIER_250"])),
         "marketing_paused": draw(st.sampled_from([None, {"alert": "operator", "message": "paused",
                                                          "since": NOW - 60}])),
         "direct_send": known and draw(st.booleans()),
@@ -199,6 +217,12 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
             [{"type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expires_at": now + 60},
              {"type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expires_at": now - 1}],
         ])),
+        "portfolio": "102290129340398" if known else None,
+        "messaging_limit": draw(st.sampled_from([None, 250, 2000, -1])),
+        "throughput_mps": draw(st.sampled_from([80, 20, 1000])),
+        "throughput": draw(_counted(1.0)),
+        "reach": draw(_counted(86400.0)),
+        "same_content": draw(_counted(60.0, same_content=True)),
     }
     if message.get("media") is not None:
         message = {**message, "media": draw(_media_facts(message["media"]))}

@@ -20,6 +20,7 @@ RULE_IDS = [
     "template.not_approved", "template.paused", "template.language", "template.params", "frequency.marketing",
     "frequency.pair_rate", "content.banned_term", "content.url_domain", "content.length", "content.encrypted",
     "quiet_hours", "account.unknown", "account.market",
+    "throughput.exceeded", "messaging_limit.reached", "pacing.same_content",
 ]
 
 

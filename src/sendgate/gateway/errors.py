@@ -60,6 +60,11 @@ RULE_CODES: dict[str, int] = {
     "delivery.marketing_country": 131049,  # USER_MARKETING_TEMPLATE_LIMIT: US marketing paused
     "delivery.marketing_limited": 131049,  # Meta held marketing back in the last 24 h
     "delivery.undeliverable": 131026,  # undeliverable again and again: held
+    "throughput.exceeded": 130429,  # Meta's throughput per number (a defer: 429 + Retry-After)
+    # Meta has no send-time code for its messaging limit (FACTS.md §3; 131064 is a limit set for
+    # template classification violations, not this): sendgate's own.
+    "messaging_limit.reached": 770700,
+    "pacing.same_content": 770701,  # same content to many recipients at once (a defer)
     # Meta's "Media upload error": a media type or size Meta does not take for the message's type
     "media.type": 131053,
     "media.size": 131053,

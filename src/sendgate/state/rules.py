@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice, takewhile
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from sendgate.state.base import ConsentRecord, InvalidRecord, RecipientFacts, ReviewRecord
 
 __all__ = [
+    "ACCOUNT_SCOPES",
     "CONSENT_ACTIONS",
     "DELIVERY_RANK",
     "FAILURE_LIMIT",
@@ -29,6 +30,7 @@ __all__ = [
     "apply_template_change",
     "check_review",
     "count_keys",
+    "counter_state",
     "decision_rules",
     "delivery_status_advances",
     "match_templates",
@@ -66,6 +68,25 @@ DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5}
 SEVERITY = ("DELETED", "DISABLED", "RESTRICTED", "SCHEDULED_FOR_DISABLE", "VIOLATION", "FLAGGED")
 
 CONSENT_ACTIONS = frozenset({"opt_out", "resubscribe", "resume"})
+
+# `account_state`'s scopes: a phone number id, a WABA id, a business portfolio (its messaging limit).
+ACCOUNT_SCOPES = frozenset({"phone", "waba", "portfolio"})
+
+
+def counter_state(fields: Mapping[tuple[str, str], str | None]) -> dict[str, Any]:
+    """The limits `account_state` adds for the send counters (docs/input.md): the number's
+    upgraded throughput (THROUGHPUT_UPGRADE) and its portfolio's messaging limit, as integers."""
+
+    def number(value: str | None) -> int | None:
+        try:
+            return None if value is None else int(value)
+        except ValueError:
+            return None
+
+    return {
+        "throughput_mps": number(fields.get(("phone", "throughput_mps"))),
+        "portfolio_messaging_limit": number(fields.get(("portfolio", "messaging_limit"))),
+    }
 
 
 # -- recipient facts --------------------------------------------------------------------

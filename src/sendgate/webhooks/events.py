@@ -113,7 +113,8 @@ class TemplateEvent:
 
 @dataclass(frozen=True)
 class AccountEvent:
-    """`phone_number_quality_update` (one number) or `account_update` (the whole WABA)."""
+    """`phone_number_quality_update` (one number), `account_update` (the whole WABA) or
+    `business_capability_update` (the WABA's portfolio: its messaging limit)."""
 
     waba_id: str
     field: str
@@ -220,7 +221,7 @@ def parse_webhook(body: Any, received_at: float) -> Parsed:
                     parsed.problems.append(f"{name}: entry has no WABA id")
                 else:
                     parsed.templates.append(_template(parsed, waba_id, name, value, entry_time, received_at))
-            elif name in ("phone_number_quality_update", "account_update"):
+            elif name in ("phone_number_quality_update", "account_update", "business_capability_update"):
                 if waba_id is None:
                     parsed.problems.append(f"{name}: entry has no WABA id")
                 else:

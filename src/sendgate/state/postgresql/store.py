@@ -118,7 +118,7 @@ class PostgresStore(ReviewQueries, WebhookQueries, MediaQueries):
         self._writer = GroupCommitWriter(self._db, self._owner_lock)
         # Catalog facts change rarely and are read on every template send ("may lag a few seconds").
         self._template_cache: TTLCache[tuple[str, str], list[tuple[Any, ...]]] = TTLCache(maxsize=4096, ttl=5.0)
-        self._account_cache: TTLCache[tuple[str, str | None], dict[str, Any]] = TTLCache(maxsize=1024, ttl=5.0)
+        self._account_cache: TTLCache[tuple[str, str | None, str | None], dict[str, Any]] = TTLCache(maxsize=1024, ttl=5.0)
         self._closed = False
 
     # -- consent ledger -------------------------------------------------------------
