@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sendgate.config import Config
 from sendgate.places import recipient_place
-from sendgate.state import AccountState, RecipientReads, TemplateCatalog
+from sendgate.state import AccountState, RecipientReads, TemplateCatalog, TemplateFacts
 
 __all__ = ["FactSources", "build_input"]
 
@@ -73,14 +73,7 @@ async def build_input(
         }
     if template is not None:
         if waba_id is None:
-            template_facts = {
-                "found": False,
-                "language_found": False,
-                "languages": [],
-                "status": None,
-                "category": None,
-                "placeholders": {},
-            }
+            template_facts = TemplateFacts(False, False, [], None, None, {}).as_input()  # no catalog to look in
         else:
             facts = await store.template_facts(waba_id, template["name"], template["language"])
             template_facts = facts.as_input()
