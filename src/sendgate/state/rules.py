@@ -244,7 +244,7 @@ def apply_status_event(template: dict[str, Any], event: str, at: float, disable_
     lock; REINSTATED is APPROVED again; ARCHIVED keeps the status it ends (`status_before_archive`)
     and UNARCHIVED brings it back (APPROVED when sendgate never saw it). APPROVED, REINSTATED and
     DISABLED end a flag. What sendgate keeps lives under the entry's `sendgate` key."""
-    own: dict[str, Any] = template.get(OWN_KEY) if isinstance(template.get(OWN_KEY), dict) else {}
+    own: dict[str, Any] = found if isinstance(found := template.get(OWN_KEY), dict) else {}
     event = event.upper()
     if event == "FLAGGED":
         own.update(flagged=True, flagged_at=at, flagged_until=disable_at)
