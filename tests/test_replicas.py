@@ -218,7 +218,7 @@ async def test_sigkill_one_replica_under_load(
     marked = {r.id for r in records if r.outcome_unknown}
     assert marked == open_after_kill
     status, _ = await post_message(http, b.messages_url, text_message(to=daytime_recipient(900)))
-    assert status == 403  # b serves (no consent for that number: a decision, not a fault)
+    assert status == 400  # b serves (no open window for that number, 131047: a decision, not a fault)
 
 
 async def test_postgres_stopped_mid_load_fails_closed_and_recovers(

@@ -233,7 +233,7 @@ async def test_paths_that_read_bodies_themselves_refuse_compressed_ones(gateway:
     )
     assert status == 400 and "send the body plain" in _graph_error(payload)["message"]
     status, _, payload = await send(gateway, text_message())
-    assert status == 403 and payload["error"]["code"] == 131047  # the inbound message was not recorded
+    assert status == 400 and payload["error"]["code"] == 131047  # the inbound message was not recorded
 
 
 async def test_a_send_is_never_recorded_as_forwarded_when_its_upstream_url_cannot_be_built(
@@ -264,7 +264,7 @@ async def test_a_status_field_on_a_message_does_not_skip_the_message_rules(
 ) -> None:
     body = {**text_message(), "status": "read", "message_id": WAMID}  # window closed: a message is denied
     status, headers, payload = await send(gateway, body)
-    assert status == 403 and payload["error"]["code"] == 131047
+    assert status == 400 and payload["error"]["code"] == 131047
     assert fake_graph[0].received == []
     record = await _record(gateway, headers["X-Sendgate-Decision-Id"])
     assert (record.type, record.decision, record.forwarded) == ("text", "deny", False)

@@ -41,7 +41,7 @@ async def test_masking_covers_facts_and_reason_texts(gateway_factory: GatewayFac
     assert US_RECIPIENT not in str(denied.reasons) and "*******1234" in denied.reasons[0]["message"]
     # The app still gets the reason as the policy wrote it: it sent the number itself.
     status, _, body = await send(client, text_message(to="16505559999"))
-    assert status == 403 and "16505559999" in body["error"]["message"]
+    assert status == 400 and "16505559999" in body["error"]["message"]
 
 
 async def test_admin_api_filters_reviews_and_stats(gateway: TestClient) -> None:

@@ -62,8 +62,8 @@ async def site(gateway_factory: GatewayFactory, clock: Clock) -> TestClient:
     """A gateway with a month of decisions, real rejections among them (one carrying HTML)."""
     client = await gateway_factory(reviewer_tokens=[REVIEWER], log={"mask_recipients": True})
     await seed(store_of(client), clock.now, 600)
-    assert (await send(client, text_message(body=HTML_BODY)))[0] == 403  # window closed
-    assert (await send(client, template_message("paused_promo", components=[])))[0] == 403
+    assert (await send(client, text_message(body=HTML_BODY)))[0] == 400  # window closed
+    assert (await send(client, template_message("paused_promo", components=[])))[0] == 400  # paused: 132015
     assert (await send(client, template_message("spring_sale")))[0] == 403  # no consent
     return client
 

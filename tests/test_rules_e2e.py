@@ -70,7 +70,7 @@ async def _expect_rejection(client: TestClient, fake: FakeGraph, body: dict[str,
     assert rule in [r["rule"] for r in error["sendgate"]["reasons"]]
     assert len(fake.received) == before, "a rejected message must never reach Meta"
     record = await _record(client, error["fbtrace_id"])
-    assert record.decision == ("deny" if status == 403 else "defer")
+    assert record.decision == ("defer" if status == 429 else "deny")
     assert record.mode == "enforce" and record.forwarded is False
     assert rule in [r["rule"] for r in record.reasons]
     assert record.content == body  # reviewers see what was rejected
@@ -101,9 +101,9 @@ async def test_allowed_message_is_forwarded_unchanged(gateway: TestClient, fake_
 
 
 async def test_window_closed(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
-    await _expect_rejection(gateway, fake_graph[0], text_message(), status=403, code=131047, rule="window.closed")
+    await _expect_rejection(gateway, fake_graph[0], text_message(), status=400, code=131047, rule="window.closed")
     await _user_wrote(gateway, 86400 + 1)  # the window expired a second ago
-    await _expect_rejection(gateway, fake_graph[0], text_message(), status=403, code=131047, rule="window.closed")
+    await _expect_rejection(gateway, fake_graph[0], text_message(), status=400, code=131047, rule="window.closed")
 
 
 async def test_consent_missing(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
@@ -112,7 +112,7 @@ async def test_consent_missing(gateway: TestClient, fake_graph: tuple[FakeGraph,
 
 async def test_consent_opted_out_uses_meta_code_for_marketing(gateway: TestClient, fake_graph: tuple[FakeGraph, str]) -> None:
     await _opt_out(gateway)
-    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=403, code=131050,
+    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=400, code=131050,
                             rule="consent.opted_out")
     await _expect_rejection(gateway, fake_graph[0], template_message("order_update"), status=403, code=770101,
                             rule="consent.opted_out")
@@ -127,20 +127,20 @@ async def test_consent_category(gateway: TestClient, fake_graph: tuple[FakeGraph
 
 
 @pytest.mark.parametrize(
-    ("message", "code", "rule"),
-    [
-        (template_message("no_such_template", components=[]), 132001, "template.unknown"),
-        (template_message("spring_sale", language="de"), 132001, "template.language"),
-        (template_message("pending_notice", components=[]), 132001, "template.not_approved"),
-        (template_message("paused_promo", components=[]), 132015, "template.paused"),
+    ("message", "status", "code", "rule"),
+    [  # Meta answers 132001 with a 404, its other template errors with a 400
+        (template_message("no_such_template", components=[]), 404, 132001, "template.unknown"),
+        (template_message("spring_sale", language="de"), 404, 132001, "template.language"),
+        (template_message("pending_notice", components=[]), 404, 132001, "template.not_approved"),
+        (template_message("paused_promo", components=[]), 400, 132015, "template.paused"),
         (template_message("order_update", components=[{"type": "body", "parameters": [{"type": "text", "text": "x"}]}]),
-         132000, "template.params"),
+         400, 132000, "template.params"),
     ],
 )
 async def test_template_rules(gateway: TestClient, fake_graph: tuple[FakeGraph, str], message: dict[str, Any],
-                              code: int, rule: str) -> None:
+                              status: int, code: int, rule: str) -> None:
     await _opt_in(gateway)
-    await _expect_rejection(gateway, fake_graph[0], message, status=403, code=code, rule=rule)
+    await _expect_rejection(gateway, fake_graph[0], message, status=status, code=code, rule=rule)
 
 
 async def test_template_with_named_parameters_passes(gateway: TestClient) -> None:
@@ -154,13 +154,13 @@ async def test_frequency_marketing(gateway: TestClient, fake_graph: tuple[FakeGr
     status, _, _ = await send(gateway, template_message("spring_sale"))
     assert status == 200
     clock.advance(3600)
-    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=403, code=131049,
+    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=400, code=131049,
                             rule="frequency.marketing")
     clock.advance(86400)  # the 24 h cap has rolled over
     status, _, _ = await send(gateway, template_message("spring_sale"))
     assert status == 200
     clock.advance(86400 + 60)  # 2 in the last 7 days: the weekly cap holds
-    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=403, code=131049,
+    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=400, code=131049,
                             rule="frequency.marketing")
 
 

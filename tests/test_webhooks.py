@@ -108,7 +108,7 @@ async def test_bad_or_missing_signature_is_refused_and_changes_nothing(
     assert app.received == []  # nothing relayed
     assert (await store_of(client).recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, 0.0)).last_inbound_at is None
     status, _, answer = await send(client, text_message())
-    assert status == 403 and answer["error"]["code"] == 131047  # the window is still closed
+    assert status == 400 and answer["error"]["code"] == 131047  # the window is still closed
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
@@ -202,7 +202,7 @@ async def test_a_state_failure_answers_503_so_meta_retries(
 async def test_inbound_message_opens_the_window_for_free_form_sends(gateway_factory: GatewayFactory, clock: Clock) -> None:
     client = await gateway_factory(webhooks=webhook_config())
     status, _, answer = await send(client, text_message())
-    assert status == 403 and answer["error"]["code"] == 131047
+    assert status == 400 and answer["error"]["code"] == 131047
     assert (await post_webhook(client, inbound_text("Is my order ready?", clock.now - 300)))[0] == 200
     await allowed_send(client, text_message())
     # A redelivered older message never moves the window back.
@@ -312,7 +312,7 @@ async def test_user_preferences_stop_and_resume(gateway_factory: GatewayFactory,
     assert (current["status"], current["categories"], current["source"]) == (
         "opted_out", ["marketing"], "whatsapp:user_preferences")
     status, _, answer = await send(client, template_message("spring_sale"))
-    assert status == 403 and answer["error"]["code"] == 131050  # Meta's own code for it
+    assert status == 400 and answer["error"]["code"] == 131050  # Meta's own code for it
     assert (await post_webhook(client, user_preference("resume", clock.now - 60)))[0] == 200
     current = (await consent(client))["current"]
     assert current["status"] == "opted_in" and sorted(current["categories"]) == ["marketing", "utility"]
@@ -367,7 +367,7 @@ async def test_failed_131047_closes_the_window_until_the_user_writes_again(
     assert (await post_webhook(client, payload))[0] == 200
     clock.advance(10)
     status, _, answer = await send(client, text_message())
-    assert status == 403 and answer["error"]["code"] == 131047
+    assert status == 400 and answer["error"]["code"] == 131047
     assert (await post_webhook(client, inbound_text("still there?", clock.now - 1)))[0] == 200
     await allowed_send(client, text_message())
 
@@ -419,10 +419,10 @@ async def test_template_status_webhook_pauses_and_reinstates(gateway_factory: Ga
     await opt_in(client, clock.now - 3600)
     assert (await post_webhook(client, template_status("PAUSED", clock.now - 100)))[0] == 200
     status, _, answer = await send(client, template_message())
-    assert status == 403 and answer["error"]["code"] == 132015
+    assert status == 400 and answer["error"]["code"] == 132015
     # An older event delivered late does not undo the newer one.
     assert (await post_webhook(client, template_status("APPROVED", clock.now - 200)))[0] == 200
-    assert (await send(client, template_message()))[0] == 403
+    assert (await send(client, template_message()))[0] == 400
     assert (await post_webhook(client, template_status("REINSTATED", clock.now - 50)))[0] == 200
     await allowed_send(client, template_message())
     catalog = await store_of(client).templates(WABA_ID)
@@ -526,7 +526,7 @@ async def test_a_failed_marketing_send_no_longer_counts_toward_the_cap(gateway_f
     message_id = await allowed_send(client, template_message("spring_sale"))
     clock.advance(60)
     status, _, answer = await send(client, template_message("spring_sale"))
-    assert status == 403 and answer["error"]["code"] == 131049  # frequency.marketing: 1 a day
+    assert status == 400 and answer["error"]["code"] == 131049  # frequency.marketing: 1 a day
     payload = status_update(message_id, "failed", clock.now - 30, error=131026)
     assert (await post_webhook(client, payload))[0] == 200
     await allowed_send(client, template_message("spring_sale"))

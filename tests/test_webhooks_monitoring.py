@@ -76,7 +76,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 async def test_metrics_cover_decisions_latency_upstream_and_webhooks(gateway_factory: GatewayFactory, clock: Clock) -> None:
     client = await gateway_factory(webhooks=webhook_config())
-    assert (await send(client, text_message()))[0] == 403  # window.closed
+    assert (await send(client, text_message()))[0] == 400  # window.closed
     assert (await post_webhook(client, inbound_text("hi", clock.now - 60)))[0] == 200
     assert (await send(client, text_message()))[0] == 200
     text = await metrics_text(client)
@@ -256,10 +256,10 @@ async def test_rejection_threshold(gateway_factory: GatewayFactory, clock: Clock
         alerts={"thresholds": [{"name": "window_misses", "metric": "rejections", "rules": ["window.closed"], "count": 3}]}
     )
     for _ in range(2):
-        assert (await send(client, text_message()))[0] == 403
+        assert (await send(client, text_message()))[0] == 400
     monitor = client.app[MONITOR]
     assert monitor.firing() == []
-    assert (await send(client, text_message()))[0] == 403
+    assert (await send(client, text_message()))[0] == 400
     assert [a["alert"] for a in monitor.firing(PHONE_NUMBER_ID)] == ["window_misses"]
     _, view = await admin(client, "GET", f"/accounts/{PHONE_NUMBER_ID}")
     assert view["monitoring"]["rejections"] == {"window.closed": 3}

@@ -74,7 +74,7 @@ async def opt_in(client: Any, at: float, categories: list[str] | None = None) ->
 
 async def assert_marketing_denied(client: Any) -> None:
     status, _, answer = await send(client, template_message("spring_sale"))
-    assert status == 403 and answer["error"]["code"] == 131050, answer
+    assert status == 400 and answer["error"]["code"] == 131050, answer
 
 
 # -- parsing: clamped and unusable times -----------------------------------------------------------
@@ -276,7 +276,7 @@ async def test_unusable_times_are_refused_except_for_optouts(
     assert (await post_webhook(client, with_time(inbound_text("hello", clock.now), timestamp)))[0] == 200
     assert (await store.recipient_facts(PHONE_NUMBER_ID, None, US_RECIPIENT, clock.now)).last_inbound_at is None
     status, _, answer = await send(client, text_message())
-    assert status == 403 and answer["error"]["code"] == 131047
+    assert status == 400 and answer["error"]["code"] == 131047
     # A status: not applied.
     assert (await post_webhook(client, with_time(status_update(sent, "delivered", clock.now), timestamp)))[0] == 200
     assert (await store.decision(decision_id)).delivery_status is None  # type: ignore[union-attr]
@@ -319,7 +319,7 @@ async def test_a_future_inbound_message_opens_the_window_at_the_received_time(
     assert any("clamped" in r.getMessage() for r in caplog.records)
     clock.advance(24 * 3600 + 60)  # a day after it was received: closed, not open until 2100
     status, _, answer = await send(client, text_message())
-    assert status == 403 and answer["error"]["code"] == 131047
+    assert status == 400 and answer["error"]["code"] == 131047
 
 
 async def test_a_future_status_neither_sticks_the_window_nor_the_record(gateway_factory: GatewayFactory, clock: Clock) -> None:
@@ -337,7 +337,7 @@ async def test_a_future_status_neither_sticks_the_window_nor_the_record(gateway_
     failed = status_update(message_id, "failed", YEAR_2100, error=131047, title="Re-engagement message")
     assert (await post_webhook(client, failed))[0] == 200
     status, _, answer = await send(client, text_message())
-    assert status == 403 and answer["error"]["code"] == 131047
+    assert status == 400 and answer["error"]["code"] == 131047
     clock.advance(30)
     assert (await post_webhook(client, inbound_text("still there?", clock.now - 1)))[0] == 200
     status, _, answer = await send(client, text_message())

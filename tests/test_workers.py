@@ -206,7 +206,7 @@ async def test_two_workers_share_one_port_and_one_scrape_counts_them_all(served:
             for _ in range(sends[pid]):
                 n += 1
                 status, body, _ = await _send(session, port, f"1650555{n:04d}")
-                assert (status, body["error"]["code"]) == (403, 131047), body  # no open window: denied, recorded
+                assert (status, body["error"]["code"]) == (400, 131047), body  # no open window: denied, recorded
         for pid, session in sessions.items():
             assert (await _ready(session, port))["pid"] == pid  # each connection stayed with its worker
             async with session.get(f"http://127.0.0.1:{port}/metrics") as response:

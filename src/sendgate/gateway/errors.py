@@ -17,7 +17,9 @@ __all__ = [
     "CODE_INVALID",
     "CODE_UNMATCHED_RULE",
     "RULE_CODES",
+    "SENDGATE_CODES",
     "graph_error",
+    "http_status",
     "policy_error",
     "primary_reason",
     "rule_code",
@@ -58,6 +60,34 @@ RULE_CODES: dict[str, int] = {
     "account.quality": 770601,  # Meta flagged the number or rated it RED: marketing paused
     "account.paused": 770602,  # an alert paused marketing until an operator clears it
 }
+
+# The HTTP status Meta answers each of its codes with that differs from 400, its status for the
+# policy and parameter errors (FACTS.md §2, Meta's error-codes table). Only the codes a rejection
+# can carry matter here; the fake Graph API keeps Meta's whole table on its own, and a test holds
+# the two equal.
+_META_STATUS: dict[int, int] = {
+    0: 401, 190: 401,
+    2: 503,
+    3: 500, 131000: 500, 131016: 500, 131045: 500, 131057: 500,
+    10: 403, 200: 403, 368: 403, 130497: 403, 131005: 403, 131031: 403,
+    132001: 404,
+}  # fmt: skip
+
+SENDGATE_CODES = range(770000, 780000)  # sendgate's own: refusals Meta has no code for
+
+
+def http_status(code: int) -> int:
+    """The HTTP status of a denial with Graph code `code`: Meta's for Meta's codes, 403 for sendgate's own.
+
+    Apps key on Meta's codes, and some on Meta's statuses too: a denial that mirrors Meta's error
+    looks like it in both. A deferral is always 429 with Retry-After, whatever its code.
+    """
+    if code in SENDGATE_CODES:
+        return 403
+    if 200 <= code <= 299:  # Meta's API permission range
+        return 403
+    return _META_STATUS.get(code, 400)
+
 
 # Which reason names the error when several fire: the one an app can act on first.
 _PRIORITY = (
@@ -124,16 +154,18 @@ def graph_error(
 def policy_error(
     decision_id: str, mode: str, reasons: list[dict[str, Any]], retry_after: int | None = None
 ) -> web.Response:
-    """403 for a denial, 429 with Retry-After for a deferral."""
+    """A denial answers with the status Meta uses for its code (`http_status`), a deferral with
+    429 and Retry-After."""
     primary = primary_reason(reasons)
+    code = rule_code(primary)
     extra: dict[str, Any] = {"decision_id": decision_id, "mode": mode, "reasons": reasons}
     headers = {}
     if retry_after is not None:
         extra["retry_after"] = retry_after
         headers["Retry-After"] = str(retry_after)
     return graph_error(
-        403 if retry_after is None else 429,
-        rule_code(primary),
+        http_status(code) if retry_after is None else 429,
+        code,
         str(primary.get("message", primary.get("rule"))),
         kind="SendgatePolicyError",
         trace_id=decision_id,
