@@ -350,9 +350,8 @@ not_one_line(text) if contains(text, "\t")
 
 not_one_line(text) if regex.match(sprintf(" {%d,}", [limits.max_consecutive_spaces + 1]), text)
 
-auth_code_component("body")
-
-auth_code_component(key) if startswith(key, "button_")
+# The body, and a button: the copy-code or URL button that carries the code.
+auth_code_component(key) if regex.match(`^(body|button_[0-9]+)$`, key)
 
 param_reason(rule, p, what) := {
 	"rule": rule,
@@ -391,7 +390,10 @@ parameter_value(p) := p.text if {
 	is_string(fallback)
 } else := ""
 
-header_kind_fits("TEXT", kind) if kind in {"text", "currency", "date_time"}
+header_kind_fits(format, kind) if {
+	format == "TEXT"
+	kind in {"text", "currency", "date_time"}
+}
 
 header_kind_fits(format, kind) if {
 	format != "TEXT"
