@@ -60,12 +60,19 @@ def count_placeholders(template: dict[str, Any]) -> dict[str, int]:
             counts["header"] = 1 if fmt in _MEDIA_HEADERS else _distinct_tokens(component.get("text"))
         elif kind == "BODY":
             counts["body"] = _distinct_tokens(component.get("text"))
+            if _code_body(template, component):
+                counts["body"] = 1
         elif kind == "BUTTONS":
             for index, button in enumerate(component.get("buttons", [])):
                 needed = _button_params(button)
                 if needed is not None:
                     counts[f"button_{index}"] = needed
     return counts
+
+
+def _code_body(template: dict[str, Any], component: dict[str, Any]) -> bool:
+    """An AUTHENTICATION body as it is created (no text, Meta writes it): it takes the code."""
+    return str(template.get("category", "")).upper() == "AUTHENTICATION" and not isinstance(component.get("text"), str)
 
 
 def _distinct_tokens(text: Any) -> int:
@@ -119,7 +126,7 @@ def template_details(template: dict[str, Any]) -> dict[str, Any]:
             shown = text if fmt == "TEXT" else None
             header = {"format": fmt, "text": shown, "parameter_names": parameter_names(shown)}
         elif kind == "BODY":
-            body = {"text": text, "parameter_names": parameter_names(text)}
+            body = {"text": text, "parameter_names": ["1"] if _code_body(template, component) else parameter_names(text)}
         elif kind == "FOOTER":
             footer = {"text": text}
         elif kind == "BUTTONS":
