@@ -23,6 +23,7 @@ import pytest
 from sendgate.fakegraph import FakeGraph
 from sendgate.state import OUTCOME_UNKNOWN, ConsentRecord, DecisionRecord, SendRecord, StoreError, open_store
 from sendgate.state.postgresql import PostgresStore
+from sendgate.state.postgresql.schema import MIGRATIONS
 from sendgate.state.postgresql.webhooks import lock_recipient
 from sendgate.state.sqlite import SQLiteStore
 
@@ -380,7 +381,8 @@ async def test_stores_opening_a_new_database_together_migrate_it_once(postgres_s
             await store.close()
     conn = await asyncpg.connect(url)
     try:
-        assert [tuple(r) for r in await conn.fetch("SELECT version, name FROM schema_version")] == [(1, "initial")]
+        versions = [tuple(r) for r in await conn.fetch("SELECT version, name FROM schema_version ORDER BY version")]
+        assert versions == [(m.version, m.name) for m in MIGRATIONS]
     finally:
         await conn.close()
     postgres_server.drop_database(url.rsplit("/", 1)[1])
@@ -394,7 +396,7 @@ async def test_a_database_from_a_newer_sendgate_is_refused(postgres_url: str) ->
         await conn.close()
     store = PostgresStore(postgres_url)
     try:
-        with pytest.raises(StoreError, match="schema version 99, newer than this sendgate's 1: upgrade sendgate"):
+        with pytest.raises(StoreError, match=f"schema version 99, newer than this sendgate's {MIGRATIONS[-1].version}: upgrade sendgate"):
             await store.ping()
         with pytest.raises(StoreError, match="newer than this sendgate's"):  # and again: nothing half-open
             await store.log_decision(_record(2))

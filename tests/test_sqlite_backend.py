@@ -95,7 +95,7 @@ async def test_opening_an_up_to_date_file_applies_nothing(tmp_path: Path) -> Non
     await store.record_consent(ConsentRecord("15550001111", "opted_out", (), "sms", None, 1.0))
     await store.close()
     await _open_and_close(path)
-    assert _versions(path) == [(1, "initial")]
+    assert _versions(path) == [(m.version, m.name) for m in MIGRATIONS]
     store = SQLiteStore(path)
     assert len(await store.consent_history("15550001111")) == 1
     await store.close()
@@ -106,7 +106,7 @@ async def test_a_file_from_a_newer_sendgate_is_refused(tmp_path: Path) -> None:
     await _open_and_close(path)
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO schema_version VALUES (99, 'from the future', 0)")
-    with pytest.raises(StoreError, match="schema version 99, newer than this sendgate's 1"):
+    with pytest.raises(StoreError, match=f"schema version 99, newer than this sendgate's {MIGRATIONS[-1].version}"):
         SQLiteStore(path)
 
 
