@@ -13,6 +13,8 @@
 #   window                       every rule requires a type other than "template"
 #   frequency.deny, quiet_hours  every rule requires lib.marketing
 #   account.marketing_deny       every rule requires lib.marketing
+#   media                        every rule requires a media message (message.type
+#                                image, video, audio, document or sticker)
 # (main_test checks the branches against the union of every package on a range
 # of inputs.) Import aliases are fine here, in the parent package; elsewhere
 # regorus evaluates every rule of a package reached through an alias (see lib.rego).
@@ -22,6 +24,7 @@ import data.sendgate.account
 import data.sendgate.consent
 import data.sendgate.content
 import data.sendgate.frequency
+import data.sendgate.media
 import data.sendgate.quiet_hours
 import data.sendgate.template
 import data.sendgate.window
@@ -48,7 +51,7 @@ reasons := [account.deny, set(), set()] if {
 ] if {
 	input.message.type == "template"
 } else := [
-	((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | content.deny),
+	(((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | content.deny) | media.deny),
 	frequency.defer | quiet_hours.defer,
 	quiet_hours.warn,
 ] if {
@@ -56,7 +59,7 @@ reasons := [account.deny, set(), set()] if {
 	# those): lib.marketing
 	input.endpoint == "marketing_messages"
 } else := [
-	((account.deny | window.deny) | content.deny),
+	(((account.deny | window.deny) | content.deny) | media.deny),
 	frequency.defer,
 	set(),
 ]

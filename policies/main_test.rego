@@ -6,6 +6,7 @@ import data.sendgate.consent
 import data.sendgate.content
 import data.sendgate.fixtures_test as fx
 import data.sendgate.frequency
+import data.sendgate.media
 import data.sendgate.quiet_hours
 import data.sendgate.template
 import data.sendgate.window
@@ -163,10 +164,22 @@ everything_wrong := {
 	"template": {"status": "PAUSED"},
 }
 
+# A PDF of 200 MB uploaded through sendgate, sent as an image.
+wrong_media := {
+	"kind": "image", "id": "1480000000000001", "link": null, "extension": null, "known": true,
+	"mime_type": "application/pdf", "declared_type": "application/pdf", "size": 209715200, "animated": null,
+}
+
 gating_inputs := [
 	fx.text(everything_wrong),
 	fx.text(object.union(everything_wrong, {"endpoint": "marketing_messages"})),
 	fx.text(object.union(everything_wrong, {"message": {"type": "image"}, "recipient": {"local_time": null}})),
+	fx.text(object.union(everything_wrong, {"message": {"type": "image", "media": wrong_media}})),
+	fx.text(object.union(everything_wrong, {
+		"endpoint": "marketing_messages",
+		"message": {"type": "sticker", "media": object.union(wrong_media, {"kind": "sticker"})},
+	})),
+	fx.tmpl(object.union(everything_wrong, {"message": {"media": wrong_media}})),
 	fx.tmpl(everything_wrong),
 	fx.tmpl(object.union(everything_wrong, {"template": {"category": "UTILITY"}})),
 	fx.tmpl(object.union(everything_wrong, {"endpoint": "marketing_messages", "template": {"category": "UTILITY"}})),
@@ -178,7 +191,8 @@ gating_inputs := [
 test_branches_consult_every_package_that_can_fire if {
 	every inp in gating_inputs {
 		d := sendgate.decision with input as inp
-		all_deny := (((((account.deny | account.marketing_deny) | consent.deny) | window.deny) | template.deny) | frequency.deny) | content.deny with input as inp
+		some_deny := (((account.deny | account.marketing_deny) | consent.deny) | window.deny) | template.deny with input as inp
+		all_deny := ((some_deny | frequency.deny) | content.deny) | media.deny with input as inp
 		all_defer := frequency.defer | quiet_hours.defer with input as inp
 		all_warn := quiet_hours.warn with input as inp
 		{r | some r in d.deny} == all_deny

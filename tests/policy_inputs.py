@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import assume
 from hypothesis import strategies as st
 
+from sendgate.facts import link_extension
 from sendgate.messages import InvalidMessage, normalize
 
 NOW = 1795557600.0  # 2026-11-24 22:00 UTC
@@ -29,6 +30,15 @@ WORDS = ["hello", "order", "ready", "table", "casino", "Casinos", "firearm", "bu
 URLS = ["https://bit.ly/abc", "http://www.tinyurl.com/x", "https://go.bit.ly/y", "https://cdn.acme.example/a.png",
         "https://acme.example/promo?x=1", "https://t.co/z", "http://user:pw@BIT.ly:8080/q", "https://example.org/",
         "https://notbit.ly/x", "www.cutt.ly/a"]
+# Media links whose extensions fit one kind, another, several, or none the data lists.
+MEDIA_LINKS = ["https://cdn.acme.example/a.jpg", "https://cdn.acme.example/b.PDF?v=2", "https://cdn.acme.example/c.webp",
+               "https://cdn.acme.example/d.mp4", "https://cdn.acme.example/e.gif", "https://cdn.acme.example/f.ogg",
+               "https://cdn.acme.example/g.opus", "https://cdn.acme.example/h.php", "https://cdn.acme.example/noext"]
+MEDIA_TYPES = ["image/jpeg", "image/png", "image/webp", "application/pdf", "video/mp4", "audio/ogg", "audio/opus",
+               "text/plain", "video/3gpp", "Image/PNG"]
+MB = 1024 * 1024
+MEDIA_SIZES = [0, 100 * 1024, 100 * 1024 + 1, 500 * 1024, 500 * 1024 + 1, 5 * MB, 5 * MB + 1, 16 * MB, 16 * MB + 1,
+               100 * MB, 100 * MB + 1]
 TYPES = ["text", "image", "video", "audio", "document", "sticker", "location", "contacts", "interactive", "template",
          "reaction"]
 
@@ -87,12 +97,12 @@ def send_bodies(draw: st.DrawFn, message_type: str) -> dict[str, Any]:
     if message_type == "text":
         body["text"] = {"body": text or "hi", "preview_url": draw(st.booleans())}
     elif message_type in ("image", "video", "document"):
-        media: dict[str, Any] = {"link": draw(st.sampled_from(URLS))} if draw(st.booleans()) else {"id": "123"}
+        media: dict[str, Any] = {"link": draw(st.sampled_from(URLS + MEDIA_LINKS))} if draw(st.booleans()) else {"id": "123"}
         if draw(st.booleans()):
             media["caption"] = text
         body[message_type] = media
     elif message_type in ("audio", "sticker"):
-        body[message_type] = {"id": "456"}
+        body[message_type] = {"link": draw(st.sampled_from(MEDIA_LINKS))} if draw(st.booleans()) else {"id": "456"}
     elif message_type == "location":
         body["location"] = {"latitude": 1.5, "longitude": 2.5, "name": text, "address": draw(texts)}
     elif message_type == "contacts":
@@ -175,6 +185,21 @@ def _pair_history(draw: st.DrawFn, now: float) -> list[float] | None:
 
 
 @st.composite
+def _media_facts(draw: st.DrawFn, media: dict[str, Any]) -> dict[str, Any]:
+    """`message.media` as facts.py extends it: the catalog's facts for an id, sometimes known."""
+    known = media.get("id") is not None and draw(st.booleans())
+    return {
+        **media,
+        "extension": link_extension(media.get("link")),
+        "known": known,
+        "mime_type": draw(st.sampled_from(MEDIA_TYPES + [None])) if known else None,
+        "declared_type": draw(st.sampled_from(MEDIA_TYPES + [None])) if known else None,
+        "size": draw(st.sampled_from(MEDIA_SIZES + [None])) if known else None,
+        "animated": draw(st.sampled_from([None, True, False])) if known else None,
+    }
+
+
+@st.composite
 def input_documents(draw: st.DrawFn) -> dict[str, Any]:
     now = draw(st.one_of(st.just(NOW), st.floats(1.7e9, 1.9e9, allow_nan=False),
                          st.integers(1_700_000_000, 1_900_000_000).map(float)))
@@ -193,6 +218,8 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
         "marketing_paused": draw(st.sampled_from([None, {"alert": "operator", "message": "paused",
                                                          "since": NOW - 60}])),
     }
+    if message.get("media") is not None:
+        message = {**message, "media": draw(_media_facts(message["media"]))}
     recipient: dict[str, Any] | None = None
     if recipient_id is not None and not message.get("is_status"):
         zone = draw(st.sampled_from([("US", "America/Los_Angeles"), ("BR", "America/Sao_Paulo"), ("IN", "Asia/Kolkata"),

@@ -42,6 +42,8 @@ async def _populate(store: Store, now: float) -> list[str]:
     await store.set_account_state("phone", PHONE_NUMBER_ID, {"quality": "YELLOW"}, now - 60, {"event": "FLAGGED"})
     await store.set_marketing_pause(PHONE_NUMBER_ID, "block_rate", "blocks over 2%", now - 50)
     await store.learn_phone_numbers({PHONE_NUMBER_ID: ("15550001111", WABA_ID)}, now - 40)
+    await store.record_media(PHONE_NUMBER_ID, "1480000000000001", "image/webp", 300_000, now - 30,
+                             declared_type="image/webp", animated=True)  # fmt: skip
     records = await seed(store, now, 300, span=3 * 86400)
     for record in records[:40:4]:
         await store.add_review(ReviewRecord(record.id, "ana", f"looked at {record.id}", now - 10))
@@ -66,6 +68,7 @@ async def _view(store: Store, now: float, ids: list[str]) -> dict[str, object]:
         "account": await store.account_state(PHONE_NUMBER_ID, WABA_ID),
         "pauses": await store.marketing_pauses(),
         "numbers": await store.phone_number_ids("15550001111"),
+        "media": await store.media_facts(PHONE_NUMBER_ID, "1480000000000001", now),
         "decisions": await store.decisions(DecisionQuery(limit=1000)),
         "rejected": await store.decisions(DecisionQuery(decision="rejected", limit=1000)),
         "by_rule": await store.decisions(DecisionQuery(rule="window.closed", limit=1000)),

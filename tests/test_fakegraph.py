@@ -367,6 +367,20 @@ async def test_media_upload_and_url(client: TestClient, fake: FakeGraph) -> None
     assert (await client.get(f"/v23.0/{media_id}", headers=AUTH)).status == 400
 
 
+async def test_media_upload_of_a_type_meta_does_not_take(client: TestClient, fake: FakeGraph) -> None:
+    form = aiohttp.FormData()
+    form.add_field("messaging_product", "whatsapp")
+    form.add_field("type", "image/png")  # Meta judges the file part's type, not this
+    form.add_field("file", b"bytes", filename="a.bin", content_type="application/octet-stream")
+    response = await client.post("/v23.0/1/media", data=form, headers=AUTH)
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == 100 and error["type"] == "OAuthException"
+    assert error["message"].startswith("(#100) Param file must be a file with one of the following types: audio/aac,")
+    assert error["message"].endswith("Received file of type 'application/octet-stream'.")
+    assert fake.media == {}
+
+
 async def test_unknown_path_is_graph_2500(client: TestClient, fake: FakeGraph) -> None:
     response = await client.get("/v23.0/106540352242922/nonsense", headers=AUTH)
     assert response.status == 400  # Graph answers 2500 with HTTP 400

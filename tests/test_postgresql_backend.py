@@ -381,8 +381,8 @@ async def test_stores_opening_a_new_database_together_migrate_it_once(postgres_s
             await store.close()
     conn = await asyncpg.connect(url)
     try:
-        versions = [tuple(r) for r in await conn.fetch("SELECT version, name FROM schema_version ORDER BY version")]
-        assert versions == [(m.version, m.name) for m in MIGRATIONS]
+        versions = await conn.fetch("SELECT version, name FROM schema_version ORDER BY version")
+        assert [tuple(r) for r in versions] == [(m.version, m.name) for m in MIGRATIONS]
     finally:
         await conn.close()
     postgres_server.drop_database(url.rsplit("/", 1)[1])

@@ -141,7 +141,8 @@ def create_app(
         admission = open_admission(config.state)
         app[SEND_PATH] = SendPath(config, policy, upstream, recorder, store, admission, clock)
         own_paths = ("/admin", config.webhooks.path, "/healthz", "/readyz", "/metrics")
-        app[PASSTHROUGH] = Passthrough(config.passthrough, upstream, own_paths)
+        # Media uploads Meta answers with an id are kept in the store (`MediaCatalog`) for the send path.
+        app[PASSTHROUGH] = Passthrough(config.passthrough, upstream, own_paths, store, clock)
         try:
             yield
         finally:

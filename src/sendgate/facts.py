@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from functools import lru_cache
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sendgate.config import Config
 from sendgate.places import recipient_place
-from sendgate.state import AccountState, RecipientReads, TemplateCatalog, TemplateFacts
+from sendgate.state import AccountState, MediaCatalog, RecipientReads, TemplateCatalog, TemplateFacts
 
 __all__ = ["FactSources", "build_input"]
 
 
-class FactSources(RecipientReads, TemplateCatalog, AccountState, Protocol):
+class FactSources(RecipientReads, TemplateCatalog, AccountState, MediaCatalog, Protocol):
     """What the input document is gathered from: the store's roles the send path reads."""
 
 
@@ -32,6 +34,49 @@ def _local_time(zone_name: str | None, now: float) -> dict[str, int] | None:
         return None
     local = dt.datetime.fromtimestamp(now, zone)
     return {"hour": local.hour, "minute": local.minute, "weekday": local.weekday()}
+
+
+_EXTENSION = re.compile(r"^[a-z0-9]{1,10}$")
+
+
+def link_extension(link: str | None) -> str | None:
+    """The file extension of a media link's path, lower-cased ("https://x/a.PDF?v=2" -> "pdf"), or None."""
+    if not link:
+        return None
+    try:
+        path = urlsplit(link.strip()).path
+    except ValueError:  # an unreadable URL (a broken IPv6 host...): Meta's to refuse
+        return None
+    name = path.rsplit("/", 1)[-1]
+    stem, dot, extension = name.rpartition(".")
+    extension = extension.lower()
+    return extension if dot and stem and _EXTENSION.match(extension) else None
+
+
+def _mime(value: str | None) -> str | None:
+    """A MIME type without its parameters, lower-cased: "audio/ogg; codecs=opus" -> "audio/ogg"."""
+    base = value.split(";", 1)[0].strip().lower() if value else ""
+    return base or None
+
+
+async def _media_input(
+    store: MediaCatalog, phone_number_id: str, media: dict[str, Any], now: float
+) -> dict[str, Any]:
+    """`message.media` with what sendgate knows of the file: from the media catalog for an id
+    uploaded through sendgate, the link's extension for a link (docs/input.md)."""
+    media_id = media.get("id")
+    facts = await store.media_facts(phone_number_id, media_id, now) if media_id else None
+    declared = _mime(facts.declared_type) if facts else None
+    return {
+        **media,
+        "extension": link_extension(media.get("link")),
+        "known": facts is not None,
+        # The file part's type is what Meta checks an upload by; the form's `type` when it had none.
+        "mime_type": (_mime(facts.mime_type) or declared) if facts else None,
+        "declared_type": declared,
+        "size": facts.size if facts else None,
+        "animated": facts.animated if facts else None,
+    }
 
 
 async def build_input(
@@ -77,6 +122,10 @@ async def build_input(
         else:
             facts = await store.template_facts(waba_id, template["name"], template["language"])
             template_facts = facts.as_input()
+
+    media = message.get("media")
+    if media is not None:
+        message = {**message, "media": await _media_input(store, phone_number_id, media, now)}
 
     state = await store.account_state(phone_number_id, waba_id)  # from webhooks and alerts
     return {

@@ -55,6 +55,16 @@ _VERSION = re.compile(r"v\d+\.\d+")
 _NON_DIGITS = re.compile(r"\D+")
 _SEND_EDGES = frozenset({"messages", "marketing_messages"})
 _JSON = "application/json"
+# The file types Meta's upload endpoint takes, in the order its error lists them (code 100, "Param file
+# must be a file with one of the following types: ...": fbsamples/whatsapp-api-examples#10,
+# MissaelAnda/laravel-whatsapp#4). It judges the file part's Content-Type, not the `type` field.
+_UPLOAD_TYPES = (
+    "audio/aac", "audio/mp4", "audio/mpeg", "audio/amr", "audio/ogg", "audio/opus", "application/vnd.ms-powerpoint",
+    "application/msword", "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "application/pdf", "text/plain",
+    "application/vnd.ms-excel", "image/jpeg", "image/png", "image/webp", "video/mp4", "video/3gpp",
+)  # fmt: skip
 
 # Meta's error table (FACTS.md §2, mirrored from Meta's error-codes page): code -> (title, HTTP, details).
 ERRORS: dict[int, tuple[str, int, str]] = {
@@ -633,6 +643,7 @@ class FakeGraph:
         fields: dict[str, str] = {}
         mime_type = "application/octet-stream"
         content = raw
+        file_part = False
         if request.content_type.startswith("multipart/"):
             header = f"Content-Type: {request.headers.get('Content-Type', '')}\r\n\r\n".encode()
             message = BytesParser(policy=email_policy.HTTP).parsebytes(header + raw)
@@ -644,12 +655,18 @@ class FakeGraph:
                     if part.get_filename() is not None or name == "file":
                         content = payload
                         mime_type = part.get_content_type()
+                        file_part = True
                     elif isinstance(name, str):
                         fields[name] = payload.decode("utf-8", "replace")
         elif isinstance(record.body, dict):
             fields = {k: v for k, v in record.body.items() if isinstance(v, str)}
         if fields.get("messaging_product") != "whatsapp":
             return self._invalid(record, "The parameter messaging_product is required and must be 'whatsapp'.")
+        if file_part and mime_type not in _UPLOAD_TYPES:
+            return self._graph_error(
+                record, 400, f"(#100) Param file must be a file with one of the following types: "
+                f"{', '.join(_UPLOAD_TYPES)}. Received file of type '{mime_type}'.", "OAuthException", 100,
+            )  # fmt: skip
         media_id = str(self._media_base + next(self._seq))
         self.media[media_id] = {
             "messaging_product": "whatsapp",

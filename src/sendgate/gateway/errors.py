@@ -59,6 +59,9 @@ RULE_CODES: dict[str, int] = {
     "account.market": 130497,
     "account.quality": 770601,  # Meta flagged the number or rated it RED: marketing paused
     "account.paused": 770602,  # an alert paused marketing until an operator clears it
+    # Meta's "Media upload error": a media type or size Meta does not take for the message's type
+    "media.type": 131053,
+    "media.size": 131053,
 }
 
 # The HTTP status Meta answers each of its codes with that differs from 400, its status for the

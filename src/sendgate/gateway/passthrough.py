@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from aiohttp import web
 
 from sendgate.config import PassthroughRule
 from sendgate.gateway.body import BodyDecoder, content_coding, iter_body
 from sendgate.gateway.errors import CODE_INVALID, graph_error
+from sendgate.gateway.media import UploadSniffer, multipart_boundary, record_upload, upload_phone_number_id
 from sendgate.gateway.upstream import UnsafePath, Upstream, UpstreamError, decoded_path
 from sendgate.ids import DecisionIds
 from sendgate.messages import InvalidMessage
+from sendgate.state import MediaCatalog
 
 __all__ = ["Passthrough", "rule_matches"]
 
@@ -41,13 +44,25 @@ class Passthrough:
     A request that did not match one of their routes exactly (another case, a percent-encoded
     letter or slash, a version segment in front) still never goes to Meta: it would carry the
     caller's `Authorization`, an admin token as likely as not.
+
+    `media`: where media uploads (`POST /{phone_number_id}/media`) that Meta answers with an id
+    are kept, with what the form said of the file (`gateway/media.py`); None keeps nothing.
     """
 
-    def __init__(self, rules: tuple[PassthroughRule, ...], upstream: Upstream, own_paths: Iterable[str]) -> None:
+    def __init__(
+        self,
+        rules: tuple[PassthroughRule, ...],
+        upstream: Upstream,
+        own_paths: Iterable[str],
+        media: MediaCatalog | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._rules = rules
         self._upstream = upstream
         self._own = tuple(path.rstrip("/").lower() for path in own_paths)
         self._ids = DecisionIds()
+        self._media = media
+        self._clock = clock
 
     def _is_own(self, plain_path: str) -> bool:
         path = _VERSION.sub("", plain_path.lower())
@@ -80,7 +95,15 @@ class Passthrough:
         except InvalidMessage as exc:
             return _invalid_body(exc, trace_id)
         decoder = None if coding == "identity" else BodyDecoder(coding)
-        body = iter_body(request, decoder) if request.can_read_body else None
+        body: AsyncIterator[bytes] | None = iter_body(request, decoder) if request.can_read_body else None
+        # A media upload is read on its way to Meta (decoded: what Meta gets), never held.
+        uploader = (
+            upload_phone_number_id(request.method, decoded_path(request.path)) if self._media is not None else None
+        )
+        boundary = multipart_boundary(request.headers.get("Content-Type")) if uploader else None
+        sniffer = UploadSniffer(boundary) if boundary is not None and body is not None else None
+        if sniffer is not None and body is not None:
+            body = sniffer.observe(body)
         try:
             response = await self._upstream.send(request.method, url, request.headers, body)
         except UpstreamError as exc:
@@ -90,6 +113,8 @@ class Passthrough:
                 504 if exc.timed_out else 502, 2, "Meta could not be reached", kind="SendgateUpstreamError",
                 trace_id=trace_id, details=exc.detail,
             )
+        if sniffer is not None and uploader is not None and self._media is not None:
+            await record_upload(self._media, uploader, sniffer, response.status, response.body, self._clock())
         out = web.Response(status=response.status, body=response.body)
         if response.content_type:
             out.headers["Content-Type"] = response.content_type

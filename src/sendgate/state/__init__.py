@@ -2,7 +2,7 @@
 
 Each consumer depends on the roles it uses (`state/roles.py`: `ConsentLedger`,
 `TemplateCatalog`, `RecipientReads`, `DecisionLog`, `ReviewTrail`, `WebhookState`,
-`AccountState`, `Lifecycle`); `Store` is all of them, what `open_store` returns. Backends:
+`AccountState`, `MediaCatalog`, `Lifecycle`); `Store` is all of them, what `open_store` returns. Backends:
 `sqlite/` (one process, the default) and `postgresql/` (many processes on one database), each
 also opened for `sendgate db` (`Maintenance`, `open_maintenance`).
 """
@@ -30,12 +30,14 @@ from sendgate.state.base import (
     StoreError,
     TemplateFacts,
 )
+from sendgate.state.media import MediaFacts
 from sendgate.state.roles import (
     AccountState,
     ConsentLedger,
     DecisionLog,
     Lifecycle,
     Maintenance,
+    MediaCatalog,
     RecipientReads,
     ReviewTrail,
     Store,
@@ -49,6 +51,8 @@ __all__ = [
     "DecisionLog",
     "Lifecycle",
     "Maintenance",
+    "MediaCatalog",
+    "MediaFacts",
     "RecipientReads",
     "ReviewTrail",
     "TemplateCatalog",

@@ -35,6 +35,7 @@ from sendgate.state.base import (
     SendRecord,
     TemplateFacts,
 )
+from sendgate.state.media import MediaFacts
 
 __all__ = [
     "AccountState",
@@ -42,6 +43,7 @@ __all__ = [
     "DecisionLog",
     "Lifecycle",
     "Maintenance",
+    "MediaCatalog",
     "RecipientReads",
     "ReviewTrail",
     "Store",
@@ -274,6 +276,31 @@ class AccountState(Protocol):
     async def marketing_pauses(self) -> dict[str, dict[str, Any]]: ...
 
 
+class MediaCatalog(Protocol):
+    """Media uploaded through sendgate (`POST /{phone_number_id}/media`): what each media id Meta
+    answered holds, for the send path's media facts."""
+
+    async def record_media(
+        self,
+        phone_number_id: str,
+        media_id: str,
+        mime_type: str | None,
+        size: int | None,
+        at: float,
+        *,
+        declared_type: str | None = None,
+        animated: bool | None = None,
+    ) -> None:
+        """Keep one upload (checked by `media.check_media`); the same id again replaces it."""
+        ...
+
+    async def media_facts(self, phone_number_id: str, media_id: str, now: float) -> MediaFacts | None:
+        """What was kept of `media_id` uploaded for this number, or None: never uploaded through
+        sendgate (or for another number), or older than `media.MEDIA_SECONDS` (Meta expired it).
+        Sees every write committed before it was called."""
+        ...
+
+
 class Lifecycle(Protocol):
     """Opening is `open_store(url)`; the rest of a store's life."""
 
@@ -310,6 +337,7 @@ class Store(
     ReviewTrail,
     WebhookState,
     AccountState,
+    MediaCatalog,
     Lifecycle,
     Protocol,
 ):

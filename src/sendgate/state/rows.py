@@ -73,6 +73,7 @@ COPIED_TABLES: dict[str, tuple[str, ...]] = {
     "phone_numbers": ("phone_number_id", "display_phone_number", "waba_id", "seen_at"),
     "template_events": ("waba_id", "template", "field", "at"),
     "marketing_pauses": ("phone_number_id", "alert", "message", "since"),
+    "media": ("phone_number_id", "media_id", "mime_type", "declared_type", "size", "animated", "uploaded_at"),
 }
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as sendgate.ids

@@ -33,6 +33,12 @@ MIGRATE_LOCK = 1
 LEDGER_LOCK = 2  # shared by every consent merge, exclusive for an import (`webhooks.lock_recipient`)
 CONSENT_LOCKS = LOCK_NAMESPACE + 3  # "SGAW": the first key of the per-recipient consent locks
 
+# Media ids Meta answered an upload through sendgate with: the file's type and size (migration 3).
+_MEDIA_TABLE = """CREATE TABLE IF NOT EXISTS media (
+    phone_number_id text NOT NULL, media_id text NOT NULL, mime_type text, declared_type text, size bigint,
+    animated boolean, uploaded_at double precision NOT NULL,
+    PRIMARY KEY (phone_number_id, media_id))"""
+
 SCHEMA: tuple[str, ...] = (
     # -- consent ledger, catalogs, places, inbound window, sends, decision log, health --
     """CREATE TABLE IF NOT EXISTS consent (
@@ -210,6 +216,8 @@ END $$""",
     lock_key integer GENERATED ALWAYS AS IDENTITY UNIQUE,
     started_at double precision NOT NULL
 )""",
+    # -- media uploaded through sendgate (`media.py`), from migration 3 --
+    _MEDIA_TABLE,
 )
 
 
@@ -239,9 +247,14 @@ async def _template_details(conn: Connection) -> None:
         )
 
 
+async def _media(conn: Connection) -> None:
+    await conn.execute(_MEDIA_TABLE)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _initial),
     Migration(2, "template_details", _template_details),
+    Migration(3, "media", _media),
 )
 
 _VERSION_TABLE = (

@@ -32,6 +32,7 @@ from sendgate.state.base import (
 )
 from sendgate.state.catalog import validate_catalog
 from sendgate.state.postgresql.database import Database
+from sendgate.state.postgresql.media import MediaQueries
 from sendgate.state.postgresql.owner import LIVE_OWNERS, OWNER_LOCKS, OwnerLock, forget_dead_owners
 from sendgate.state.postgresql.review import ReviewQueries
 from sendgate.state.postgresql.schema import Connection
@@ -106,7 +107,7 @@ WHERE d.id = gone.decision_id AND d.upstream_status IS NULL AND d.upstream_error
 """
 
 
-class PostgresStore(ReviewQueries, WebhookQueries):
+class PostgresStore(ReviewQueries, WebhookQueries, MediaQueries):
     """The `Store` on one PostgreSQL database, shared by any number of sendgate processes."""
 
     def __init__(self, url: str) -> None:

@@ -30,6 +30,12 @@ from sendgate.state.sqlite.review import rebuild_counts
 
 __all__ = ["MIGRATIONS", "SCHEMA", "Migration", "migrate", "schema_version"]
 
+# Media ids Meta answered an upload through sendgate with: the file's type and size (migration 3).
+_MEDIA_TABLE = """CREATE TABLE IF NOT EXISTS media (
+    phone_number_id TEXT NOT NULL, media_id TEXT NOT NULL, mime_type TEXT, declared_type TEXT, size INTEGER,
+    animated INTEGER, uploaded_at REAL NOT NULL,
+    PRIMARY KEY (phone_number_id, media_id)) WITHOUT ROWID"""
+
 SCHEMA: tuple[str, ...] = (
     # -- consent ledger, catalogs, places, inbound window, sends, decision log, health --
     """CREATE TABLE IF NOT EXISTS consent (
@@ -185,6 +191,8 @@ CREATE TABLE IF NOT EXISTS health (
         PRIMARY KEY (waba_id, template, field)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS marketing_pauses (
         phone_number_id TEXT PRIMARY KEY, alert TEXT NOT NULL, message TEXT NOT NULL, since REAL NOT NULL)""",
+    # -- media uploaded through sendgate (`media.py`), from migration 3 --
+    _MEDIA_TABLE,
 )
 
 # Columns `decisions` gained after its first release: ALTERed into files from before them.
@@ -246,9 +254,14 @@ def _template_details(conn: sqlite3.Connection) -> None:
             )
 
 
+def _media(conn: sqlite3.Connection) -> None:
+    conn.execute(_MEDIA_TABLE)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _initial),
     Migration(2, "template_details", _template_details),
+    Migration(3, "media", _media),
 )
 
 _VERSION_TABLE = (

@@ -45,6 +45,7 @@ from sendgate.state.rows import (
     template_rows,
 )
 from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, carry_webhook_facts, decision_rules, recipient_facts
+from sendgate.state.sqlite.media import MediaQueries
 from sendgate.state.sqlite.review import UPSERT_COUNT, ReviewQueries
 from sendgate.state.sqlite.schema import migrate
 from sendgate.state.sqlite.webhooks import WebhookQueries
@@ -133,9 +134,10 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class SQLiteStore(ReviewQueries, WebhookQueries):
+class SQLiteStore(ReviewQueries, WebhookQueries, MediaQueries):
     """The `Store` on one SQLite file. Listing, counts, reviews and pruning: `review.py`;
-    what webhooks record (delivery status, failures, account state...): `webhooks.py`; the
+    what webhooks record (delivery status, failures, account state...): `webhooks.py`; media
+    uploaded through sendgate: `media.py`; the
     schema and its migrations: `schema.py`."""
 
     _select_columns = ", ".join(f"d.{column}" for column in DECISION_COLUMNS)
