@@ -126,6 +126,7 @@ async def test_status_events_reach_the_facts(store: Store) -> None:
     # A sync keeps the flag Graph's listing does not carry.
     await store.put_templates(WABA_ID, CATALOG)
     assert (await store.template_facts(WABA_ID, "order_update", "en_US")).flagged_until == NOW + 3600
+    assert all("sendgate" not in t for t in CATALOG["data"])  # the caller's body is left as it was
     assert await store.update_template(WABA_ID, at=NOW + 1, status="ARCHIVED", **common)
     assert await store.update_template(WABA_ID, at=NOW + 2, status="UNARCHIVED", **common)
     facts = await store.template_facts(WABA_ID, "order_update", "en_US")

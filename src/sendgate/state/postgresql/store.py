@@ -159,7 +159,7 @@ class PostgresStore(ReviewQueries, WebhookQueries, MediaQueries):
     # -- template catalog -----------------------------------------------------------
 
     async def put_templates(self, waba_id: str, body: dict[str, Any]) -> int:
-        templates = validate_catalog(body)
+        templates = [dict(t) for t in validate_catalog(body)]  # the caller's body stays as it was
 
         async def op(conn: Connection) -> None:
             # The catalog row first: its row lock orders concurrent replacements of one WABA's

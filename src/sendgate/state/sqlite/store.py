@@ -191,7 +191,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries, MediaQueries):
     # -- template catalog -----------------------------------------------------------
 
     async def put_templates(self, waba_id: str, body: dict[str, Any]) -> int:
-        templates = validate_catalog(body)
+        templates = [dict(t) for t in validate_catalog(body)]  # the caller's body stays as it was
 
         def op(conn: sqlite3.Connection) -> int:
             # Replace the WABA's catalog as a whole, in one transaction, keeping what webhooks told.
