@@ -211,7 +211,10 @@ btn(i, params) := object.union(comp(sprintf("button_%d", [i]), params), {"type":
 # The catalog's side: header TEXT "Hi {{1}}", body "Hello {{1}}, {{2}} off", a footer.
 catalog := {
 	"header": {"format": "TEXT", "text": "Hi {{1}}", "parameter_names": ["1"]},
-	"body": {"text": "Hello {{1}}, {{2}} off", "parameter_names": ["1", "2"]},
+	"body": {
+		"text": "Hello {{1}}, {{2}} off", "parameter_names": ["1", "2"],
+		"fixed_length": 12, "placeholder_counts": {"1": 1, "2": 1},
+	},
 	"footer": {"text": "Reply STOP to stop"},
 	"buttons": [],
 }
@@ -261,7 +264,10 @@ auth_input(body_code, button_code) := with_parts(
 	[comp("body", [text(body_code)]), btn(0, [text(button_code)])],
 	{"category": "AUTHENTICATION", "placeholders": {"header": 0, "body": 1, "button_0": 1}, "components": {
 		"header": null, "footer": null,
-		"body": {"text": "{{1}} is your verification code.", "parameter_names": ["1"]},
+		"body": {
+			"text": "{{1}} is your verification code.", "parameter_names": ["1"],
+			"fixed_length": 27, "placeholder_counts": {"1": 1},
+		},
 		"buttons": [{"index": "0", "type": "URL"}],
 	}},
 )
@@ -309,14 +315,20 @@ test_body_length_counts_the_filled_in_text if {
 test_body_length_counts_a_placeholder_each_time_it_appears if {
 	inp := with_parts([comp("body", [text(chars(600))])], {
 		"placeholders": {"header": 0, "body": 1},
-		"components": {"header": {"format": "IMAGE", "text": null, "parameter_names": []}, "body": {"text": "{{1}} and {{1}}", "parameter_names": ["1"]}},
+		"components": {
+			"header": {"format": "IMAGE", "text": null, "parameter_names": []},
+			"body": {"text": "{{1}} and {{1}}", "parameter_names": ["1"], "fixed_length": 5, "placeholder_counts": {"1": 2}},
+		},
 	})
 	reasons := template.deny with input as inp
 	fx.only(reasons, "template.body_length").length == 1205
 }
 
 test_body_only_template_allows_32768 if {
-	body_only := {"header": null, "footer": null, "buttons": [], "body": {"text": "{{1}}", "parameter_names": ["1"]}}
+	body_only := {"header": null, "footer": null, "buttons": [], "body": {
+		"text": "{{1}}", "parameter_names": ["1"],
+		"fixed_length": 0, "placeholder_counts": {"1": 1},
+	}}
 	inp := with_parts([comp("body", [text(chars(2000))])], {"placeholders": {"header": 0, "body": 1}, "components": body_only})
 	count(template.deny) == 0 with input as inp
 	over := with_parts([comp("body", [text(chars(32769))])], {"placeholders": {"header": 0, "body": 1}, "components": body_only})
@@ -324,7 +336,10 @@ test_body_only_template_allows_32768 if {
 }
 
 test_body_length_with_named_currency_and_unknown_parameters if {
-	body := {"text": "{{name}} pays {{amount}} by {{day}}", "parameter_names": ["name", "amount", "day"]}
+	body := {
+		"text": "{{name}} pays {{amount}} by {{day}}", "parameter_names": ["name", "amount", "day"],
+		"fixed_length": 10, "placeholder_counts": {"name": 1, "amount": 1, "day": 1},
+	}
 	params := [
 		named("name", chars(1000)),
 		{"type": "currency", "parameter_name": "amount", "currency": {"fallback_value": "$100.99", "code": "USD", "amount_1000": 100990}},
@@ -389,6 +404,14 @@ test_header_format_text_header_takes_text_only if {
 	currency := {"type": "currency", "currency": {"fallback_value": "$1", "code": "USD", "amount_1000": 1000}}
 	ok := with_parts([comp("header", [currency]), comp("body", [text("a"), text("b")])], {})
 	count(template.deny) == 0 with input as ok
+}
+
+test_body_length_needs_the_body_text if {
+	inp := with_parts(sent_header_body("Ana", [text(chars(2000)), text("x")]), {"components": object.union(catalog, {"body": {
+		"text": null, "parameter_names": [],
+		"fixed_length": null, "placeholder_counts": {},
+	}})})
+	count(template.deny) == 0 with input as inp
 }
 
 test_parameter_checks_wait_for_the_template if {

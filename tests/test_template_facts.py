@@ -91,7 +91,8 @@ def test_details_of_a_graph_entry() -> None:
         "quality": "YELLOW", "flagged": False, "flagged_until": None, "locked": True, "parameter_format": "NAMED",
         "components": {
             "header": {"format": "VIDEO", "text": None, "parameter_names": []},
-            "body": {"text": "Hi {{name}}, {{name}} and {{code}}", "parameter_names": ["name", "code"]},
+            "body": {"text": "Hi {{name}}, {{name}} and {{code}}", "parameter_names": ["name", "code"],
+                     "fixed_length": 10, "placeholder_counts": {"name": 2, "code": 1}},
             "footer": {"text": "Bye"},
             "buttons": [{"index": "0", "type": "QUICK_REPLY"}, {"index": "1", "type": "URL"}],
         },

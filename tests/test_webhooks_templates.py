@@ -52,8 +52,9 @@ async def test_sync_fetches_every_page_through_the_upstream(
     assert facts.status == "PAUSED" and facts.placeholders == {"header": 0, "body": 2}
     # The components reach the policy input, and the quality score Graph lists.
     assert facts.quality == "GREEN"
-    assert facts.components == {"header": None, "body": {"text": "Hi {{1}}, order {{2}}", "parameter_names": ["1", "2"]},
-                                "footer": None, "buttons": []}  # fmt: skip
+    assert facts.components == {"header": None, "footer": None, "buttons": [], "body": {
+        "text": "Hi {{1}}, order {{2}}", "parameter_names": ["1", "2"], "fixed_length": 11,
+        "placeholder_counts": {"1": 1, "2": 1}}}  # fmt: skip
     metrics = await (await client.get("/metrics")).text()
     assert f'sendgate_template_syncs_total{{result="ok",waba="{WABA_ID}"}} 1.0' in metrics
 
