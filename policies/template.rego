@@ -192,6 +192,7 @@ deny contains reason if {
 	)
 }
 
+# A header text parameter: at most 60 characters (Meta answers 132005).
 deny contains reason if {
 	input.message.type == "template"
 	input.template.language_found == true
