@@ -4,6 +4,8 @@
 # read receipts and encrypted sends included.
 package sendgate.account
 
+import data.sendgate.lib
+
 deny contains reason if {
 	input.account.known == false
 	not input.gateway.allow_unknown_accounts == true
@@ -36,6 +38,33 @@ deny contains reason if {
 		"country": country,
 		"markets": allowed,
 	}
+}
+
+# Meta restricted the WABA (account_update, ACCOUNT_RESTRICTION; the gateway keeps each
+# restriction_type with its expiration in account.restrictions): business-initiated messages
+# (templates, Direct Send) or replies to users pause while the matching restriction is in
+# force, until it expires (in force until lifted when Meta gave no expiry). Meta's answer
+# is 368, temporarily blocked for policy violations. Read receipts and encrypted sends (whose
+# kind cannot be read) are not judged here.
+deny contains reason if {
+	input.account.restrictions[0] # cheap: almost every account has none
+	data.sendgate.lib.business_initiated
+	some restriction in input.account.restrictions
+	restriction.type == "RESTRICTED_BIZ_INITIATED_MESSAGING"
+	in_force(restriction)
+	reason := restricted_reason(restriction, "business-initiated messages (templates, Direct Send)")
+}
+
+deny contains reason if {
+	input.account.restrictions[0]
+	not input.message.is_status == true
+	not data.sendgate.lib.business_initiated
+	not data.sendgate.lib.encrypted
+	is_string(input.message.type)
+	some restriction in input.account.restrictions
+	restriction.type == "RESTRICTED_CUSTOMER_INITIATED_MESSAGING"
+	in_force(restriction)
+	reason := restricted_reason(restriction, "replies to users (free-form messages in the customer service window)")
 }
 
 # "Acme (106540352242922)", or the bare phone number id when the account has no name.
@@ -91,3 +120,24 @@ quality_reason := {
 state_label(x) := x if {
 	is_string(x)
 } else := "unknown"
+
+in_force(restriction) if not is_number(restriction.expires_at)
+
+in_force(restriction) if restriction.expires_at > input.now
+
+restricted_reason(restriction, what) := {
+	"rule": "account.restricted",
+	"message": sprintf(
+		"Meta restricted WABA %v (%s) %s: %s may not be sent while it lasts",
+		[input.account.waba_id, restriction.type, until_label(restriction), what],
+	),
+	"restriction": restriction.type,
+	"expires_at": restriction.expires_at,
+}
+
+until_label(restriction) := sprintf("until Unix time %d (in %s)", [
+	floor(restriction.expires_at),
+	lib.duration(restriction.expires_at - input.now),
+]) if {
+	is_number(restriction.expires_at)
+} else := "with no expiry given"

@@ -36,19 +36,19 @@ test_unknown_account_denied_for_status_calls if {
 test_market_outside_denied if {
 	reasons := account.deny with input as fx.text({"account": {"markets": ["BR", "MX"]}})
 	r := fx.only(reasons, "account.market")
-	r.country == "US"
+	r.country == "CA"
 	r.markets == ["BR", "MX"]
-	contains(r.message, "US")
+	contains(r.message, "CA")
 	contains(r.message, "BR, MX")
 }
 
 test_market_inside_passes if {
-	reasons := account.deny with input as fx.text({"account": {"markets": ["US", "BR"]}})
+	reasons := account.deny with input as fx.text({"account": {"markets": ["CA", "BR"]}})
 	count(reasons) == 0
 }
 
 test_market_case_insensitive if {
-	reasons := account.deny with input as fx.text({"account": {"markets": ["us"]}})
+	reasons := account.deny with input as fx.text({"account": {"markets": ["ca"]}})
 	count(reasons) == 0
 }
 
@@ -137,4 +137,58 @@ test_pause_levels_come_from_params if {
 	reasons := account.marketing_deny with input as fx.tmpl({"account": {"quality": "YELLOW"}})
 		with data.sendgate.params.account.pause_marketing as {"qualities": {"YELLOW": true, "RED": true}, "statuses": {}}
 	fx.only(reasons, "account.quality").quality == "YELLOW"
+}
+
+restricted(type, expires_at) := {"account": {"restrictions": [{"type": type, "expires_at": expires_at}]}}
+
+test_biz_restriction_denies_templates if {
+	reasons := account.deny with input as fx.tmpl(restricted("RESTRICTED_BIZ_INITIATED_MESSAGING", fx.now + 7200))
+	r := fx.only(reasons, "account.restricted")
+	r.restriction == "RESTRICTED_BIZ_INITIATED_MESSAGING"
+	r.expires_at == fx.now + 7200
+	contains(r.message, "in 2h")
+	contains(r.message, "business-initiated")
+}
+
+test_biz_restriction_denies_direct_send if {
+	reasons := account.deny with input as fx.direct(restricted("RESTRICTED_BIZ_INITIATED_MESSAGING", fx.now + 60))
+	fx.ids(reasons) == {"account.restricted"}
+}
+
+test_biz_restriction_lets_replies_through if {
+	reasons := account.deny with input as fx.text(restricted("RESTRICTED_BIZ_INITIATED_MESSAGING", fx.now + 60))
+	count(reasons) == 0
+}
+
+test_biz_restriction_expired if {
+	reasons := account.deny with input as fx.tmpl(restricted("RESTRICTED_BIZ_INITIATED_MESSAGING", fx.now))
+	count(reasons) == 0
+}
+
+test_restriction_without_expiry_in_force if {
+	reasons := account.deny with input as fx.tmpl(restricted("RESTRICTED_BIZ_INITIATED_MESSAGING", null))
+	r := fx.only(reasons, "account.restricted")
+	contains(r.message, "with no expiry given")
+}
+
+test_customer_restriction_denies_replies if {
+	reasons := account.deny with input as fx.text(restricted("RESTRICTED_CUSTOMER_INITIATED_MESSAGING", fx.now + 60))
+	r := fx.only(reasons, "account.restricted")
+	contains(r.message, "replies to users")
+}
+
+test_customer_restriction_lets_business_initiated_through if {
+	every inp in [
+		fx.tmpl(restricted("RESTRICTED_CUSTOMER_INITIATED_MESSAGING", fx.now + 60)),
+		fx.direct(restricted("RESTRICTED_CUSTOMER_INITIATED_MESSAGING", fx.now + 60)),
+		fx.status(restricted("RESTRICTED_CUSTOMER_INITIATED_MESSAGING", fx.now + 60)),
+		fx.encrypted(restricted("RESTRICTED_CUSTOMER_INITIATED_MESSAGING", fx.now + 60)),
+	] {
+		count(account.deny) == 0 with input as inp
+	}
+}
+
+test_add_phone_number_restriction_blocks_no_send if {
+	reasons := account.deny with input as fx.tmpl(restricted("RESTRICTED_ADD_PHONE_NUMBER_ACTION", fx.now + 60))
+	count(reasons) == 0
 }

@@ -79,6 +79,51 @@ deny contains reason if {
 	reason := category_reason(required)
 }
 
+# Direct Send (lib.direct_send): a business-initiated message of its category, so the
+# consent a template of that category needs. Each rule starts with the category test: no
+# other message carries one.
+deny contains reason if {
+	is_string(input.message.category)
+	data.sendgate.lib.direct_send
+	not is_object(object.get(input, ["recipient", "consent"], null))
+	reason := {
+		"rule": "consent.missing",
+		"message": sprintf(
+			"no consent record for recipient %s: the recipient must opt in before a business-initiated Direct Send message (category %s) is sent",
+			[data.sendgate.lib.recipient_label, data.sendgate.lib.category_label],
+		),
+		"category": data.sendgate.lib.category_label,
+		"recipient": data.sendgate.lib.recipient_label,
+	}
+}
+
+deny contains reason if {
+	is_string(input.message.category)
+	input.recipient.consent.status == "opted_out"
+	data.sendgate.lib.direct_send
+	reason := {
+		"rule": "consent.opted_out",
+		"message": sprintf(
+			"recipient %s has opted out (latest consent record: from %s at Unix time %s); no Direct Send message may go to them (category %s)",
+			[data.sendgate.lib.recipient_label, source_label, updated_label, data.sendgate.lib.category_label],
+		),
+		"category": data.sendgate.lib.category_label,
+		"recipient": data.sendgate.lib.recipient_label,
+		"source": input.recipient.consent.source,
+		"updated_at": input.recipient.consent.updated_at,
+	}
+}
+
+deny contains reason if {
+	category := input.message.category
+	is_string(category)
+	input.recipient.consent.status == "opted_in"
+	data.sendgate.lib.direct_send
+	required := lower(data.sendgate.params.consent.required_categories[upper(category)])
+	not required in object.get(input, ["recipient", "consent", "categories"], null)
+	reason := category_reason(required)
+}
+
 # Undefined when the recipient holds the category after all, in another case
 # ("Marketing").
 category_reason(required) := {

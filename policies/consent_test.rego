@@ -12,8 +12,8 @@ test_missing_fires_for_template_without_record if {
 	reasons := consent.deny with input as fx.tmpl({"recipient": {"consent": null}})
 	r := fx.only(reasons, "consent.missing")
 	r.category == "marketing"
-	r.recipient == "16505551234"
-	contains(r.message, "16505551234")
+	r.recipient == "14165551234"
+	contains(r.message, "14165551234")
 	fx.ids(reasons) == {"consent.missing"}
 }
 
@@ -132,4 +132,39 @@ test_category_without_categories_key if {
 	inp := json.remove(fx.template_input, ["recipient/consent/categories"])
 	reasons := consent.deny with input as inp
 	fx.only(reasons, "consent.category").categories == []
+}
+
+test_direct_send_with_consent_passes if {
+	count(consent.deny) == 0 with input as fx.direct_send_input
+}
+
+test_direct_send_needs_a_record if {
+	reasons := consent.deny with input as fx.direct({"recipient": {"consent": null}})
+	r := fx.only(reasons, "consent.missing")
+	r.category == "utility"
+	contains(r.message, "Direct Send message (category utility)")
+}
+
+test_direct_send_opted_out if {
+	reasons := consent.deny with input as fx.direct({"recipient": {"consent": {"status": "opted_out"}}})
+	r := fx.only(reasons, "consent.opted_out")
+	contains(r.message, "no Direct Send message may go to them (category utility)")
+}
+
+test_direct_send_required_category if {
+	inp := fx.direct({"recipient": {"consent": {"categories": ["marketing"]}}})
+	reasons := consent.deny with input as inp with data.sendgate.params.consent.required_categories as {"UTILITY": "utility"}
+	r := fx.only(reasons, "consent.category")
+	r.category == "utility"
+}
+
+test_direct_send_default_needs_no_category if {
+	inp := fx.direct({"recipient": {"consent": {"categories": []}}})
+	count(consent.deny) == 0 with input as inp
+}
+
+test_category_without_direct_send_account_needs_no_consent if {
+	# direct_send.not_enabled answers it
+	inp := fx.direct({"account": {"direct_send": false}, "recipient": {"consent": null}})
+	count(consent.deny) == 0 with input as inp
 }

@@ -17,11 +17,13 @@ base := {
 		"waba_id": "102290129340398",
 		"name": "Acme",
 		"markets": null,
+		"direct_send": false,
+		"restrictions": [],
 	},
 	"recipient": {
-		"id": "16505551234",
-		"country": "US",
-		"timezone": "America/New_York",
+		"id": "14165551234",
+		"country": "CA", # a Canadian +1 number: marketing reaches it (delivery.marketing_country)
+		"timezone": "America/Toronto",
 		"local_time": {"hour": 12, "minute": 0, "weekday": 1},
 		"consent": {
 			"status": "opted_in",
@@ -30,7 +32,8 @@ base := {
 			"updated_at": 1763900000,
 		},
 		"last_inbound_at": null,
-		"history": {"last_sent_at": null, "pair_sent_at": [], "marketing_sent_at": []},
+		"history": {"last_sent_at": null, "pair_sent_at": [], "marketing_sent_at": [], "marketing_outside_window_sent_at": []},
+		"delivery_failures": [],
 	},
 	"template": null,
 }
@@ -39,9 +42,10 @@ base := {
 template_input := object.union(base, {
 	"message": {
 		"type": "template",
-		"recipient": "16505551234",
+		"recipient": "14165551234",
 		"recipient_type": "individual",
 		"is_status": false,
+		"recipient_field": "to",
 		"context_message_id": null,
 		"texts": ["Hello Jessica", "Your offer is ready"],
 		"words": " hello jessica \n your offer is ready ",
@@ -50,6 +54,8 @@ template_input := object.union(base, {
 		"limited_texts": [],
 		"media": null,
 		"interactive_type": null,
+		"category": null,
+		"ttl_seconds": null,
 		"template": {
 			"name": "spring_sale",
 			"language": "en_US",
@@ -79,9 +85,10 @@ template_input := object.union(base, {
 text_input := object.union(base, {
 	"message": {
 		"type": "text",
-		"recipient": "16505551234",
+		"recipient": "14165551234",
 		"recipient_type": "individual",
 		"is_status": false,
+		"recipient_field": "to",
 		"context_message_id": null,
 		"texts": ["Your order has shipped"],
 		"words": " your order has shipped ",
@@ -90,6 +97,8 @@ text_input := object.union(base, {
 		"limited_texts": [{"field": "text.body", "kind": "body", "length": 22}],
 		"media": null,
 		"interactive_type": null,
+		"category": null,
+		"ttl_seconds": null,
 		"template": null,
 	},
 	"recipient": {"last_inbound_at": now - 3600},
@@ -110,6 +119,8 @@ status_input := object.union(base, {
 		"limited_texts": [],
 		"media": null,
 		"interactive_type": null,
+		"category": null,
+		"ttl_seconds": null,
 		"template": null,
 	},
 	"recipient": null,
@@ -120,9 +131,10 @@ encrypted_input := object.union(base, {
 	"endpoint": "messages_encrypted",
 	"message": {
 		"type": "encrypted",
-		"recipient": "16505551234",
+		"recipient": "14165551234",
 		"recipient_type": "individual",
 		"is_status": false,
+		"recipient_field": "to",
 		"context_message_id": null,
 		"texts": [],
 		"words": "",
@@ -131,11 +143,22 @@ encrypted_input := object.union(base, {
 		"limited_texts": [],
 		"media": null,
 		"interactive_type": null,
+		"category": null,
+		"ttl_seconds": null,
 		"template": null,
 	},
 })
 
+# A Direct Send utility text (no window open) from an account Meta enabled for it.
+direct_send_input := object.union(text_input, {
+	"account": {"direct_send": true},
+	"message": {"category": "utility"},
+	"recipient": {"last_inbound_at": null},
+})
+
 tmpl(patch) := object.union(template_input, patch)
+
+direct(patch) := object.union(direct_send_input, patch)
 
 text(patch) := object.union(text_input, patch)
 

@@ -12,12 +12,12 @@ import data.sendgate.lib
 # then no window needs counting.
 deny contains reason if {
 	data.sendgate.lib.marketing
-	history := input.recipient.history.marketing_sent_at
-	is_array(history)
-	total := count(history)
+	is_array(marketing_history)
+	not exempt_in_window
+	total := count(marketing_history)
 	some cap in data.sendgate.params.frequency.marketing_caps
 	total >= cap.max
-	sent := count([t | some t in history; t > input.now - cap.window_seconds])
+	sent := count([t | some t in marketing_history; t > input.now - cap.window_seconds])
 	sent >= cap.max
 	reason := marketing_reason(cap, sent)
 }
@@ -25,10 +25,31 @@ deny contains reason if {
 # No history on record counts as none sent: only a cap of 0 is reached.
 deny contains reason if {
 	data.sendgate.lib.marketing
-	not is_array(object.get(input, ["recipient", "history", "marketing_sent_at"], null))
+	not is_array(object.get(input, ["recipient", "history", history_key], null))
+	not exempt_in_window
 	some cap in data.sendgate.params.frequency.marketing_caps
 	cap.max <= 0
 	reason := marketing_reason(cap, 0)
+}
+
+# Which marketing the caps count (params.frequency.count_marketing_in_open_window): every
+# marketing send (true, the default), or, as Meta's per-user marketing limit counts, only
+# those not sent inside a customer service window the user opened (false; FACTS.md §12).
+default history_key := "marketing_sent_at"
+
+history_key := "marketing_outside_window_sent_at" if {
+	data.sendgate.params.frequency.count_marketing_in_open_window == false
+}
+
+marketing_history := input.recipient.history[history_key]
+
+# Counted Meta's way, a marketing message inside a window the user opened is not capped
+# either: Meta's limit leaves it out.
+exempt_in_window if {
+	data.sendgate.params.frequency.count_marketing_in_open_window == false
+	last := input.recipient.last_inbound_at
+	is_number(last)
+	input.now - last < data.sendgate.params.window.seconds
 }
 
 marketing_reason(cap, sent) := {

@@ -19,7 +19,7 @@ test_marketing_daily_cap_reached if {
 	r.count == 1
 	r.window_seconds == 86400
 	r.category == "marketing"
-	contains(r.message, "16505551234")
+	contains(r.message, "14165551234")
 }
 
 test_marketing_daily_cap_just_inside_window if {
@@ -124,7 +124,7 @@ test_pair_rate_next_after_burst_deferred if {
 	r.interval_seconds == 6
 	r.sent_in_window == 3
 	r.window_seconds == 18
-	r.message == "3 message(s) to 16505551234 in the last 18s; the pair rate is a burst of 3, then one per 6 s (Meta error 131056): retry in 4 s"
+	r.message == "3 message(s) to 14165551234 in the last 18s; the pair rate is a burst of 3, then one per 6 s (Meta error 131056): retry in 4 s"
 }
 
 test_pair_rate_defaults_from_data_json if {
@@ -240,4 +240,36 @@ test_pair_rate_data_fits_the_gateway_history if {
 
 	# sends older than the hour are left out: harmless while the list's worth of intervals fits in it
 	rate.interval_seconds * frequency.pair_history_limit <= gateway_history_seconds
+}
+
+meta_way := object.union(data.sendgate.params.frequency, {"count_marketing_in_open_window": false})
+
+test_in_window_marketing_counts_by_default if {
+	inp := fx.tmpl({"recipient": {"history": {"marketing_sent_at": [fx.now - 60], "marketing_outside_window_sent_at": []}}})
+	fx.ids(frequency.deny) == {"frequency.marketing"} with input as inp
+}
+
+test_meta_way_leaves_in_window_marketing_out if {
+	inp := fx.tmpl({"recipient": {"history": {"marketing_sent_at": [fx.now - 60], "marketing_outside_window_sent_at": []}}})
+	count(frequency.deny) == 0 with input as inp with data.sendgate.params.frequency as meta_way
+}
+
+test_meta_way_counts_outside_window_marketing if {
+	inp := fx.tmpl({"recipient": {"history": {"marketing_sent_at": [fx.now - 60], "marketing_outside_window_sent_at": [fx.now - 60]}}})
+	fx.ids(frequency.deny) == {"frequency.marketing"} with input as inp with data.sendgate.params.frequency as meta_way
+}
+
+test_meta_way_does_not_cap_inside_an_open_window if {
+	inp := fx.tmpl({"recipient": {
+		"last_inbound_at": fx.now - 3600,
+		"history": {"marketing_sent_at": [fx.now - 60], "marketing_outside_window_sent_at": [fx.now - 60]},
+	}})
+	count(frequency.deny) == 0 with input as inp with data.sendgate.params.frequency as meta_way
+	fx.ids(frequency.deny) == {"frequency.marketing"} with input as inp
+}
+
+test_meta_way_cap_of_zero_without_history if {
+	zero := object.union(meta_way, {"marketing_caps": [{"window_seconds": 86400, "max": 0}]})
+	inp := fx.tmpl({"recipient": {"history": {"marketing_outside_window_sent_at": null}}})
+	fx.ids(frequency.deny) == {"frequency.marketing"} with input as inp with data.sendgate.params.frequency as zero
 }

@@ -27,12 +27,30 @@ free_form if {
 
 # The template's category, upper-cased (MARKETING | UTILITY | AUTHENTICATION).
 # The marketing_messages endpoint only carries marketing, whatever the catalog says.
+# A Direct Send message has the category it was sent with.
 template_category := "MARKETING" if {
 	input.endpoint == "marketing_messages"
 } else := upper(input.template.category) if {
 	input.message.type == "template"
 	is_string(input.template.category)
+} else := upper(input.message.category) if {
+	is_string(input.message.category)
 }
+
+# Direct Send (Meta: direct-send/send-utility-and-authentication-messages): a free-form text or
+# interactive message with a top-level category ("utility" | "authentication"; the gateway
+# refuses other values and types), from an account Meta enabled it for (accounts[].direct_send).
+# It is a business-initiated message of its category, outside the window too: the rules of a
+# template of that category apply to it, not window.closed.
+direct_send if {
+	is_string(input.message.category)
+	input.account.direct_send == true
+}
+
+# A message the business starts (Meta's business-initiated): a template, or Direct Send.
+business_initiated if input.message.type == "template"
+
+business_initiated if direct_send
 
 # template_category == "MARKETING", spelled out: main and three packages ask on
 # every template, so it is worth a cheaper rule.

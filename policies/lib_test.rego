@@ -58,8 +58,8 @@ test_kinds if {
 }
 
 test_recipient_label if {
-	lib.recipient_label == "16505551234" with input as fx.text_input
-	lib.recipient_label == "16505551234" with input as fx.text({"recipient": null})
+	lib.recipient_label == "14165551234" with input as fx.text_input
+	lib.recipient_label == "14165551234" with input as fx.text({"recipient": null})
 	lib.recipient_label == "(unknown recipient)" with input as fx.status_input
 }
 
@@ -81,4 +81,13 @@ test_whole_seconds if {
 	lib.whole_seconds(0.999) == 0
 	lib.whole_seconds(-0.5) == 0
 	lib.whole_seconds(-3) == 0
+}
+
+test_direct_send_is_business_initiated if {
+	lib.direct_send with input as fx.direct_send_input
+	lib.business_initiated with input as fx.direct_send_input
+	lib.business_initiated with input as fx.template_input
+	not lib.business_initiated with input as fx.text_input
+	not lib.direct_send with input as fx.direct({"account": {"direct_send": false}})
+	lib.category_label == "utility" with input as fx.direct_send_input
 }

@@ -10,9 +10,15 @@
 # only the packages that can fire for the kind of call at hand; every rule of a
 # package left out must require what its branch excludes:
 #   consent, template            every rule requires message.type == "template"
-#   window                       every rule requires a type other than "template"
+#                                (consent's Direct Send rules: lib.direct_send)
+#   window                       every rule requires a type other than "template", and no
+#                                message.category
+#   direct_send                  every rule requires message.category (Direct Send)
 #   frequency.deny, quiet_hours  every rule requires lib.marketing
 #   account.marketing_deny       every rule requires lib.marketing
+#   delivery.marketing_deny      every rule requires lib.marketing
+#   delivery.deny                every rule requires lib.business_initiated (a template, or
+#                                lib.direct_send)
 #   media                        every rule requires a media message (message.type
 #                                image, video, audio, document or sticker)
 # (main_test checks the branches against the union of every package on a range
@@ -23,6 +29,8 @@ package sendgate
 import data.sendgate.account
 import data.sendgate.consent
 import data.sendgate.content
+import data.sendgate.delivery
+import data.sendgate.direct_send
 import data.sendgate.frequency
 import data.sendgate.media
 import data.sendgate.quiet_hours
@@ -44,17 +52,13 @@ reasons := [account.deny, set(), set()] if {
 	input.message.type == "template"
 	is_string(input.template.category)
 	upper(input.template.category) == "MARKETING"
-} else := [
-	(((account.deny | consent.deny) | template.deny) | content.deny),
-	frequency.defer,
-	set(),
-] if {
+} else := template_reasons if {
 	input.message.type == "template"
-} else := [
-	(((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | content.deny) | media.deny),
-	frequency.defer | quiet_hours.defer,
-	quiet_hours.warn,
-] if {
+} else := direct_send_reasons if {
+	# Direct Send, or a category the account may not use (direct_send.not_enabled): never
+	# marketing (the gateway refuses other categories)
+	is_string(input.message.category)
+} else := marketing_free_form_reasons if {
 	# a free-form message on the marketing_messages endpoint (the gateway refuses
 	# those): lib.marketing
 	input.endpoint == "marketing_messages"
@@ -64,8 +68,26 @@ reasons := [account.deny, set(), set()] if {
 	set(),
 ]
 
+template_reasons := [
+	((((account.deny | consent.deny) | template.deny) | delivery.deny) | content.deny),
+	frequency.defer,
+	set(),
+]
+
+direct_send_reasons := [
+	((((account.deny | consent.deny) | direct_send.deny) | delivery.deny) | content.deny),
+	frequency.defer,
+	set(),
+]
+
+marketing_free_form_reasons := [
+	(((((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | delivery.marketing_deny) | delivery.deny) | content.deny) | media.deny),
+	frequency.defer | quiet_hours.defer,
+	quiet_hours.warn,
+]
+
 marketing_template_reasons := [
-	(((((account.deny | account.marketing_deny) | consent.deny) | template.deny) | frequency.deny) | content.deny),
+	(((((((account.deny | account.marketing_deny) | consent.deny) | template.deny) | frequency.deny) | delivery.marketing_deny) | delivery.deny) | content.deny),
 	frequency.defer | quiet_hours.defer,
 	quiet_hours.warn,
 ]

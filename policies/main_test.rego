@@ -4,6 +4,8 @@ import data.sendgate
 import data.sendgate.account
 import data.sendgate.consent
 import data.sendgate.content
+import data.sendgate.delivery
+import data.sendgate.direct_send
 import data.sendgate.fixtures_test as fx
 import data.sendgate.frequency
 import data.sendgate.media
@@ -186,13 +188,43 @@ gating_inputs := [
 	fx.tmpl(object.union(everything_wrong, {"recipient": {"consent": null, "local_time": null}})),
 	fx.text({}),
 	fx.tmpl({}),
+	fx.direct(everything_wrong),
+	fx.direct(object.union(everything_wrong, {"account": {"direct_send": false}, "message": {"ttl_seconds": 1}})),
+	fx.direct(object.union(signals_wrong, {"message": {"category": "authentication", "recipient_field": "recipient", "ttl_seconds": 901}})),
+	fx.tmpl(signals_wrong),
+	fx.tmpl(object.union(signals_wrong, {"endpoint": "marketing_messages"})),
+	fx.text(signals_wrong),
+	fx.text(object.union(signals_wrong, {"endpoint": "marketing_messages"})),
+	fx.status(signals_wrong),
+	fx.encrypted(signals_wrong),
 ]
+
+# Meta's signals: a US number, held-back and undeliverable failures, both messaging restrictions.
+signals_wrong := {
+	"account": {"restrictions": [
+		{"type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expires_at": fx.now + 60},
+		{"type": "RESTRICTED_CUSTOMER_INITIATED_MESSAGING", "expires_at": null},
+	]},
+	"recipient": {
+		"country": "US",
+		"last_inbound_at": fx.now - 60,
+		"delivery_failures": [
+			{"code": 131049, "at": fx.now - 10},
+			{"code": 131026, "at": fx.now - 20},
+			{"code": 131026, "at": fx.now - 30},
+			{"code": 131026, "at": fx.now - 40},
+		],
+	},
+}
+
+all_deny_reasons := ((message_deny_reasons | direct_send.deny) | (delivery.deny | delivery.marketing_deny)) | media.deny
+
+message_deny_reasons := (((((account.deny | account.marketing_deny) | consent.deny) | window.deny) | template.deny) | frequency.deny) | content.deny
 
 test_branches_consult_every_package_that_can_fire if {
 	every inp in gating_inputs {
 		d := sendgate.decision with input as inp
-		some_deny := (((account.deny | account.marketing_deny) | consent.deny) | window.deny) | template.deny with input as inp
-		all_deny := ((some_deny | frequency.deny) | content.deny) | media.deny with input as inp
+		all_deny := all_deny_reasons with input as inp
 		all_defer := frequency.defer | quiet_hours.defer with input as inp
 		all_warn := quiet_hours.warn with input as inp
 		{r | some r in d.deny} == all_deny
@@ -207,5 +239,27 @@ test_gating_inputs_fire_many_rules if {
 		d := sendgate.decision with input as inp
 		some r in array.concat(array.concat(d.deny, d.defer), d.warn)
 	}
-	count(fired) >= 12
+	count(fired) >= 20
+}
+
+test_direct_send_allowed_outside_the_window if {
+	d := sendgate.decision with input as fx.direct_send_input
+	d == {"allow": true, "deny": [], "defer": [], "warn": [], "retry_after": null}
+}
+
+test_direct_send_not_enabled_instead_of_window_closed if {
+	d := sendgate.decision with input as fx.direct({"account": {"direct_send": false}})
+	rules(d.deny) == ["direct_send.not_enabled"]
+}
+
+test_direct_send_gets_consent_and_pair_rate if {
+	inp := fx.direct({"recipient": {"consent": null, "history": {"pair_sent_at": fx.full_burst(fx.now - 1)}}})
+	d := sendgate.decision with input as inp
+	rules(d.deny) == ["consent.missing"]
+	rules(d.defer) == ["frequency.pair_rate"]
+}
+
+test_us_marketing_denied_through_decision if {
+	d := sendgate.decision with input as fx.tmpl({"recipient": {"country": "US"}})
+	rules(d.deny) == ["delivery.marketing_country"]
 }

@@ -17,7 +17,7 @@ test_defers_at_2100_inclusive if {
 	r.local_time == "21:00"
 	r.start == "21:00"
 	r.end == "08:00"
-	r.timezone == "America/New_York"
+	r.timezone == "America/Toronto"
 	contains(r.message, "21:00")
 }
 

@@ -6,12 +6,15 @@ import data.sendgate.lib
 
 # Free-form messages only (lib.free_form, spelled out so that templates, the
 # common case, stop at the first comparison): the user never wrote, or wrote
-# window.seconds or more ago.
+# window.seconds or more ago. A Direct Send message (one with a category) is
+# business-initiated: direct_send's rules judge it (Meta answers 100, not 131047,
+# when the account may not use Direct Send).
 deny contains reason if {
 	not is_number(object.get(input, ["recipient", "last_inbound_at"], null))
 	input.message.type != "template"
 	is_string(input.message.type)
 	not input.message.is_status == true
+	not is_string(object.get(input, ["message", "category"], null))
 	reason := {
 		"rule": "window.closed",
 		"message": sprintf(
@@ -32,6 +35,7 @@ deny contains reason if {
 	elapsed >= window_seconds
 	is_string(input.message.type)
 	not input.message.is_status == true
+	not is_string(object.get(input, ["message", "category"], null))
 	reason := {
 		"rule": "window.closed",
 		"message": sprintf(

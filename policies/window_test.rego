@@ -66,3 +66,13 @@ test_closed_without_recipient_facts if {
 	r.last_inbound_at == null
 	contains(r.message, "never written")
 }
+
+test_direct_send_not_window_closed if {
+	every inp in [
+		fx.direct_send_input,
+		fx.direct({"account": {"direct_send": false}}),
+		fx.direct({"recipient": {"last_inbound_at": fx.now - 90000}}),
+	] {
+		count(window.deny) == 0 with input as inp
+	}
+}

@@ -33,6 +33,8 @@ ADMIN_TOKEN = "admin-secret-token"
 APP_TOKEN = "EAAG-app-token-never-logged"
 US_RECIPIENT = "16505551234"
 BR_RECIPIENT = "5511987654321"
+# +1 416, Toronto: a +1 number Meta still delivers marketing to (the US pause is by area code).
+CA_RECIPIENT = "14165551234"
 
 CATALOG = {
     "data": [
@@ -198,7 +200,7 @@ async def gateway_factory(
             "policy_dir": str(POLICIES),
             "admin_token": ADMIN_TOKEN,
             "accounts": [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "name": "Acme",
-                          "markets": ["US", "BR"]}],
+                          "markets": ["US", "BR", "CA"]}],
             "upstream_timeout": 2,
             "policy_watch": False,  # the session engine is shared: nothing reloads it behind a test's back
         }

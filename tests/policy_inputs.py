@@ -117,7 +117,15 @@ def send_bodies(draw: st.DrawFn, message_type: str) -> dict[str, Any]:
                                "action": {"buttons": [{"type": "reply", "reply": {"id": "1", "title": "Yes"}}]}}
     elif message_type == "reaction":
         body["reaction"] = {"message_id": "wamid.ABC", "emoji": "👍"}
-    elif message_type == "template":
+    if message_type in ("text", "interactive") and draw(st.integers(0, 3)) == 0:
+        # Direct Send: a category (refused by normalize unless utility/authentication), maybe a TTL
+        body["category"] = draw(st.sampled_from(["utility", "authentication", "Utility"]))
+        if draw(st.booleans()):
+            body["ttl_seconds"] = draw(st.sampled_from([29, 30, 600, 900, 901, 43200, 43201]))
+        if draw(st.booleans()):
+            del body["to"]
+            body["recipient"] = "US.13491208655302741918"
+    if message_type == "template":
         name = draw(st.sampled_from(["order_update", "spring_sale", "hello_world", "missing"]))
         components = []
         for kind in draw(st.lists(st.sampled_from(["header", "body", "button"]), max_size=3, unique=True)):
@@ -222,13 +230,20 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
         "messaging_limit": draw(st.sampled_from([None, "TIER_1K", "TIER_250"])),
         "marketing_paused": draw(st.sampled_from([None, {"alert": "operator", "message": "paused",
                                                          "since": NOW - 60}])),
+        "direct_send": known and draw(st.booleans()),
+        "restrictions": draw(st.sampled_from([
+            [], [{"type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expires_at": now + 60}],
+            [{"type": "RESTRICTED_CUSTOMER_INITIATED_MESSAGING", "expires_at": None}],
+            [{"type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expires_at": now + 60},
+             {"type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expires_at": now - 1}],
+        ])),
     }
     if message.get("media") is not None:
         message = {**message, "media": draw(_media_facts(message["media"]))}
     recipient: dict[str, Any] | None = None
     if recipient_id is not None and not message.get("is_status"):
         zone = draw(st.sampled_from([("US", "America/Los_Angeles"), ("BR", "America/Sao_Paulo"), ("IN", "Asia/Kolkata"),
-                                     ("us", "America/New_York"), (None, None)]))
+                                     ("us", "America/New_York"), ("CA", "America/Toronto"), (None, None)]))
         local_time = None
         if zone[1] is not None and draw(st.integers(0, 9)) > 0:
             hour, minute = draw(st.one_of(
@@ -257,10 +272,13 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
             marketing.sort(reverse=True)  # newest first, as the store gives them
         if draw(st.integers(0, 5)) > 0:
             pair = _pair_history(draw, now)
+            outside = None if marketing is None else [t for t in marketing if draw(st.booleans())]
             history = {"last_sent_at": pair[0] if pair else _time_or_null(draw, now, [3600.0, DAY]),
-                       "pair_sent_at": pair, "marketing_sent_at": marketing}
+                       "pair_sent_at": pair, "marketing_sent_at": marketing,
+                       "marketing_outside_window_sent_at": outside}
         else:
-            history = {"last_sent_at": None, "pair_sent_at": None, "marketing_sent_at": None}
+            history = {"last_sent_at": None, "pair_sent_at": None, "marketing_sent_at": None,
+                       "marketing_outside_window_sent_at": None}
         recipient = {
             "id": recipient_id,
             "country": zone[0],
@@ -269,7 +287,12 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
             "consent": consent,
             "last_inbound_at": _time_or_null(draw, now, [WINDOW, 0.0, 60.0]),
             "history": history,
-            "delivery_failures": draw(st.sampled_from([[], [{"code": 131049, "at": now - 3600}]])),
+            "delivery_failures": draw(st.sampled_from([
+                [], [{"code": 131049, "at": now - 3600}], [{"code": 131049, "at": now - DAY}],
+                [{"code": 131026, "at": now - 60 * k} for k in range(1, 4)],
+                [{"code": 131026, "at": now - 60}, {"code": 131026, "at": now - 120}],
+                [{"code": 131049, "at": now - 10}] + [{"code": 131026, "at": now - WEEK + 30 * k} for k in range(3)],
+            ])),
             "free_entry_point_at": _time_or_null(draw, now, [3 * DAY]),
         }
     template_facts = None

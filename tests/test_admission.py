@@ -28,6 +28,7 @@ from .conftest import (
     APP_TOKEN,
     PHONE_NUMBER_ID,
     POLICIES,
+    CA_RECIPIENT,
     US_RECIPIENT,
     GatewayFactory,
     send,
@@ -55,7 +56,7 @@ def gateway_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
 
 
 def _recipients(n: int) -> list[str]:
-    return [f"1650555{i:04d}" for i in range(n)]
+    return [f"1416555{i:04d}" for i in range(n)]  # Toronto: marketing to US numbers is paused
 
 
 async def _consent(client: TestClient, recipients: list[str]) -> None:
@@ -91,10 +92,10 @@ async def test_marketing_burst_to_one_recipient_forwards_exactly_the_cap(
 ) -> None:
     fake, _ = fake_graph
     client = await gateway_factory(**PATIENT)
-    await _consent(client, [US_RECIPIENT])
-    results = await _burst(client, [template_message("spring_sale") for _ in range(size)])
+    await _consent(client, [CA_RECIPIENT])
+    results = await _burst(client, [template_message("spring_sale", to=CA_RECIPIENT) for _ in range(size)])
     statuses = Counter(status for status, _, _ in results)
-    assert _forwarded_to(fake) == {US_RECIPIENT: DAILY_MARKETING_CAP}
+    assert _forwarded_to(fake) == {CA_RECIPIENT: DAILY_MARKETING_CAP}
     assert statuses[200] == DAILY_MARKETING_CAP
     denied = [body for status, _, body in results if status != 200]
     assert len(denied) == size - DAILY_MARKETING_CAP

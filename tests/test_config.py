@@ -78,3 +78,12 @@ def test_unknown_keys_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "missing.yaml", env={})
     assert isinstance(load_config(None, env={}), Config)
+
+
+def test_direct_send_per_account_default_off() -> None:
+    config = load_config(None, env={"SENDGATE_ACCOUNTS": '[{phone_number_id: "5", waba_id: "6", direct_send: true},'
+                                                         ' {phone_number_id: "7", waba_id: "6"}]'})
+    assert config.account("5") == Account("5", "6", direct_send=True)
+    assert config.account("7") is not None and config.account("7").direct_send is False  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"accounts\[0\].direct_send must be true or false"):
+        load_config(None, env={"SENDGATE_ACCOUNTS": '[{phone_number_id: "5", waba_id: "6", direct_send: "yes"}]'})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -62,7 +63,8 @@ EXPECTED_TYPES.update({("messages_encrypted", name): "encrypted" for name in
                        ("Send Encrypted Text Message", "Send Encrypted Media Message", "Send Encrypted Template Message")})
 
 CONTRACT_KEYS = {"type", "recipient", "recipient_type", "is_status", "context_message_id", "texts", "words", "urls",
-                 "links", "limited_texts", "media", "interactive_type", "template"}
+                 "links", "limited_texts", "media", "interactive_type", "template",
+                 "category", "ttl_seconds", "recipient_field"}
 
 
 def test_expected_types_cover_the_corpus() -> None:
@@ -592,3 +594,48 @@ def test_words_and_links_are_derived_for_cheap_matching() -> None:
     assert two["words"] == " ça va "
     assert [link["host"] for link in two["links"]] == ["acme.example"]
     assert normalize(send(type="reaction", reaction={"message_id": "wamid.x", "emoji": "x"}))["words"] == ""
+
+
+# -- Direct Send (Meta: direct-send/send-utility-and-authentication-messages, api-reference) ----
+
+DIRECT_SEND = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "+1 650 555 1234", "type": "text",
+               "text": {"body": "Your order 4411 shipped"}, "category": "utility"}
+
+
+def test_direct_send_category_and_ttl() -> None:
+    m = normalize({**DIRECT_SEND, "ttl_seconds": 600})  # Meta's configure-message-ttl example
+    assert (m["category"], m["ttl_seconds"], m["recipient_field"]) == ("utility", 600, "to")
+    m = normalize({**DIRECT_SEND, "category": "Authentication"})
+    assert (m["category"], m["ttl_seconds"]) == ("authentication", None)
+
+
+def test_without_category_an_ordinary_free_form_send() -> None:
+    m = normalize({k: v for k, v in DIRECT_SEND.items() if k != "category"})
+    assert (m["category"], m["ttl_seconds"]) == (None, None)
+
+
+def test_direct_send_to_a_bsuid_names_the_field() -> None:
+    body = {k: v for k, v in DIRECT_SEND.items() if k != "to"} | {"recipient": "US.13491208655302741918"}
+    assert normalize(body)["recipient_field"] == "recipient"
+
+
+def test_direct_send_interactive() -> None:
+    body = {k: v for k, v in DIRECT_SEND.items() if k != "text"} | {"type": "interactive", "interactive": {
+        "type": "button", "body": {"text": "Confirm?"},
+        "action": {"buttons": [{"type": "reply", "reply": {"id": "y", "title": "Yes"}}]}}}
+    assert normalize(body)["category"] == "utility"
+
+
+@pytest.mark.parametrize(("patch", "needle"), [
+    ({"category": "marketing"}, 'category must be "utility" or "authentication"'),
+    ({"category": 3}, "category must be a string"),
+    ({"category": None, "ttl_seconds": 600}, "ttl_seconds is only supported with Direct Send"),
+    ({"ttl_seconds": "600"}, "ttl_seconds must be a whole number"),
+    ({"ttl_seconds": 60.5}, "ttl_seconds must be a whole number"),
+    ({"ttl_seconds": True}, "ttl_seconds must be a whole number"),
+    ({"type": "image", "image": {"id": "1"}}, "only goes with a text or interactive message"),
+])
+def test_direct_send_bad_input(patch: dict[str, Any], needle: str) -> None:
+    body = {k: v for k, v in ({**DIRECT_SEND, **patch}).items() if v is not None}
+    with pytest.raises(InvalidMessage, match=re.escape(needle)):
+        normalize(body)

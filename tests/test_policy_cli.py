@@ -12,6 +12,7 @@ from sendgate.cli import main
 
 from .conftest import (
     AFTERNOON,
+    CA_RECIPIENT,
     CATALOG,
     PHONE_NUMBER_ID,
     POLICIES,
@@ -27,7 +28,7 @@ def config(tmp_path: Path) -> Path:
     path = tmp_path / "sendgate.yaml"
     path.write_text(
         f"state: sqlite:///{tmp_path / 'state.db'}\npolicy_dir: {POLICIES}\n"
-        f"accounts: [{{phone_number_id: '{PHONE_NUMBER_ID}', waba_id: '{WABA_ID}', name: Acme, markets: [US]}}]\n"
+        f"accounts: [{{phone_number_id: '{PHONE_NUMBER_ID}', waba_id: '{WABA_ID}', name: Acme, markets: [US, CA]}}]\n"
     )
     return path
 
@@ -35,7 +36,7 @@ def config(tmp_path: Path) -> Path:
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
     out = {}
-    for name, value in {"text": text_message(), "sale": template_message("spring_sale"), "catalog": CATALOG}.items():
+    for name, value in {"text": text_message(), "sale": template_message("spring_sale", to=CA_RECIPIENT), "catalog": CATALOG}.items():
         out[name] = tmp_path / f"{name}.json"
         out[name].write_bytes(orjson.dumps(value))
     return out

@@ -26,7 +26,8 @@ async def test_rejections_keep_the_facts_the_policy_saw(gateway: TestClient) -> 
     assert facts["recipient"]["id"] == US_RECIPIENT
     assert facts["recipient"]["consent"]["categories"] == ["utility"]
     assert facts["recipient"]["last_inbound_at"] is not None
-    assert facts["recipient"]["history"] == {"last_sent_at": None, "pair_sent_at": [], "marketing_sent_at": []}
+    assert facts["recipient"]["history"] == {"last_sent_at": None, "pair_sent_at": [], "marketing_sent_at": [],
+                                             "marketing_outside_window_sent_at": []}
     assert facts["template"]["category"] == "MARKETING" and facts["template"]["status"] == "APPROVED"
 
 

@@ -15,6 +15,7 @@ from .conftest import (
     ENGINES_AND_BACKENDS,
     AFTERNOON,
     BR_RECIPIENT,
+    CA_RECIPIENT,
     OTHER_PHONE_NUMBER_ID,
     POLICIES,
     PHONE_NUMBER_ID,
@@ -144,23 +145,25 @@ async def test_template_rules(gateway: TestClient, fake_graph: tuple[FakeGraph, 
 
 
 async def test_template_with_named_parameters_passes(gateway: TestClient) -> None:
-    await _opt_in(gateway)
-    status, _, payload = await send(gateway, template_message("spring_sale"))
+    await _opt_in(gateway, CA_RECIPIENT)
+    status, _, payload = await send(gateway, template_message("spring_sale", to=CA_RECIPIENT))
     assert status == 200, payload
 
 
 async def test_frequency_marketing(gateway: TestClient, fake_graph: tuple[FakeGraph, str], clock: Clock) -> None:
-    await _opt_in(gateway)
-    status, _, _ = await send(gateway, template_message("spring_sale"))
+    await _opt_in(gateway, CA_RECIPIENT)  # marketing to the US is paused (delivery.marketing_country)
+    status, _, _ = await send(gateway, template_message("spring_sale", to=CA_RECIPIENT))
     assert status == 200
     clock.advance(3600)
-    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=400, code=131049,
+    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale", to=CA_RECIPIENT), status=400,
+                            code=131049,
                             rule="frequency.marketing")
     clock.advance(86400)  # the 24 h cap has rolled over
-    status, _, _ = await send(gateway, template_message("spring_sale"))
+    status, _, _ = await send(gateway, template_message("spring_sale", to=CA_RECIPIENT))
     assert status == 200
     clock.advance(86400 + 60)  # 2 in the last 7 days: the weekly cap holds
-    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=400, code=131049,
+    await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale", to=CA_RECIPIENT), status=400,
+                            code=131049,
                             rule="frequency.marketing")
 
 
@@ -244,12 +247,13 @@ async def test_content_encrypted(gateway: TestClient, fake_graph: tuple[FakeGrap
 
 async def test_quiet_hours_defers_marketing_until_morning(gateway: TestClient, fake_graph: tuple[FakeGraph, str],
                                                           clock: Clock) -> None:
-    await _opt_in(gateway)
-    clock.advance(9 * 3600)  # 23:00 in Los Angeles
-    payload = await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale"), status=429, code=770500,
+    await _opt_in(gateway, CA_RECIPIENT)  # marketing to the US is paused (delivery.marketing_country)
+    clock.advance(6 * 3600)  # 23:00 in Toronto
+    payload = await _expect_rejection(gateway, fake_graph[0], template_message("spring_sale", to=CA_RECIPIENT),
+                                      status=429, code=770500,
                                       rule="quiet_hours")
     assert payload["error"]["sendgate"]["retry_after"] == 9 * 3600  # until 08:00
-    status, _, _ = await send(gateway, template_message("order_update"))  # utility is not held back
+    status, _, _ = await send(gateway, template_message("order_update", to=CA_RECIPIENT))  # utility is not held back
     assert status == 200
 
 

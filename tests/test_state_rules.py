@@ -110,10 +110,12 @@ def test_delivery_statuses_move_forward_and_severity_picks_the_worst() -> None:
 
 def test_recipient_facts_count_marketing_per_business_and_bound_the_pair_history() -> None:
     now = 10_000.0
-    sends = [("p1", "w1", "marketing", now - i) for i in range(1, 70)] + [
-        ("p2", "w1", "marketing", now - 100.5),  # same WABA, other number
-        ("p3", None, "marketing", now - 101.0),  # another business
-        ("p1", "w1", "utility", now - 5000.0),  # older than the pair rate's hour
+    sends: list[tuple[str, str | None, str | None, float, bool | None]] = [
+        ("p1", "w1", "marketing", now - i, i == 1) for i in range(1, 70)
+    ] + [
+        ("p2", "w1", "marketing", now - 100.5, None),  # same WABA, other number
+        ("p3", None, "marketing", now - 101.0, False),  # another business
+        ("p1", "w1", "utility", now - 5000.0, None),  # older than the pair rate's hour
     ]
     sends.sort(key=lambda s: -s[3])
     facts = recipient_facts(
@@ -124,6 +126,9 @@ def test_recipient_facts_count_marketing_per_business_and_bound_the_pair_history
     assert len(facts.pair_sent_at) == PAIR_HISTORY_LIMIT and facts.pair_sent_at[0] == now - 1
     assert now - 100.5 in facts.marketing_sent_at and now - 101.0 not in facts.marketing_sent_at
     assert len(facts.delivery_failures) == FAILURE_LIMIT
+    # sent inside a window the user opened: left out of the list Meta's limit counts; unknown counts
+    assert now - 1 in facts.marketing_sent_at and now - 1 not in facts.marketing_outside_window_sent_at
+    assert now - 2 in facts.marketing_outside_window_sent_at and now - 100.5 in facts.marketing_outside_window_sent_at
     no_waba = recipient_facts(
         "p1", None, now, consent=None, place=None, last_inbound_at=None, sends=sends, failures=[],
         free_entry_point_at=None,

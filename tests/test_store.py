@@ -105,6 +105,21 @@ async def test_send_history_counts_per_business_and_skips_failures(store: Store)
     assert facts.marketing_sent_at == [now - 3600, now - 7200]
 
 
+async def test_send_history_keeps_whether_marketing_went_inside_a_window(store: Store) -> None:
+    now = 1_700_000_000.0
+    sends = [
+        SendRecord("w1", "111", "222", "1650", "marketing", now - 60, in_window=True),
+        SendRecord("w2", "111", "222", "1650", "marketing", now - 120, in_window=False),
+        SendRecord("w3", "111", "222", "1650", "marketing", now - 180),  # not known: counts as outside
+    ]
+    for i, send in enumerate(sends):
+        await store.log_decision(_decision(i, id=send.decision_id), send)
+    await store.flush()
+    facts = await store.recipient_facts("111", "222", "1650", now)
+    assert facts.marketing_sent_at == [now - 60, now - 120, now - 180]
+    assert facts.marketing_outside_window_sent_at == [now - 120, now - 180]
+
+
 async def test_pair_history_lists_this_numbers_sends_of_the_last_hour(store: Store) -> None:
     now = 1_700_000_000.0
     sends = [SendRecord(f"d{i}", "111", "222", "1650", None, now - 40 * i - 0.5) for i in range(70)]  # 70 in 47 min

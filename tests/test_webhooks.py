@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from .conftest import (
     ADMIN_TOKEN,
     BR_RECIPIENT,
+    CA_RECIPIENT,
     PHONE_NUMBER_ID,
     US_RECIPIENT,
     WABA_ID,
@@ -306,17 +307,17 @@ async def test_optin_keyword_does_not_resubscribe_by_default(gateway_factory: Ga
 
 async def test_user_preferences_stop_and_resume(gateway_factory: GatewayFactory, clock: Clock) -> None:
     client = await gateway_factory(webhooks=webhook_config())
-    await opt_in(client, clock.now - 3600, ["utility", "marketing"])
-    assert (await post_webhook(client, user_preference("stop", clock.now - 120)))[0] == 200
-    current = (await consent(client))["current"]
+    await opt_in(client, clock.now - 3600, ["utility", "marketing"], CA_RECIPIENT)  # US marketing: paused
+    assert (await post_webhook(client, user_preference("stop", clock.now - 120, recipient=CA_RECIPIENT)))[0] == 200
+    current = (await consent(client, CA_RECIPIENT))["current"]
     assert (current["status"], current["categories"], current["source"]) == (
         "opted_out", ["marketing"], "whatsapp:user_preferences")
-    status, _, answer = await send(client, template_message("spring_sale"))
+    status, _, answer = await send(client, template_message("spring_sale", to=CA_RECIPIENT))
     assert status == 400 and answer["error"]["code"] == 131050  # Meta's own code for it
-    assert (await post_webhook(client, user_preference("resume", clock.now - 60)))[0] == 200
-    current = (await consent(client))["current"]
+    assert (await post_webhook(client, user_preference("resume", clock.now - 60, recipient=CA_RECIPIENT)))[0] == 200
+    current = (await consent(client, CA_RECIPIENT))["current"]
     assert current["status"] == "opted_in" and sorted(current["categories"]) == ["marketing", "utility"]
-    await allowed_send(client, template_message("spring_sale"))
+    await allowed_send(client, template_message("spring_sale", to=CA_RECIPIENT))
 
 
 async def test_out_of_order_preferences_the_late_stop_wins(gateway_factory: GatewayFactory, clock: Clock) -> None:
@@ -522,11 +523,11 @@ async def test_large_payload_is_relayed_whole_and_oversized_refused(
 
 async def test_a_failed_marketing_send_no_longer_counts_toward_the_cap(gateway_factory: GatewayFactory, clock: Clock) -> None:
     client = await gateway_factory(webhooks=webhook_config())
-    await opt_in(client, clock.now - 3600)
-    message_id = await allowed_send(client, template_message("spring_sale"))
+    await opt_in(client, clock.now - 3600, recipient=CA_RECIPIENT)  # US marketing: paused
+    message_id = await allowed_send(client, template_message("spring_sale", to=CA_RECIPIENT))
     clock.advance(60)
-    status, _, answer = await send(client, template_message("spring_sale"))
+    status, _, answer = await send(client, template_message("spring_sale", to=CA_RECIPIENT))
     assert status == 400 and answer["error"]["code"] == 131049  # frequency.marketing: 1 a day
-    payload = status_update(message_id, "failed", clock.now - 30, error=131026)
+    payload = status_update(message_id, "failed", clock.now - 30, error=131026, recipient=CA_RECIPIENT)
     assert (await post_webhook(client, payload))[0] == 200
-    await allowed_send(client, template_message("spring_sale"))
+    await allowed_send(client, template_message("spring_sale", to=CA_RECIPIENT))

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sendgate.monitoring import MONITOR
 
 from .conftest import (
+    CA_RECIPIENT,
     PHONE_NUMBER_ID,
     US_RECIPIENT,
     Clock,
@@ -166,11 +167,12 @@ async def test_alert_once_per_episode_and_marketing_pause_until_cleared(
         alerts={"url": receiver.url, "thresholds": [
             {"name": "spam", "metric": "errors", "codes": [131048, 368], "count": 1, "pause_marketing": True}]},
     )  # fmt: skip
-    status, _ = await admin(client, "PUT", f"/consent/{US_RECIPIENT}",
+    status, _ = await admin(client, "PUT", f"/consent/{CA_RECIPIENT}",
                             {"status": "opted_in", "categories": ["marketing", "utility"], "recorded_at": clock.now - 3600})  # fmt: skip
     assert status == 200
-    message_id = (await send(client, template_message("spring_sale")))[2]["messages"][0]["id"]
-    failure = status_update(message_id, "failed", clock.now + 1, error=131048, title="Spam rate limit hit")
+    message_id = (await send(client, template_message("spring_sale", to=CA_RECIPIENT)))[2]["messages"][0]["id"]
+    failure = status_update(message_id, "failed", clock.now + 1, error=131048, title="Spam rate limit hit",
+                            recipient=CA_RECIPIENT)
     assert (await post_webhook(client, failure))[0] == 200
     alerts = await receiver.wait_for(1)
     assert alerts[0]["alert"] == "spam" and alerts[0]["status"] == "firing"
@@ -189,10 +191,10 @@ async def test_alert_once_per_episode_and_marketing_pause_until_cleared(
 
     # Marketing is paused on the account; utility still goes.
     clock.advance(3600 * 24 * 8)  # past the frequency caps
-    status, _, answer = await send(client, template_message("spring_sale"))
+    status, _, answer = await send(client, template_message("spring_sale", to=CA_RECIPIENT))
     assert status == 403
     assert [r["rule"] for r in answer["error"]["sendgate"]["reasons"]] == ["account.paused"]
-    assert (await send(client, template_message()))[0] == 200
+    assert (await send(client, template_message(to=CA_RECIPIENT)))[0] == 200
     _, view = await admin(client, "GET", "/monitoring")
     account = next(a for a in view["accounts"] if a["phone_number_id"] == PHONE_NUMBER_ID)
     assert account["state"]["marketing_paused"]["alert"] == "spam"
@@ -201,11 +203,11 @@ async def test_alert_once_per_episode_and_marketing_pause_until_cleared(
     await client.app[MONITOR].check()
     alerts = await receiver.wait_for(2)
     assert alerts[1]["status"] == "resolved" and alerts[1]["alert"] == "spam"
-    assert (await send(client, template_message("spring_sale")))[0] == 403
+    assert (await send(client, template_message("spring_sale", to=CA_RECIPIENT)))[0] == 403
     assert (await admin(client, "DELETE", f"/accounts/{PHONE_NUMBER_ID}/pause"))[0] == 200
     assert (await admin(client, "DELETE", f"/accounts/{PHONE_NUMBER_ID}/pause"))[0] == 404
     clock.advance(10)  # past the pair rate limit
-    assert (await send(client, template_message("spring_sale")))[0] == 200
+    assert (await send(client, template_message("spring_sale", to=CA_RECIPIENT)))[0] == 200
     assert len(receiver.alerts) == 2
 
 

@@ -17,6 +17,7 @@ from sendgate.webhooks.apply import WebhookApplier
 from sendgate.webhooks.events import MAX_FUTURE_SECONDS, parse_webhook
 
 from .conftest import (
+    CA_RECIPIENT,
     PHONE_NUMBER_ID,
     US_RECIPIENT,
     Clock,
@@ -59,21 +60,21 @@ def record(status: str, at: float, categories: tuple[str, ...] = ("marketing",),
     return ConsentRecord(US_RECIPIENT, status, categories, source, "{}", at)
 
 
-async def consent(client: Any) -> dict[str, Any]:
-    status, body = await admin(client, "GET", f"/consent/{US_RECIPIENT}")
+async def consent(client: Any, recipient: str = US_RECIPIENT) -> dict[str, Any]:
+    status, body = await admin(client, "GET", f"/consent/{recipient}")
     assert status == 200, body
     return body
 
 
-async def opt_in(client: Any, at: float, categories: list[str] | None = None) -> None:
+async def opt_in(client: Any, at: float, categories: list[str] | None = None, recipient: str = US_RECIPIENT) -> None:
     body = {"status": "opted_in", "categories": categories or ["marketing", "utility"], "source": "web-form",
             "recorded_at": at}  # fmt: skip
-    status, answer = await admin(client, "PUT", f"/consent/{US_RECIPIENT}", body)
+    status, answer = await admin(client, "PUT", f"/consent/{recipient}", body)
     assert status == 200, answer
 
 
-async def assert_marketing_denied(client: Any) -> None:
-    status, _, answer = await send(client, template_message("spring_sale"))
+async def assert_marketing_denied(client: Any, to: str = US_RECIPIENT) -> None:
+    status, _, answer = await send(client, template_message("spring_sale", to=to))
     assert status == 400 and answer["error"]["code"] == 131050, answer
 
 
@@ -224,17 +225,17 @@ async def test_resume_in_the_same_second_as_a_stop_loses(gateway_factory: Gatewa
 
 async def test_a_redelivery_applies_what_the_first_delivery_did_not(gateway_factory: GatewayFactory, clock: Clock) -> None:
     client = await gateway_factory(webhooks=webhook_config())
-    await opt_in(client, clock.now - 100)
-    resume = user_preference("resume", clock.now - 110)
+    await opt_in(client, clock.now - 100, recipient=CA_RECIPIENT)  # US marketing: paused
+    resume = user_preference("resume", clock.now - 110, recipient=CA_RECIPIENT)
     assert (await post_webhook(client, resume))[0] == 200  # older than the app's opt-in: nothing
-    assert (await post_webhook(client, user_preference("stop", clock.now - 120)))[0] == 200  # late, in all the same
-    await assert_marketing_denied(client)
+    assert (await post_webhook(client, user_preference("stop", clock.now - 120, recipient=CA_RECIPIENT)))[0] == 200  # late, in all the same
+    await assert_marketing_denied(client, CA_RECIPIENT)
     # Meta redelivers the resume (the user's latest word): now it goes in.
     assert (await post_webhook(client, resume))[0] == 200
-    history = (await consent(client))["history"]
+    history = (await consent(client, CA_RECIPIENT))["history"]
     assert [(r["status"], r["recorded_at"]) for r in history] == [
         ("opted_in", clock.now - 100), ("opted_out", clock.now - 120), ("opted_in", clock.now - 110)]
-    status, _, answer = await send(client, template_message("spring_sale"))
+    status, _, answer = await send(client, template_message("spring_sale", to=CA_RECIPIENT))
     assert status == 200, answer
 
 

@@ -13,7 +13,7 @@ from sendgate.webhooks.apply import OptOutRules, WebhookApplier, normalize_keywo
 from sendgate.webhooks.events import parse_webhook
 
 from .conftest import CATALOG, PHONE_NUMBER_ID, US_RECIPIENT, WABA_ID
-from .webhook_support import EXAMPLES, inbound_text, status_update, user_preference
+from .webhook_support import EXAMPLES, account_update, inbound_text, status_update, user_preference
 
 NOW = 1795557600.0
 
@@ -208,3 +208,52 @@ def test_config_from_environment() -> None:
     defaults = load_config(None, env={})
     assert not defaults.webhooks.enabled and defaults.template_sync.interval is None
     assert [t.name for t in defaults.alerts.thresholds] == ["undeliverable_rate", "spam_or_policy_block"]
+
+
+def _restriction(at: float, *items: dict[str, Any]) -> dict[str, Any]:
+    # Meta's account_update for a restriction (track-waba-policy-violations): restriction_info, a list
+    return account_update("ACCOUNT_RESTRICTION", at, restriction_info=list(items))
+
+
+async def test_account_restrictions_are_kept_until_lifted(store: Store) -> None:
+    async def get_params() -> dict[str, Any]:
+        return {}
+
+    applier = WebhookApplier(load_config(None, env={}), lambda: store, get_params)
+    payload = _restriction(
+        NOW - 60,
+        {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": int(NOW + 86400)},
+        {"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": "2026-12-30T13:38:04+0000"},
+    )
+    await applier.apply(parse_webhook(payload, NOW), NOW)
+    state = await store.account_state(PHONE_NUMBER_ID, WABA_ID)
+    assert state["status"] == "RESTRICTED"
+    assert state["restrictions"] == [
+        {"type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expires_at": 1798637884.0},
+        {"type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expires_at": NOW + 86400},
+    ]
+    assert (await store.account_state(PHONE_NUMBER_ID, None))["restrictions"] == []  # the WABA's, not the number's
+    # An older event changes nothing; a newer one states what is restricted now.
+    older = _restriction(NOW - 120, {"restriction_type": "RESTRICTED_CUSTOMER_INITIATED_MESSAGING"})
+    await applier.apply(parse_webhook(older, NOW), NOW)
+    assert len((await store.account_state(PHONE_NUMBER_ID, WABA_ID))["restrictions"]) == 2
+    newer = _restriction(NOW - 30, {"restriction_type": "RESTRICTED_CUSTOMER_INITIATED_MESSAGING"})
+    await applier.apply(parse_webhook(newer, NOW), NOW)
+    assert (await store.account_state(PHONE_NUMBER_ID, WABA_ID))["restrictions"] == [
+        {"type": "RESTRICTED_CUSTOMER_INITIATED_MESSAGING", "expires_at": None}]  # no expiry given
+    lifted = _restriction(NOW - 10)
+    await applier.apply(parse_webhook(lifted, NOW), NOW)
+    state = await store.account_state(PHONE_NUMBER_ID, WABA_ID)
+    assert state["restrictions"] == [] and state["status"] is None
+
+
+def test_restriction_info_shapes() -> None:
+    from sendgate.webhooks.events import restriction_expiries
+
+    assert restriction_expiries({"restriction_info": {"restriction_type": "restricted_biz_initiated_messaging",
+                                                      "expiration": "1798637884"}}) == {
+        "RESTRICTED_BIZ_INITIATED_MESSAGING": 1798637884.0}  # fmt: skip
+    assert restriction_expiries({"restriction_info": [{"expiration": 5}, {"restriction_type": "X", "expiration": "soon"},
+                                                      {"restriction_type": "Y", "expiration": True}]}) == {
+        "X": None, "Y": None}  # fmt: skip
+    assert restriction_expiries({}) == {}

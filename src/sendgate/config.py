@@ -42,6 +42,10 @@ class Account:
     # Digits of the number as Meta's webhooks show it (phone_number_quality_update names the number
     # only so); learned from message webhooks when not configured.
     display_phone_number: str | None = None
+    # Meta enabled Direct Send for this WABA: free-form text/interactive with a top-level
+    # `category` ("utility" | "authentication") is a business-initiated message of that category
+    # (Meta: direct-send/send-utility-and-authentication-messages). Meta answers 100 otherwise.
+    direct_send: bool = False
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,7 @@ def _validate_workers(config: Config) -> None:
 def _account(i: int, value: Any) -> Account:
     if not isinstance(value, dict) or "phone_number_id" not in value or "waba_id" not in value:
         raise ConfigError(f"accounts[{i}] needs phone_number_id and waba_id")
-    extra = set(value) - {"phone_number_id", "waba_id", "name", "markets", "display_phone_number"}
+    extra = set(value) - {"phone_number_id", "waba_id", "name", "markets", "display_phone_number", "direct_send"}
     if extra:
         raise ConfigError(f"accounts[{i}]: unknown keys {sorted(extra)}")
     markets = value.get("markets")
@@ -272,8 +276,12 @@ def _account(i: int, value: Any) -> Account:
     name = value.get("name")
     display = value.get("display_phone_number")
     display = None if display is None else re.sub(r"\D", "", str(display)) or None
+    direct_send = value.get("direct_send", False)
+    if not isinstance(direct_send, bool):
+        raise ConfigError(f"accounts[{i}].direct_send must be true or false")
     return Account(
-        str(value["phone_number_id"]), str(value["waba_id"]), None if name is None else str(name), markets, display
+        str(value["phone_number_id"]), str(value["waba_id"]), None if name is None else str(name), markets, display,
+        direct_send,
     )
 
 

@@ -13,7 +13,10 @@ from sendgate.config import Config
 from sendgate.places import recipient_place
 from sendgate.state import AccountState, MediaCatalog, RecipientReads, TemplateCatalog, TemplateFacts
 
-__all__ = ["FactSources", "build_input"]
+__all__ = ["WINDOW_SECONDS", "FactSources", "build_input", "in_open_window"]
+
+# Meta's customer service window: 24 h from the user's last message (FACTS.md §4).
+WINDOW_SECONDS = 86400
 
 
 class FactSources(RecipientReads, TemplateCatalog, AccountState, MediaCatalog, Protocol):
@@ -34,6 +37,15 @@ def _local_time(zone_name: str | None, now: float) -> dict[str, int] | None:
         return None
     local = dt.datetime.fromtimestamp(now, zone)
     return {"hour": local.hour, "minute": local.minute, "weekday": local.weekday()}
+
+
+def in_open_window(document: dict[str, Any] | None, now: float) -> bool | None:
+    """Whether a send decided on `document` goes inside a window the user opened; None when the
+    input was not built (the engine failed and on_engine_error let the send through)."""
+    if document is None:
+        return None
+    last = (document.get("recipient") or {}).get("last_inbound_at")
+    return isinstance(last, (int, float)) and now - last < WINDOW_SECONDS
 
 
 _EXTENSION = re.compile(r"^[a-z0-9]{1,10}$")
@@ -112,6 +124,7 @@ async def build_input(
                 "last_sent_at": known.last_sent_at,
                 "pair_sent_at": known.pair_sent_at,
                 "marketing_sent_at": known.marketing_sent_at,
+                "marketing_outside_window_sent_at": known.marketing_outside_window_sent_at,
             },
             "delivery_failures": known.delivery_failures,
             "free_entry_point_at": known.free_entry_point_at,
@@ -139,6 +152,8 @@ async def build_input(
             "waba_id": waba_id,
             "name": account.name if account else None,
             "markets": list(account.markets) if account and account.markets is not None else None,
+            "direct_send": account.direct_send if account else False,
+            "restrictions": state.get("restrictions", []),
             "quality": state["quality"],
             "status": state["status"],
             "messaging_limit": state["messaging_limit"],

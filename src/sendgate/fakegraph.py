@@ -145,6 +145,9 @@ ERRORS: dict[int, tuple[str, int, str]] = {
         " to the same phone number in a short period of time.",
     ),
     131057: ("Account in maintenance mode", 500, "Business Account is in maintenance mode."),
+    # pywa's errors.py (FACTS.md §2); Meta's table gives no HTTP status: 400, as its other recipient errors
+    131062: ("Business-scoped user ID recipient not supported", 400,
+             "This message cannot be sent to a business-scoped user ID; use the phone number."),
     132000: (
         "Number of parameters does not match the expected number of params",
         400,

@@ -543,6 +543,40 @@ def _message_type(payload: dict[str, Any]) -> str:
     return value
 
 
+# Direct Send (Meta: direct-send/send-utility-and-authentication-messages, api-reference):
+# `category` on a free-form text or interactive message; Meta supports these two values and
+# answers 100 for anything else, and for `ttl_seconds` on a message that is not Direct Send.
+DIRECT_SEND_CATEGORIES = frozenset({"utility", "authentication"})
+DIRECT_SEND_TYPES = frozenset({"text", "interactive"})
+
+
+def _direct_send(payload: dict[str, Any], message_type: str) -> tuple[str | None, int | None]:
+    """(`category` lower-cased, `ttl_seconds`) of a Direct Send message; (None, None) for others.
+
+    The ranges of `ttl_seconds` per category are the policies' (direct_send.ttl_range)."""
+    category = payload.get("category")
+    ttl = payload.get("ttl_seconds")
+    if category is None:
+        if ttl is not None:
+            raise InvalidMessage(
+                "ttl_seconds is only supported with Direct Send: a text or interactive message with a category"
+            )
+        return None, None
+    if not isinstance(category, str):
+        raise InvalidMessage(f"category must be a string (\"utility\" or \"authentication\"), not {_kind(category)}")
+    if category.lower() not in DIRECT_SEND_CATEGORIES:
+        raise InvalidMessage(
+            f"category must be \"utility\" or \"authentication\" (Direct Send), not {_show(category)}"
+        )
+    if message_type not in DIRECT_SEND_TYPES:
+        raise InvalidMessage(
+            f"category (Direct Send) only goes with a text or interactive message, not type {_show(message_type)}"
+        )
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int)):
+        raise InvalidMessage(f"ttl_seconds must be a whole number of seconds, not {_kind(ttl)}")
+    return category.lower(), ttl
+
+
 def _messaging_product(payload: dict[str, Any]) -> None:
     # Meta's own wording, so apps that match on it see what Meta would have answered.
     product = payload.get("messaging_product")
@@ -597,6 +631,9 @@ def _empty(message_type: str, recipient: str | None, recipient_type: str, contex
         "media": None,
         "interactive_type": None,
         "template": None,
+        "category": None,  # Direct Send: the top-level `category`, lower case
+        "ttl_seconds": None,  # Direct Send: the top-level `ttl_seconds`
+        "recipient_field": None,  # "to" or "recipient" (a BSUID): the field that named the recipient
     }
 
 
@@ -645,6 +682,8 @@ def normalize(payload: object, endpoint: str = "messages") -> dict[str, Any]:
         body = _object(raw, message_type)
 
     message = _empty(message_type, recipient, recipient_type, context_id)
+    message["recipient_field"] = "to" if payload.get("to") is not None else "recipient"
+    message["category"], message["ttl_seconds"] = _direct_send(payload, message_type)
     content = _Content()
     if isinstance(body, list):
         _contacts(body, content)

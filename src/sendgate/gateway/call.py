@@ -44,4 +44,6 @@ class SendCall:
             return str(category).lower()
         if self.endpoint == "marketing_messages":
             return "marketing"
-        return None
+        # Direct Send: a business-initiated message of its category, counted as its template would be
+        direct = (self.message or {}).get("category")
+        return str(direct) if direct else None

@@ -59,6 +59,15 @@ RULE_CODES: dict[str, int] = {
     "account.market": 130497,
     "account.quality": 770601,  # Meta flagged the number or rated it RED: marketing paused
     "account.paused": 770602,  # an alert paused marketing until an operator clears it
+    "account.restricted": 368,  # Meta restricted the WABA (account_update): temporarily blocked
+    # Direct Send (Meta's direct-send/api-reference): 100 for an account not enabled and for a
+    # ttl_seconds out of range; an authentication message to a BSUID: pywa's BSUID-unsupported code
+    "direct_send.not_enabled": 100,
+    "direct_send.ttl_range": 100,
+    "direct_send.authentication_bsuid": 131062,
+    "delivery.marketing_country": 131049,  # USER_MARKETING_TEMPLATE_LIMIT: US marketing paused
+    "delivery.marketing_limited": 131049,  # Meta held marketing back in the last 24 h
+    "delivery.undeliverable": 131026,  # undeliverable again and again: held
     # Meta's "Media upload error": a media type or size Meta does not take for the message's type
     "media.type": 131053,
     "media.size": 131053,
@@ -96,6 +105,7 @@ def http_status(code: int) -> int:
 _PRIORITY = (
     "account.",
     "content.encrypted",
+    "direct_send.",
     "consent.opted_out",
     "window.",
     "template.",

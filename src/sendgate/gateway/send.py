@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from sendgate.config import Config
-from sendgate.facts import FactSources, build_input
+from sendgate.facts import FactSources, build_input, in_open_window
 from sendgate.gateway.body import read_body
 from sendgate.gateway.call import SendCall
 from sendgate.gateway.errors import CODE_ENGINE, CODE_INVALID, graph_error, policy_error
@@ -289,6 +289,7 @@ class SendPath:
                 recipient=message["recipient"],
                 category=call.category,
                 sent_at=call.received_at,
+                in_window=in_open_window(call.input, call.received_at),
             )
         await self.recorder.record(call, send)
 

@@ -115,6 +115,8 @@ class RecipientFacts:
     marketing_sent_at: list[float]  # same business (WABA, else phone number), newest first
     delivery_failures: list[dict[str, Any]]  # {"code", "at"}, newest first
     free_entry_point_at: float | None
+    # those of marketing_sent_at not sent inside a window the user opened (unknown counts as outside)
+    marketing_outside_window_sent_at: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +129,9 @@ class SendRecord:
     recipient: str
     category: str | None  # template category, lower case; None for free-form
     sent_at: float
+    # Inside a customer service window the user opened (their last inbound message less than 24 h
+    # before): Meta's per-user marketing limit does not count such marketing. None: not known.
+    in_window: bool | None = None
 
 
 @dataclass

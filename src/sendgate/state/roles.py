@@ -262,7 +262,7 @@ class AccountState(Protocol):
 
     async def account_state(self, phone_number_id: str, waba_id: str | None) -> dict[str, Any]:
         """`quality`, `status` (`rules.most_severe_status` of the number's and the WABA's),
-        `messaging_limit`, `marketing_paused`; may lag a write by a few seconds, never more."""
+        `messaging_limit`, `marketing_paused`, `restrictions` (the WABA's, `rules.restrictions`); may lag a write by a few seconds, never more."""
         ...
 
     async def set_marketing_pause(self, phone_number_id: str, alert: str, message: str, since: float) -> bool:

@@ -59,7 +59,7 @@ COPIED_TABLES: dict[str, tuple[str, ...]] = {
     "templates": ("waba_id", "name", "language", "status", "category", "placeholders", "details"),
     "places": ("recipient", "country", "timezone", "data"),
     "inbound": ("phone_number_id", "recipient", "last_at"),
-    "sends": ("decision_id", "phone_number_id", "waba_id", "recipient", "category", "sent_at", "failed"),
+    "sends": ("decision_id", "phone_number_id", "waba_id", "recipient", "category", "sent_at", "failed", "in_window"),
     "decisions": DECISION_COLUMNS,
     "decision_rules": ("decision_id", "rule"),
     "decision_counts": ("span", "start", "dim", "key", "decision", "mode", "n"),

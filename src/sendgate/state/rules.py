@@ -41,6 +41,8 @@ __all__ = [
     "optout_second",
     "pair_history",
     "recipient_facts",
+    "RESTRICTION_FIELD",
+    "restrictions",
     "template_changes",
     "template_event_applies",
     "template_event_key",
@@ -87,13 +89,13 @@ def recipient_facts(
     consent: ConsentRecord | None,
     place: tuple[str | None, str | None] | None,
     last_inbound_at: float | None,
-    sends: Iterable[tuple[str, str | None, str | None, float]],
+    sends: Iterable[tuple[str, str | None, str | None, float, bool | None]],
     failures: Iterable[tuple[int, float]],
     free_entry_point_at: float | None,
 ) -> RecipientFacts:
     """`RecipientFacts` from what the store holds of a recipient.
 
-    `sends`: (phone number id, WABA id, category, sent at) of the forwarded, not failed sends
+    `sends`: (phone number id, WABA id, category, sent at, in window) of the forwarded, not failed sends
     to the recipient, newest first; `failures`: (code, at), newest first. Marketing sends count
     for the same business: the WABA's when the sending number's WABA is known, else the number's.
     """
@@ -112,6 +114,7 @@ def recipient_facts(
         marketing_sent_at=[s[3] for s in same_business if s[2] == "marketing"],
         delivery_failures=[{"code": code, "at": at} for code, at in islice(failures, FAILURE_LIMIT)],
         free_entry_point_at=free_entry_point_at,
+        marketing_outside_window_sent_at=[s[3] for s in same_business if s[2] == "marketing" and not s[4]],
     )
 
 
@@ -317,6 +320,26 @@ def most_severe_status(statuses: Iterable[str | None]) -> str | None:
     """The most severe of the given account statuses (unknown ones rank last), None when none."""
     known = sorted((s for s in statuses if s), key=lambda s: SEVERITY.index(s) if s in SEVERITY else len(SEVERITY))
     return known[0] if known else None
+
+
+# A WABA's typed restriction from account_update (ACCOUNT_RESTRICTION) is an `account_state` row
+# of scope `waba`, field RESTRICTION_FIELD + its type, value its expiry in Unix seconds ("" when
+# Meta gave none), NULL once lifted.
+RESTRICTION_FIELD = "restriction:"
+
+
+def restrictions(fields: Iterable[tuple[str, str | None]]) -> list[dict[str, Any]]:
+    """`account.restrictions` of the input from a WABA's (field, value) rows: [{"type", "expires_at"}]
+    by type; an expiry that passed stays listed (the policies compare it with `now`)."""
+    out = []
+    for name, value in fields:
+        if name.startswith(RESTRICTION_FIELD) and value is not None:
+            try:
+                expires_at: float | None = float(value) if value else None
+            except ValueError:
+                expires_at = None
+            out.append({"type": name[len(RESTRICTION_FIELD):], "expires_at": expires_at})
+    return sorted(out, key=lambda r: str(r["type"]))
 
 
 # -- decision counts ----------------------------------------------------------------------

@@ -29,7 +29,17 @@ from sendgate.state import (
     TemplateCatalog,
     WebhookState,
 )
-from sendgate.webhooks.events import AccountEvent, InboundMessage, Parsed, StatusEvent, TemplateEvent, UserPreference
+from sendgate.state.rules import RESTRICTION_FIELD
+from sendgate.webhooks.events import (
+    RESTRICTION_TYPES,
+    AccountEvent,
+    InboundMessage,
+    Parsed,
+    StatusEvent,
+    TemplateEvent,
+    UserPreference,
+    restriction_expiries,
+)
 
 if TYPE_CHECKING:
     from sendgate.monitoring import Monitor
@@ -317,6 +327,8 @@ class WebhookApplier:
             if status is not _UNCHANGED:
                 await store.set_account_state("waba", event.waba_id, {"status": status}, event.timestamp, event.detail)
                 log.warning("account_update for WABA %s: %s -> status %s", event.waba_id, event.event, status)
+            if event.event == "ACCOUNT_RESTRICTION":
+                await self._restrictions(store, event)
             return
         values: dict[str, str | None] = {}
         detail = event.detail
@@ -342,6 +354,21 @@ class WebhookApplier:
             log.warning(
                 "phone_number_quality_update for %s (WABA %s): %s", event.display_phone_number, event.waba_id, event.event
             )
+
+    async def _restrictions(self, store: WebhookStore, event: AccountEvent) -> None:
+        """The WABA's typed restrictions, as this event lists them: each listed type until its
+        expiry, each known type it does not list lifted (an ACCOUNT_RESTRICTION states what is
+        restricted now; one with an empty list lifts them all)."""
+        listed = restriction_expiries(event.detail)
+        values: dict[str, str | None] = {RESTRICTION_FIELD + kind: None for kind in RESTRICTION_TYPES}
+        for kind, expires_at in listed.items():
+            values[RESTRICTION_FIELD + kind] = "" if expires_at is None else repr(expires_at)
+        await store.set_account_state("waba", event.waba_id, values, event.timestamp, event.detail)
+        if listed:
+            log.warning(
+                "account_update for WABA %s: restricted: %s", event.waba_id,
+                ", ".join(f"{kind} until {expires_at}" for kind, expires_at in sorted(listed.items())),
+            )  # fmt: skip
 
     async def _phone_number_ids(self, store: WebhookStore, event: AccountEvent) -> list[str]:
         """The configured or learned numbers this display number is; else every configured number of the WABA."""

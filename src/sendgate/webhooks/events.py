@@ -35,6 +35,7 @@ __all__ = [
     "TemplateEvent",
     "UserPreference",
     "parse_webhook",
+    "restriction_expiries",
 ]
 
 # How far after the webhook's receipt an event may be dated (clocks differ a little) before its
@@ -239,6 +240,46 @@ def parse_webhook(body: Any, received_at: float) -> Parsed:
             else:
                 parsed.unknown.append(str(name))
     return parsed
+
+
+# What Meta restricts a WABA from (account_update, event ACCOUNT_RESTRICTION): sending
+# business-initiated messages, answering users, adding phone numbers.
+RESTRICTION_TYPES = (
+    "RESTRICTED_BIZ_INITIATED_MESSAGING",
+    "RESTRICTED_CUSTOMER_INITIATED_MESSAGING",
+    "RESTRICTED_ADD_PHONE_NUMBER_ACTION",
+)
+
+
+def restriction_expiries(detail: dict[str, Any]) -> dict[str, float | None]:
+    """An ACCOUNT_RESTRICTION's `restriction_info`: restriction type -> expiry (Unix seconds; None
+    when Meta gave none or one that cannot be read).
+
+    `restriction_info` is a list of {restriction_type, expiration} (Meta's track-waba-policy-violations
+    example); a single object is read as a list of one. `expiration` is Unix seconds (a number or a
+    numeric string) or an ISO 8601 time ("2026-10-30T13:38:04+0000", as BSPs relay it)."""
+    info = detail.get("restriction_info")
+    items = [info] if isinstance(info, dict) else _dicts(info)
+    out: dict[str, float | None] = {}
+    for item in items:
+        kind = _str(item.get("restriction_type"))
+        if kind is None:
+            continue
+        out[kind.upper()] = _expiry(item.get("expiration"))
+    return out
+
+
+def _expiry(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = dt.datetime.fromisoformat(str(value)).timestamp()
+        except ValueError:
+            return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 def _digits(value: Any) -> str | None:

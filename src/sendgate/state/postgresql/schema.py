@@ -86,7 +86,8 @@ SCHEMA: tuple[str, ...] = (
     recipient text NOT NULL,
     category text,
     sent_at double precision NOT NULL,
-    failed boolean NOT NULL DEFAULT false
+    failed boolean NOT NULL DEFAULT false,
+    in_window boolean
 )""",
     "CREATE INDEX IF NOT EXISTS sends_recipient ON sends (recipient, sent_at)",
     """CREATE TABLE IF NOT EXISTS decisions (
@@ -251,10 +252,17 @@ async def _media(conn: Connection) -> None:
     await conn.execute(_MEDIA_TABLE)
 
 
+async def _sends_in_window(conn: Connection) -> None:
+    """Migration 4: whether each send went inside a window the user opened (see SQLite's); the
+    sends of an older database keep NULL, which counts as outside (the safe side)."""
+    await conn.execute("ALTER TABLE sends ADD COLUMN IF NOT EXISTS in_window boolean")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _initial),
     Migration(2, "template_details", _template_details),
     Migration(3, "media", _media),
+    Migration(4, "sends_in_window", _sends_in_window),
 )
 
 _VERSION_TABLE = (

@@ -62,7 +62,7 @@ _INSERT_DECISION = (
     f" VALUES ({', '.join(f'${i}' for i in range(1, len(DECISION_COLUMNS) + 2))})"
 )
 _INSERT_RULES = "INSERT INTO decision_rules VALUES ($1, $2) ON CONFLICT DO NOTHING"
-_INSERT_SEND = "INSERT INTO sends VALUES ($1, $2, $3, $4, $5, $6, false)"
+_INSERT_SEND = "INSERT INTO sends VALUES ($1, $2, $3, $4, $5, $6, false, $7)"
 _UPDATE_UPSTREAM = (
     "UPDATE decisions SET upstream_status = $1, upstream_message_id = $2, upstream_error_code = $3,"
     " upstream_error = $4 WHERE id = $5"
@@ -80,7 +80,7 @@ _PROBE = (
 _RECIPIENT_FACTS = """
 SELECT c.status, c.categories, c.source, c.evidence, c.recorded_at,
     p.recipient IS NOT NULL, p.country, p.timezone,
-    ARRAY(SELECT ROW(phone_number_id, waba_id, category, sent_at) FROM sends
+    ARRAY(SELECT ROW(phone_number_id, waba_id, category, sent_at, in_window) FROM sends
           WHERE recipient = $1 AND sent_at > $3 AND NOT failed ORDER BY sent_at DESC),
     -- None too once Meta reported the window closed (131047) after the last inbound message.
     (SELECT last_at FROM inbound i WHERE phone_number_id = $2 AND recipient = $1 AND NOT EXISTS
@@ -263,7 +263,8 @@ class PostgresStore(ReviewQueries, WebhookQueries, MediaQueries):
         if send is not None:
             statements.append((
                 _INSERT_SEND,
-                [(send.decision_id, send.phone_number_id, send.waba_id, send.recipient, send.category, send.sent_at)],
+                [(send.decision_id, send.phone_number_id, send.waba_id, send.recipient, send.category, send.sent_at,
+                  send.in_window)],
             ))  # fmt: skip
         # With the hourly and daily rollup the overview reads, in the same transaction.
         await self._writer.write(Rows(statements, count_rows(record, rules), name=f"decision {record.id}"))

@@ -28,6 +28,7 @@ from sendgate.state.rules import (
     merge_consent_event,
     most_severe_status,
     optout_second,
+    restrictions,
     template_changes,
     template_event_applies,
     template_event_key,
@@ -359,6 +360,7 @@ class WebhookQueries:
             "status": most_severe_status([fields.get(("phone", "status")), fields.get(("waba", "status"))]),
             "messaging_limit": fields.get(("phone", "messaging_limit")),
             "marketing_paused": pause,
+            "restrictions": restrictions((name, value) for (scope, name), value in fields.items() if scope == "waba"),
         }
         self._account_cache[key] = state
         return state

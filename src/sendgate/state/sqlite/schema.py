@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS places (
     recipient TEXT NOT NULL,
     category TEXT,
     sent_at REAL NOT NULL,
-    failed INTEGER NOT NULL DEFAULT 0
+    failed INTEGER NOT NULL DEFAULT 0,
+    in_window INTEGER
 )""",
     "CREATE INDEX IF NOT EXISTS sends_recipient ON sends (recipient, sent_at)",
     """CREATE TABLE IF NOT EXISTS decisions (
@@ -258,10 +259,19 @@ def _media(conn: sqlite3.Connection) -> None:
     conn.execute(_MEDIA_TABLE)
 
 
+def _sends_in_window(conn: sqlite3.Connection) -> None:
+    """Migration 4: whether each send went inside a window the user opened (frequency's
+    count_marketing_in_open_window). A file migration 1 just created has the column already;
+    the sends of an older file keep NULL, which counts as outside (the safe side)."""
+    if "in_window" not in {row[1] for row in conn.execute("PRAGMA table_info(sends)")}:
+        conn.execute("ALTER TABLE sends ADD COLUMN in_window INTEGER")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _initial),
     Migration(2, "template_details", _template_details),
     Migration(3, "media", _media),
+    Migration(4, "sends_in_window", _sends_in_window),
 )
 
 _VERSION_TABLE = (

@@ -64,8 +64,8 @@ _INSERT_DECISION = (
 _RECIPIENT_FACTS = """
 SELECT c.status, c.categories, c.source, c.evidence, c.recorded_at,
     p.recipient IS NOT NULL, p.country, p.timezone,
-    (SELECT json_group_array(json_array(phone_number_id, waba_id, category, printf('%!.17g', sent_at)))
-        FROM (SELECT phone_number_id, waba_id, category, sent_at FROM sends
+    (SELECT json_group_array(json_array(phone_number_id, waba_id, category, printf('%!.17g', sent_at), in_window))
+        FROM (SELECT phone_number_id, waba_id, category, sent_at, in_window FROM sends
               WHERE recipient = :r AND sent_at > :sends_since AND failed = 0 ORDER BY sent_at DESC)),
     -- None too once Meta reported the window closed (131047) after the last inbound message.
     (SELECT last_at FROM inbound i WHERE phone_number_id = :p AND recipient = :r AND NOT EXISTS
@@ -276,7 +276,10 @@ class SQLiteStore(ReviewQueries, WebhookQueries, MediaQueries):
             consent=consent,
             place=(row[6], row[7]) if row[5] else None,
             last_inbound_at=row[9],
-            sends=[(pid, wid, category, float(at)) for pid, wid, category, at in orjson.loads(row[8])],
+            sends=[
+                (pid, wid, category, float(at), None if inside is None else bool(inside))
+                for pid, wid, category, at, inside in orjson.loads(row[8])
+            ],
             failures=[(code, float(at)) for code, at in orjson.loads(row[10])],
             free_entry_point_at=row[11],
         )
@@ -290,8 +293,9 @@ class SQLiteStore(ReviewQueries, WebhookQueries, MediaQueries):
             statements.append(("INSERT OR IGNORE INTO decision_rules VALUES (?, ?)", [(record.id, r) for r in rules]))
         if send is not None:
             statements.append((
-                "INSERT INTO sends VALUES (?, ?, ?, ?, ?, ?, 0)",
-                [(send.decision_id, send.phone_number_id, send.waba_id, send.recipient, send.category, send.sent_at)],
+                "INSERT INTO sends VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+                [(send.decision_id, send.phone_number_id, send.waba_id, send.recipient, send.category, send.sent_at,
+                  send.in_window)],
             ))  # fmt: skip
         # With the hourly rollup the overview reads, in the same transaction.
         rows = Rows(statements, count_rows(record, rules), name=f"decision {record.id}")

@@ -24,6 +24,7 @@ from sendgate.state.rules import (
     merge_consent_event,
     most_severe_status,
     optout_second,
+    restrictions,
     template_changes,
     template_event_applies,
     template_event_key,
@@ -313,6 +314,7 @@ class WebhookQueries:
             "status": most_severe_status([fields.get(("phone", "status")), fields.get(("waba", "status"))]),
             "messaging_limit": fields.get(("phone", "messaging_limit")),
             "marketing_paused": None if pause is None else {"alert": pause[0], "message": pause[1], "since": pause[2]},
+            "restrictions": restrictions((name, value) for (scope, name), value in fields.items() if scope == "waba"),
         }
         cache[key] = state
         return state
