@@ -58,6 +58,38 @@ texts = st.one_of(
     st.sampled_from(["a" * 4096, "a" * 4097, "b" * 1024, "b" * 1025, "Cheap FIREARMS!", "casino-night", "fake  id"]),
 )
 
+# Template parameter texts at Meta's edges: a newline, a tab, 4 and 5 spaces, empty, the
+# authentication code's 15/16 characters, the header's 60/61.
+PARAM_TEXTS = st.one_of(
+    texts,
+    st.sampled_from(["", " ", "two\nlines", "a\tb", "four    ok", "five     no", "1" * 15, "1" * 16, "h" * 60, "h" * 61]),
+)
+
+# The catalog's components (templates.details): header formats, texts with positional and
+# named placeholders, body-only templates, a body near 1,024 characters once filled in.
+CATALOG_COMPONENTS = st.fixed_dictionaries({
+    "header": st.one_of(
+        st.none(),
+        st.sampled_from([{"format": "TEXT", "text": "Hi {{1}}", "parameter_names": ["1"]},
+                         {"format": "IMAGE", "text": None, "parameter_names": []},
+                         {"format": "VIDEO", "text": None, "parameter_names": []}]),
+    ),
+    "body": st.one_of(
+        st.none(),
+        st.sampled_from([
+            {"text": "Hello {{1}}, {{2}} off", "parameter_names": ["1", "2"], "fixed_length": 12,
+             "placeholder_counts": {"1": 1, "2": 1}},
+            {"text": "Hi {{first_name}}", "parameter_names": ["first_name"], "fixed_length": 3,
+             "placeholder_counts": {"first_name": 1}},
+            {"text": "x" * 1010 + " {{1}} {{1}}", "parameter_names": ["1"], "fixed_length": 1012,
+             "placeholder_counts": {"1": 2}},
+            {"text": None, "parameter_names": [], "fixed_length": None, "placeholder_counts": {}},
+        ]),
+    ),
+    "footer": st.one_of(st.none(), st.just({"text": "Reply STOP"})),
+    "buttons": st.sampled_from([[], [{"index": "0", "type": "URL"}]]),
+})
+
 
 @st.composite
 def send_bodies(draw: st.DrawFn, message_type: str) -> dict[str, Any]:
@@ -97,7 +129,13 @@ def send_bodies(draw: st.DrawFn, message_type: str) -> dict[str, Any]:
         name = draw(st.sampled_from(["order_update", "spring_sale", "hello_world", "missing"]))
         components = []
         for kind in draw(st.lists(st.sampled_from(["header", "body", "button"]), max_size=3, unique=True)):
-            params = [{"type": "text", "text": draw(texts)} for _ in range(draw(st.integers(0, 3)))]
+            params: list[dict[str, Any]] = [{"type": "text", "text": draw(PARAM_TEXTS)} for _ in range(draw(st.integers(0, 3)))]
+            for param in params:
+                if draw(st.integers(0, 3)) == 0:
+                    param["parameter_name"] = draw(st.sampled_from(["first_name", "1", "code"]))
+            if kind == "header" and draw(st.integers(0, 2)) == 0:
+                kind_sent = draw(st.sampled_from(["image", "video", "document"]))
+                params[:] = [{"type": kind_sent, kind_sent: {"link": "https://cdn.acme.example/a.png"}}]
             component: dict[str, Any] = {"type": kind, "parameters": params}
             if kind == "button":
                 component.update(sub_type="url", index=draw(st.sampled_from([0, 1, "0"])))
@@ -302,6 +340,13 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
             "category": draw(st.sampled_from(["MARKETING", "UTILITY", "AUTHENTICATION", "marketing"]))
             if language_found else None,
             "placeholders": placeholders if language_found else {},
+            # The catalog facts the parameter and status rules read (templates.details).
+            "quality": draw(st.sampled_from(["GREEN", "YELLOW", "RED", "UNKNOWN", None])) if language_found else None,
+            "flagged": language_found and draw(st.booleans()),
+            "flagged_until": _time_or_null(draw, now, [-3600.0, 3600.0]) if language_found else None,
+            "locked": language_found and draw(st.booleans()),
+            "parameter_format": draw(st.sampled_from(["POSITIONAL", "NAMED", None])) if language_found else None,
+            "components": draw(CATALOG_COMPONENTS) if language_found else None,
         }
     return {
         "now": now,

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sendgate.config import Account, Config
 from sendgate.places import recipient_place
-from sendgate.state import AccountState, MediaCatalog, RecipientReads, TemplateCatalog
+from sendgate.state import AccountState, MediaCatalog, RecipientReads, TemplateCatalog, TemplateFacts
 
 __all__ = [
     "DEFAULT_THROUGHPUT_MPS", "WINDOW_SECONDS", "FactSources", "build_input", "in_open_window", "messaging_limit",
@@ -164,14 +164,7 @@ async def build_input(
         }
     if template is not None:
         if waba_id is None:
-            template_facts = {
-                "found": False,
-                "language_found": False,
-                "languages": [],
-                "status": None,
-                "category": None,
-                "placeholders": {},
-            }
+            template_facts = TemplateFacts(False, False, [], None, None, {}).as_input()  # no catalog to look in
         else:
             facts = await store.template_facts(waba_id, template["name"], template["language"])
             template_facts = facts.as_input()

@@ -40,6 +40,14 @@ RULE_CODES: dict[str, int] = {
     "template.language": 132001,
     "template.paused": 132015,
     "template.params": 132000,
+    "template.disabled": 132016,  # DISABLED, or FLAGGED past its disable date
+    "template.param_format": 132018,  # a newline, tab or more than 4 consecutive spaces
+    "template.param_empty": 100,  # Meta: "Parameter 'text' is mandatory..."
+    "template.auth_code_length": 131009,  # "exceeds the maximum length in the AUTHENTICATION category"
+    "template.header_length": 132005,
+    "template.body_length": 132005,  # hydrated text too long
+    "template.param_name": 100,  # Meta: "Parameter name is missing or empty"
+    "template.header_format": 132012,  # parameter format mismatch
     "frequency.pair_rate": 131056,
     "frequency.marketing": 131049,
     "content.banned_term": 770400,

@@ -95,7 +95,8 @@ class TemplateCatalog(Protocol):
 
     async def put_templates(self, waba_id: str, body: dict[str, Any]) -> int:
         """Replace the WABA's whole catalog with `body` (`{"data": [...]}`, checked by
-        `catalog.validate_catalog`) in one transaction; returns how many templates."""
+        `catalog.validate_catalog`) in one transaction; returns how many templates. What status
+        webhooks told of a template still in it is kept (`rules.carry_webhook_facts`)."""
         ...
 
     async def templates(self, waba_id: str) -> dict[str, Any] | None:
@@ -118,8 +119,12 @@ class TemplateCatalog(Protocol):
         status: str | None = None,
         quality: str | None = None,
         category: str | None = None,
+        disable_at: float | None = None,
     ) -> bool | None:
         """Change one template's status, quality score or category from a webhook event at `at`.
+
+        `status` is Meta's status event (`rules.apply_status_event`: FLAGGED keeps the template
+        approved and records `disable_at`, UNARCHIVED restores the status before the archive...).
 
         Matches by template id, else by name (and language when given: `rules.match_templates`);
         each field changes unless a change to that field newer than `at` was applied

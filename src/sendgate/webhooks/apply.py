@@ -297,16 +297,17 @@ class WebhookApplier:
         what = f"{event.field} for template {event.name} ({event.language}, id {event.template_id})"
         if not self._time_usable(what, event.unusable_time, False):
             return
-        status = "APPROVED" if event.status == "REINSTATED" else event.status
+        # Meta's event name: the store works out the status it leaves (rules.apply_status_event).
         result = await store.update_template(
             event.waba_id,
             template_id=event.template_id,
             name=event.name,
             language=event.language,
             at=event.timestamp,
-            status=status,
+            status=event.status,
             quality=event.quality,
             category=event.category,
+            disable_at=event.disable_at,
         )
         if result is None:
             log.warning(

@@ -109,6 +109,7 @@ class TemplateEvent:
     timestamp: float
     detail: dict[str, Any]
     unusable_time: str | None = None
+    disable_at: float | None = None  # disable_info.disable_date (FLAGGED: when Meta will disable it)
 
 
 @dataclass(frozen=True)
@@ -427,4 +428,26 @@ def _template(
         timestamp=at,
         detail=value,
         unusable_time=unusable,
+        disable_at=_disable_date(value) if status is not None else None,
     )
+
+
+def _disable_date(value: dict[str, Any]) -> float | None:
+    """disable_info.disable_date: Unix seconds (a number or a numeric string, Meta's reference) or
+    an ISO 8601 date; None when absent or unreadable. Not checked against the received time: a
+    FLAGGED event's date is in the future by design."""
+    info = value.get("disable_info")
+    raw = info.get("disable_date") if isinstance(info, dict) else None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            moment = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        seconds = moment.timestamp()
+    return seconds if math.isfinite(seconds) and seconds >= EARLIEST_EVENT_TIME else None

@@ -19,7 +19,7 @@ from cachetools import TTLCache
 from sendgate.state.base import ConsentRecord
 from sendgate.state.postgresql.database import Database
 from sendgate.state.postgresql.schema import CONSENT_LOCKS, LEDGER_LOCK, LOCK_NAMESPACE, Connection
-from sendgate.state.rows import consent_from_row, consent_row
+from sendgate.state.rows import consent_from_row, consent_row, template_row_values
 from sendgate.state.rules import (
     ACCOUNT_SCOPES,
     CONSENT_ACTIONS,
@@ -211,6 +211,7 @@ class WebhookQueries:
         status: str | None = None,
         quality: str | None = None,
         category: str | None = None,
+        disable_at: float | None = None,
     ) -> bool | None:
         """Under the catalog's row lock: the catalog is one body per WABA, so two replicas'
         events (for one template, or two of the same WABA) apply one after the other, each
@@ -248,12 +249,11 @@ class WebhookQueries:
                         at,
                     )
                     applied = True
-                    apply_template_change(template, field_name, value, at)
+                    apply_template_change(template, field_name, value, at, disable_at)
                 await conn.execute(
-                    "UPDATE templates SET status = $1, category = $2"
-                    " WHERE waba_id = $3 AND name = $4 AND language = $5",
-                    str(template.get("status", "")).upper(),
-                    str(template["category"]).upper() if template.get("category") else None,
+                    "UPDATE templates SET status = $1, category = $2, details = $3"
+                    " WHERE waba_id = $4 AND name = $5 AND language = $6",
+                    *template_row_values(template),
                     waba_id,
                     template.get("name"),
                     template.get("language"),

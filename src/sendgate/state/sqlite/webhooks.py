@@ -15,6 +15,7 @@ import orjson
 from cachetools import TTLCache
 
 from sendgate.state.base import ConsentRecord
+from sendgate.state.rows import template_row_values
 from sendgate.state.rules import (
     ACCOUNT_SCOPES,
     CONSENT_ACTIONS,
@@ -182,6 +183,7 @@ class WebhookQueries:
         status: str | None = None,
         quality: str | None = None,
         category: str | None = None,
+        disable_at: float | None = None,
     ) -> bool | None:
         changes = template_changes(status, quality, category)
         if not changes:
@@ -210,16 +212,11 @@ class WebhookQueries:
                         "INSERT OR REPLACE INTO template_events VALUES (?, ?, ?, ?)", (waba_id, key, field_name, at)
                     )
                     applied = True
-                    apply_template_change(template, field_name, value, at)
+                    apply_template_change(template, field_name, value, at, disable_at)
                 conn.execute(
-                    "UPDATE templates SET status = ?, category = ? WHERE waba_id = ? AND name = ? AND language = ?",
-                    (
-                        str(template.get("status", "")).upper(),
-                        str(template["category"]).upper() if template.get("category") else None,
-                        waba_id,
-                        template.get("name"),
-                        template.get("language"),
-                    ),
+                    "UPDATE templates SET status = ?, category = ?, details = ?"
+                    " WHERE waba_id = ? AND name = ? AND language = ?",
+                    (*template_row_values(template), waba_id, template.get("name"), template.get("language")),
                 )
             if applied:
                 conn.execute(
