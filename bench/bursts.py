@@ -114,7 +114,7 @@ def main() -> None:
                 "SENDGATE_POLICY_DIR": str(args.src.parent / "policies"),
                 "SENDGATE_ADMIN_TOKEN": TOKEN,
                 "SENDGATE_ACCOUNTS": orjson.dumps(
-                    [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "markets": ["US", "IN"]}]).decode(),
+                    [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "markets": ["US", "IN"], "throughput_mps": 1000}]).decode(),
                 "SENDGATE_LOG": "{level: WARNING}",
             }  # fmt: skip
             procs.append(gw._start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env))

@@ -84,7 +84,7 @@ async def _documents(db: Path, count: int) -> list[dict[str, Any]]:
     """Policy inputs as the gateway builds them, for a mix of sends that allow, deny and defer."""
     await gw._populate(db, count)  # utility consent for all, the window open for odd recipients
     store = SQLiteStore(db)
-    accounts = orjson.dumps([{"phone_number_id": gw.PHONE_NUMBER_ID, "waba_id": gw.WABA_ID, "markets": ["US"]}])
+    accounts = orjson.dumps([{"phone_number_id": gw.PHONE_NUMBER_ID, "waba_id": gw.WABA_ID, "markets": ["US"], "throughput_mps": 1000}])
     config = load_config(None, env={"SENDGATE_ACCOUNTS": accounts.decode()})
     now = time.time()
     await store.put_templates(gw.WABA_ID, {"data": [*gw.TEMPLATES["data"], MARKETING]})
@@ -168,7 +168,8 @@ async def _throughput(args: argparse.Namespace, work: Path, opa_url: str) -> dic
                 "SENDGATE_STATE": f"sqlite:///{db}",
                 "SENDGATE_POLICY_DIR": str(ROOT / "policies"),
                 "SENDGATE_ACCOUNTS": orjson.dumps([{"phone_number_id": gw.PHONE_NUMBER_ID, "waba_id": gw.WABA_ID,
-                                                    "name": "Bench", "markets": ["US"]}]).decode(),
+                                                    "name": "Bench", "markets": ["US"],
+                                                    "throughput_mps": 1000}]).decode(),
                 "SENDGATE_LOG": "{level: WARNING}",
                 "SENDGATE_ENGINE": engine,
                 "SENDGATE_OPA_URL": opa_url,

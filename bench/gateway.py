@@ -220,7 +220,8 @@ async def _measure(args: argparse.Namespace, work: Path) -> None:
             "SENDGATE_STATE": f"sqlite:///{database}",
             "SENDGATE_POLICY_DIR": str(policies),
             "SENDGATE_ACCOUNTS": orjson.dumps(
-                [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "name": "Bench", "markets": ["US"]}]
+                [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "name": "Bench", "markets": ["US"],
+                  "throughput_mps": 1000}]
             ).decode(),
             "SENDGATE_LOG": "{level: WARNING}",
         }

@@ -117,7 +117,7 @@ async def _run(args: argparse.Namespace) -> None:
                 "SENDGATE_WORKERS": str(workers),
                 "SENDGATE_ACCOUNTS": orjson.dumps(
                     [{"phone_number_id": load.PHONE_NUMBER_ID, "waba_id": load.WABA_ID, "name": "Bench",
-                      "markets": ["US"]}]
+                      "markets": ["US"], "throughput_mps": 1000}]
                 ).decode(),  # fmt: skip
                 "SENDGATE_LOG": "{level: WARNING}",
             }

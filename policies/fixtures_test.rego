@@ -19,6 +19,12 @@ base := {
 		"markets": null,
 		"direct_send": false,
 		"restrictions": [],
+		"portfolio": "102290129340398",
+		"messaging_limit": null,
+		"throughput_mps": 80,
+		"throughput": null,
+		"reach": null,
+		"same_content": null,
 	},
 	"recipient": {
 		"id": "14165551234",
@@ -218,4 +224,25 @@ only(reasons, id) := r if {
 	matching := [x | some x in reasons; x.rule == id]
 	count(matching) == 1
 	r := matching[0]
+}
+
+# A counter's fact (docs/input.md account.throughput, reach, same_content) that
+# did not admit the send: `limit` already counted, a place frees up in 0.25 s.
+refused_count(limit) := {
+	"limit": limit,
+	"window_seconds": 1,
+	"admitted": false,
+	"count": limit,
+	"retry_after": 0.25,
+	"retry_after_ms": 250,
+}
+
+# The same, admitted: the send was counted.
+admitted_count(limit, n) := {
+	"limit": limit,
+	"window_seconds": 1,
+	"admitted": true,
+	"count": n,
+	"retry_after": 0,
+	"retry_after_ms": 0,
 }

@@ -20,6 +20,8 @@
 #   delivery.marketing_deny      every rule requires lib.marketing
 #   delivery.deny                every rule requires lib.business_initiated (a template, or
 #                                lib.direct_send)
+#   messaging_limit, pacing      every rule requires a message (not a status call,
+#                                nor an encrypted send); throughput applies to all
 #   media                        every rule requires a media message (message.type
 #                                image, video, audio, document or sticker)
 # (main_test checks the branches against the union of every package on a range
@@ -34,13 +36,16 @@ import data.sendgate.delivery
 import data.sendgate.direct_send
 import data.sendgate.frequency
 import data.sendgate.media
+import data.sendgate.messaging_limit
+import data.sendgate.pacing
 import data.sendgate.payload
 import data.sendgate.quiet_hours
 import data.sendgate.template
+import data.sendgate.throughput
 import data.sendgate.window
 
 # [deny, defer, warn]: the reasons of the packages that apply to this call.
-reasons := [account.deny, set(), set()] if {
+reasons := [account.deny, throughput.defer, set()] if {
 	input.message.is_status == true
 } else := encrypted_reasons if {
 	input.endpoint == "messages_encrypted"
@@ -65,26 +70,26 @@ reasons := [account.deny, set(), set()] if {
 	# those): lib.marketing
 	input.endpoint == "marketing_messages"
 } else := [
-	((((account.deny | window.deny) | content.deny) | media.deny) | payload.deny),
-	frequency.defer,
+	(((((account.deny | window.deny) | content.deny) | media.deny) | messaging_limit.deny) | payload.deny),
+	message_defer,
 	set(),
 ]
 
 template_reasons := [
-	((((account.deny | consent.deny) | template.deny) | delivery.deny) | content.deny),
-	frequency.defer,
+	(((((account.deny | consent.deny) | template.deny) | delivery.deny) | content.deny) | messaging_limit.deny),
+	message_defer,
 	set(),
 ]
 
 direct_send_reasons := [
-	(((((account.deny | consent.deny) | direct_send.deny) | delivery.deny) | content.deny) | payload.deny),
-	frequency.defer,
+	((((((account.deny | consent.deny) | direct_send.deny) | delivery.deny) | content.deny) | messaging_limit.deny) | payload.deny),
+	message_defer,
 	set(),
 ]
 
 marketing_free_form_reasons := [
-	((((((account.deny | account.marketing_deny) | window.deny) | frequency.deny) | delivery.marketing_deny) | delivery.deny) | free_form_content_deny),
-	frequency.defer | quiet_hours.defer,
+	(((((account.deny | window.deny) | marketing_deny) | delivery.deny) | free_form_content_deny) | messaging_limit.deny),
+	message_defer | quiet_hours.defer,
 	quiet_hours.warn,
 ]
 
@@ -92,14 +97,19 @@ marketing_free_form_reasons := [
 free_form_content_deny := (content.deny | media.deny) | payload.deny
 
 marketing_template_reasons := [
-	(((((((account.deny | account.marketing_deny) | consent.deny) | template.deny) | frequency.deny) | delivery.marketing_deny) | delivery.deny) | content.deny),
-	frequency.defer | quiet_hours.defer,
+	((((((account.deny | consent.deny) | template.deny) | marketing_deny) | delivery.deny) | content.deny) | messaging_limit.deny),
+	message_defer | quiet_hours.defer,
 	quiet_hours.warn,
 ]
 
+# The rules only marketing gets (lib.marketing), and the defers every message gets.
+marketing_deny := (account.marketing_deny | frequency.deny) | delivery.marketing_deny
+
+message_defer := (frequency.defer | throughput.defer) | pacing.defer
+
 encrypted_reasons := [
 	account.deny | {r | some r in content.deny; r.rule == "content.encrypted"},
-	set(),
+	throughput.defer,
 	set(),
 ]
 

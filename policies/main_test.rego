@@ -13,9 +13,12 @@ import data.sendgate.direct_send
 import data.sendgate.fixtures_test as fx
 import data.sendgate.frequency
 import data.sendgate.media
+import data.sendgate.messaging_limit
+import data.sendgate.pacing
 import data.sendgate.payload
 import data.sendgate.quiet_hours
 import data.sendgate.template
+import data.sendgate.throughput
 import data.sendgate.window
 
 rules(reasons) := [r.rule | some r in reasons]
@@ -160,6 +163,10 @@ everything_wrong := {
 	"account": {
 		"known": false, "markets": ["BR"], "quality": "RED", "status": "FLAGGED",
 		"marketing_paused": {"alert": "spam", "message": "131048 x1", "since": fx.now - 60},
+		"portfolio": "102290129340398",
+		"throughput": fx.refused_count(80),
+		"reach": fx.refused_count(250),
+		"same_content": object.union(fx.refused_count(100), {"hash": "0123456789abcdef", "category": "MARKETING", "threshold": "category"}),
 	},
 	"message": fx.content(["casino"], ["https://bit.ly/x"]),
 	"recipient": {
@@ -248,9 +255,10 @@ test_branches_consult_every_package_that_can_fire if {
 	every inp in gating_inputs {
 		d := data.sendgate.decision with input as inp
 		all_deny := all_deny_reasons with input as inp
-		all_defer := frequency.defer | quiet_hours.defer with input as inp
+		all_counted := messaging_limit.deny with input as inp
+		all_defer := ((frequency.defer | quiet_hours.defer) | throughput.defer) | pacing.defer with input as inp
 		all_warn := quiet_hours.warn with input as inp
-		{r | some r in d.deny} == all_deny
+		{r | some r in d.deny} == all_deny | all_counted
 		{r | some r in d.defer} == all_defer
 		{r | some r in d.warn} == all_warn
 	}
@@ -285,4 +293,36 @@ test_direct_send_gets_consent_and_pair_rate if {
 test_us_marketing_denied_through_decision if {
 	d := data.sendgate.decision with input as fx.tmpl({"recipient": {"country": "US"}})
 	rules(d.deny) == ["delivery.marketing_country"]
+}
+
+test_status_and_encrypted_calls_count_against_the_throughput if {
+	refused := {"account": {"throughput": fx.refused_count(80), "reach": fx.refused_count(250)}}
+	every inp in [fx.status(refused), fx.encrypted(refused)] {
+		d := data.sendgate.decision with input as inp
+		rules(d.defer) == ["throughput.exceeded"]
+		not "messaging_limit.reached" in rules(d.deny)
+		d.retry_after == 1
+	}
+}
+
+reach_refused := object.union(fx.refused_count(250), {"window_seconds": 86400, "retry_after": 3600.5})
+
+paced_refused := object.union(fx.refused_count(5), {"window_seconds": 60, "hash": "0123456789abcdef", "category": "MARKETING", "threshold": "category"})
+
+test_throughput_wait_rounded_up_to_a_second if {
+	d := data.sendgate.decision with input as fx.tmpl({"account": {"throughput": fx.refused_count(20)}})
+	d.allow == false
+	d.retry_after == 1
+	rules(d.defer) == ["throughput.exceeded"]
+}
+
+test_messaging_limit_denies_direct_send if {
+	d := data.sendgate.decision with input as fx.direct({"account": {"reach": reach_refused}})
+	rules(d.deny) == ["messaging_limit.reached"]
+}
+
+test_pacing_defers_a_text_too if {
+	d := data.sendgate.decision with input as fx.text({"account": {"same_content": paced_refused}})
+	rules(d.defer) == ["pacing.same_content"]
+	d.retry_after == 1
 }

@@ -63,6 +63,38 @@ texts = st.one_of(
                      "Payday loans!", "4111 1111 1111 1112"]),
 )
 
+# Template parameter texts at Meta's edges: a newline, a tab, 4 and 5 spaces, empty, the
+# authentication code's 15/16 characters, the header's 60/61.
+PARAM_TEXTS = st.one_of(
+    texts,
+    st.sampled_from(["", " ", "two\nlines", "a\tb", "four    ok", "five     no", "1" * 15, "1" * 16, "h" * 60, "h" * 61]),
+)
+
+# The catalog's components (templates.details): header formats, texts with positional and
+# named placeholders, body-only templates, a body near 1,024 characters once filled in.
+CATALOG_COMPONENTS = st.fixed_dictionaries({
+    "header": st.one_of(
+        st.none(),
+        st.sampled_from([{"format": "TEXT", "text": "Hi {{1}}", "parameter_names": ["1"]},
+                         {"format": "IMAGE", "text": None, "parameter_names": []},
+                         {"format": "VIDEO", "text": None, "parameter_names": []}]),
+    ),
+    "body": st.one_of(
+        st.none(),
+        st.sampled_from([
+            {"text": "Hello {{1}}, {{2}} off", "parameter_names": ["1", "2"], "fixed_length": 12,
+             "placeholder_counts": {"1": 1, "2": 1}},
+            {"text": "Hi {{first_name}}", "parameter_names": ["first_name"], "fixed_length": 3,
+             "placeholder_counts": {"first_name": 1}},
+            {"text": "x" * 1010 + " {{1}} {{1}}", "parameter_names": ["1"], "fixed_length": 1012,
+             "placeholder_counts": {"1": 2}},
+            {"text": None, "parameter_names": [], "fixed_length": None, "placeholder_counts": {}},
+        ]),
+    ),
+    "footer": st.one_of(st.none(), st.just({"text": "Reply STOP"})),
+    "buttons": st.sampled_from([[], [{"index": "0", "type": "URL"}]]),
+})
+
 
 @st.composite
 def interactive_bodies(draw: st.DrawFn, text: str) -> dict[str, Any]:
@@ -128,7 +160,13 @@ def send_bodies(draw: st.DrawFn, message_type: str) -> dict[str, Any]:
         name = draw(st.sampled_from(["order_update", "spring_sale", "hello_world", "missing"]))
         components = []
         for kind in draw(st.lists(st.sampled_from(["header", "body", "button"]), max_size=3, unique=True)):
-            params = [{"type": "text", "text": draw(texts)} for _ in range(draw(st.integers(0, 3)))]
+            params: list[dict[str, Any]] = [{"type": "text", "text": draw(PARAM_TEXTS)} for _ in range(draw(st.integers(0, 3)))]
+            for param in params:
+                if draw(st.integers(0, 3)) == 0:
+                    param["parameter_name"] = draw(st.sampled_from(["first_name", "1", "code"]))
+            if kind == "header" and draw(st.integers(0, 2)) == 0:
+                kind_sent = draw(st.sampled_from(["image", "video", "document"]))
+                params[:] = [{"type": kind_sent, kind_sent: {"link": "https://cdn.acme.example/a.png"}}]
             component: dict[str, Any] = {"type": kind, "parameters": params}
             if kind == "button":
                 component.update(sub_type="url", index=draw(st.sampled_from([0, 1, "0"])))
@@ -191,6 +229,25 @@ def _pair_history(draw: st.DrawFn, now: float) -> list[float] | None:
 
 
 @st.composite
+def _counted(draw: st.DrawFn, window: float, same_content: bool = False) -> dict[str, Any] | None:
+    """A counter's fact (gateway/counting.py): null (not counted), admitted, or refused with an
+    exact wait around the second's edges."""
+    if draw(st.integers(0, 2)) == 0:
+        return None
+    limit = draw(st.sampled_from([1, 20, 80, 250]))
+    admitted = draw(st.booleans())
+    wait = 0.0 if admitted else draw(st.one_of(st.sampled_from([0.001, 0.25, 0.999, 1.0, 1.5, window]),
+                                               st.floats(0.0001, window, allow_nan=False)))
+    fact: dict[str, Any] = {"limit": limit, "window_seconds": window, "admitted": admitted,
+                            "count": limit if not admitted else draw(st.integers(1, limit)),
+                            "retry_after": wait, "retry_after_ms": -(-round(wait * 1e6) // 1000)}
+    if same_content:
+        fact.update(hash="0123456789abcdef", category=draw(st.sampled_from(["MARKETING", "UTILITY", "SERVICE"])),
+                    threshold=draw(st.sampled_from(["category", "vetted", "low_quality"])))
+    return fact
+
+
+@st.composite
 def _media_facts(draw: st.DrawFn, media: dict[str, Any]) -> dict[str, Any]:
     """`message.media` as facts.py extends it: the catalog's facts for an id, sometimes known."""
     known = media.get("id") is not None and draw(st.booleans())
@@ -220,7 +277,6 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
         "markets": draw(st.sampled_from([None, ["US", "BR"], ["us"], [], ["GB", "IN"]])) if known else None,
         "quality": draw(st.sampled_from([None, "GREEN", "YELLOW", "RED"])),
         "status": draw(st.sampled_from([None, "CONNECTED", "FLAGGED", "RESTRICTED"])),
-        "messaging_limit": draw(st.sampled_from([None, "TIER_1K", "TIER_250"])),
         "marketing_paused": draw(st.sampled_from([None, {"alert": "operator", "message": "paused",
                                                          "since": NOW - 60}])),
         "direct_send": known and draw(st.booleans()),
@@ -230,6 +286,12 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
             [{"type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expires_at": now + 60},
              {"type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expires_at": now - 1}],
         ])),
+        "portfolio": "102290129340398" if known else None,
+        "messaging_limit": draw(st.sampled_from([None, 250, 2000, -1])),
+        "throughput_mps": draw(st.sampled_from([80, 20, 1000])),
+        "throughput": draw(_counted(1.0)),
+        "reach": draw(_counted(86400.0)),
+        "same_content": draw(_counted(60.0, same_content=True)),
     }
     if message.get("media") is not None:
         message = {**message, "media": draw(_media_facts(message["media"]))}
@@ -309,6 +371,13 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
             "category": draw(st.sampled_from(["MARKETING", "UTILITY", "AUTHENTICATION", "marketing"]))
             if language_found else None,
             "placeholders": placeholders if language_found else {},
+            # The catalog facts the parameter and status rules read (templates.details).
+            "quality": draw(st.sampled_from(["GREEN", "YELLOW", "RED", "UNKNOWN", None])) if language_found else None,
+            "flagged": language_found and draw(st.booleans()),
+            "flagged_until": _time_or_null(draw, now, [-3600.0, 3600.0]) if language_found else None,
+            "locked": language_found and draw(st.booleans()),
+            "parameter_format": draw(st.sampled_from(["POSITIONAL", "NAMED", None])) if language_found else None,
+            "components": draw(CATALOG_COMPONENTS) if language_found else None,
         }
     return {
         "now": now,

@@ -22,6 +22,7 @@ RULE_IDS = [
     "quiet_hours", "account.unknown", "account.market",
     "content.prohibited_commerce", "content.card_number", "content.iban",
     "payload.length", "payload.buttons", "payload.duplicate_button", "payload.list", "payload.location",
+    "throughput.exceeded", "messaging_limit.reached", "pacing.same_content",
 ]
 
 

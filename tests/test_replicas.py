@@ -270,7 +270,7 @@ async def test_postgres_stopped_mid_load_fails_closed_and_recovers(
         b.kill()
 
 
-async def test_redis_stopped_the_sends_flow_and_the_shared_parts_fail_closed(
+async def test_redis_stopped_the_sends_and_the_shared_parts_fail_closed(
     postgres_url: str, make_redis: Callable[[], RedisServer], fake_meta: FakeMetaProcess,
     http: aiohttp.ClientSession,
 ) -> None:
@@ -279,9 +279,12 @@ async def test_redis_stopped_the_sends_flow_and_the_shared_parts_fail_closed(
     try:
         recipients = _load_recipients(60, 20)
         await _prepare(postgres_url, recipients, time.time())
+        assert (await post_message(http, a.messages_url, text_message(to=recipients[0])))[0] == 200
         redis.kill()
-        status, _ = await post_message(http, a.messages_url, text_message(to=recipients[0]))
-        assert status == 200  # no rule of the default policies needs Redis: sends keep flowing
+        # The send counters (throughput, messaging limit, pacing) are in Redis: no send without them.
+        status, body = await post_message(http, a.messages_url, text_message(to=recipients[1]))
+        assert status == 503 and body["error"]["type"] == "SendgateSharedStateError", body
+        assert body["error"]["code"] == 2
         async with http.get(f"{a.base}/admin/v1/decisions", headers=ADMIN) as response:
             body = await response.json()
             # The guessing throttle is in Redis: no token is checked without it.
@@ -294,6 +297,7 @@ async def test_redis_stopped_the_sends_flow_and_the_shared_parts_fail_closed(
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the admin API never came back")
+        assert (await post_message(http, a.messages_url, text_message(to=recipients[1])))[0] == 200
     finally:
         a.kill()
 
@@ -313,3 +317,27 @@ def test_a_second_serve_on_one_sqlite_file_is_refused(tmp_path: Path, fake_meta:
         assert first.stop() == 0
     again = GatewayProcess(state, fake_meta.url)  # the lock went with the first process
     assert again.stop() == 0
+
+
+async def test_two_replicas_reach_exactly_the_portfolio_messaging_limit(
+    replicas: Callable[..., GatewayProcess], postgres_url: str, fake_meta: FakeMetaProcess,
+    http: aiohttp.ClientSession,
+) -> None:
+    """The messaging limit's distinct recipients are counted in Redis: a burst split across two
+    processes reaches exactly the limit's users (utility templates, no window open)."""
+    limit = 15
+    accounts = [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "messaging_limit": limit, "throughput_mps": 1000}]
+    a, b = replicas(accounts=accounts), replicas(accounts=accounts)
+    numbers = [f"1650556{i:04d}" for i in range(BURST)]
+    store = open_store(postgres_url)
+    try:
+        await store.put_templates(WABA_ID, CATALOG)
+        await store.import_consent([ConsentRecord(n, "opted_in", ("utility",), "test", None, time.time() - 3600)
+                                    for n in numbers])  # fmt: skip
+    finally:
+        await store.close()
+    results = await asyncio.gather(*(post_message(http, (a, b)[i % 2].messages_url, template_message(to=n))
+                                     for i, n in enumerate(numbers)))  # fmt: skip
+    assert Counter(status for status, _ in results) == {200: limit, 403: BURST - limit}
+    assert {answer["error"]["code"] for status, answer in results if status == 403} == {770700}
+    assert len(set(await fake_meta.recipients())) == limit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -449,6 +450,52 @@ async def test_account_market(gateway: TestClient, fake_graph: tuple[FakeGraph, 
                             rule="account.market")
     await _user_wrote(gateway, 60, recipient=BR_RECIPIENT)
     assert (await send(gateway, text_message(to=BR_RECIPIENT)))[0] == 200
+
+
+def _account(**settings: Any) -> list[dict[str, Any]]:
+    return [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "name": "Acme", "markets": ["US", "BR", "CA"], **settings}]
+
+
+async def test_throughput_exceeded(gateway_factory: GatewayFactory, fake_graph: tuple[FakeGraph, str],
+                                   clock: Clock) -> None:
+    client = await gateway_factory(accounts=_account(throughput_mps=1))
+    await _user_wrote(client, 60)
+    await _user_wrote(client, 60, recipient=BR_RECIPIENT)
+    assert (await send(client, text_message()))[0] == 200
+    clock.advance(0.4)
+    payload = await _expect_rejection(client, fake_graph[0], text_message(to=BR_RECIPIENT), status=429, code=130429,
+                                      rule="throughput.exceeded")
+    reason = payload["error"]["sendgate"]["reasons"][0]
+    assert (reason["limit"], reason["count"], reason["retry_after_ms"]) == (1, 1, 600)
+    assert payload["error"]["sendgate"]["retry_after"] == 1
+    clock.advance(0.6)
+    assert (await send(client, text_message(to=BR_RECIPIENT)))[0] == 200
+
+
+async def test_messaging_limit_reached(gateway_factory: GatewayFactory, fake_graph: tuple[FakeGraph, str]) -> None:
+    client = await gateway_factory(accounts=_account(messaging_limit=1, portfolio="acme"))
+    await _opt_in(client)
+    await _opt_in(client, BR_RECIPIENT)
+    assert (await send(client, template_message()))[0] == 200
+    payload = await _expect_rejection(client, fake_graph[0], template_message(to=BR_RECIPIENT), status=403,
+                                      code=770700, rule="messaging_limit.reached")
+    reason = payload["error"]["sendgate"]["reasons"][0]
+    assert (reason["portfolio"], reason["limit"], reason["count"]) == ("acme", 1, 1)
+    await _user_wrote(client, 60, recipient=BR_RECIPIENT)  # inside a window: not counted
+    assert (await send(client, template_message(to=BR_RECIPIENT)))[0] == 200
+
+
+async def test_pacing_same_content(gateway_factory: GatewayFactory, fake_graph: tuple[FakeGraph, str]) -> None:
+    # The default threshold (params.pacing): 100 distinct recipients of one marketing content a minute.
+    client = await gateway_factory(accounts=_account(throughput_mps=1000))
+    numbers = [f"1604555{n:04d}" for n in range(101)]
+    for number in numbers:
+        await _opt_in(client, number)
+    statuses = await asyncio.gather(*(send(client, template_message("spring_sale", to=n)) for n in numbers[:100]))
+    assert [s[0] for s in statuses] == [200] * 100
+    payload = await _expect_rejection(client, fake_graph[0], template_message("spring_sale", to=numbers[100]),
+                                      status=429, code=770701, rule="pacing.same_content")
+    assert payload["error"]["sendgate"]["retry_after"] == 60
 
 
 async def test_payload_limits_hold_for_a_direct_send_interactive_message(gateway_factory: GatewayFactory,

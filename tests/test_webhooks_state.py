@@ -150,6 +150,22 @@ async def test_account_state_keeps_the_newest_and_the_most_severe_status(store: 
     assert (await store.account_state(PHONE_NUMBER_ID, None))["marketing_paused"] is None
 
 
+async def test_account_state_keeps_a_portfolio_limit_and_a_number_throughput(store: Store) -> None:
+    state = await store.account_state(PHONE_NUMBER_ID, WABA_ID, "acme")
+    assert (state["portfolio_messaging_limit"], state["throughput_mps"]) == (None, None)
+    assert await store.set_account_state("portfolio", "acme", {"messaging_limit": "2000"}, NOW)
+    assert not await store.set_account_state("portfolio", "acme", {"messaging_limit": "250"}, NOW - 10)  # older
+    assert await store.set_account_state("phone", PHONE_NUMBER_ID, {"throughput_mps": "1000"}, NOW)
+    state = await store.account_state(PHONE_NUMBER_ID, WABA_ID, "acme")
+    assert (state["portfolio_messaging_limit"], state["throughput_mps"]) == (2000, 1000)
+    assert (await store.account_state(PHONE_NUMBER_ID, WABA_ID, "other"))["portfolio_messaging_limit"] is None
+    assert (await store.account_state(PHONE_NUMBER_ID, WABA_ID))["portfolio_messaging_limit"] is None
+    await store.set_account_state("portfolio", "acme", {"messaging_limit": "-1"}, NOW + 1)
+    assert (await store.account_state(PHONE_NUMBER_ID, WABA_ID, "acme"))["portfolio_messaging_limit"] == -1
+    with pytest.raises(ValueError):
+        await store.set_account_state("business", "acme", {"messaging_limit": "1"}, NOW)
+
+
 async def test_window_closure_and_reopening(store: Store) -> None:
     await store.record_inbound(PHONE_NUMBER_ID, US_RECIPIENT, NOW - 100)
     await store.close_window(PHONE_NUMBER_ID, US_RECIPIENT, NOW - 50)

@@ -50,6 +50,11 @@ async def test_sync_fetches_every_page_through_the_upstream(
     assert "after=" not in requests[0].query and all("after=" in r.query for r in requests[1:])
     facts = await store_of(client).template_facts(WABA_ID, "tpl_000", "en_US")
     assert facts.status == "PAUSED" and facts.placeholders == {"header": 0, "body": 2}
+    # The components reach the policy input, and the quality score Graph lists.
+    assert facts.quality == "GREEN"
+    assert facts.components == {"header": None, "footer": None, "buttons": [], "body": {
+        "text": "Hi {{1}}, order {{2}}", "parameter_names": ["1", "2"], "fixed_length": 11,
+        "placeholder_counts": {"1": 1, "2": 1}}}  # fmt: skip
     metrics = await (await client.get("/metrics")).text()
     assert f'sendgate_template_syncs_total{{result="ok",waba="{WABA_ID}"}} 1.0' in metrics
 
@@ -134,3 +139,18 @@ async def test_cli_sync(fake_graph: tuple[FakeGraph, str], tmp_path: Path, capsy
     assert code == 1 and "kept the old catalog (12 templates)" in out.err
     code = await asyncio.to_thread(main, ["-c", str(config), "templates", "show", "--waba", WABA_ID])
     assert code == 0 and "tpl_011" in capsys.readouterr().out
+
+
+async def test_a_sync_keeps_the_flag_a_webhook_gave(
+    gateway_factory: GatewayFactory, fake_graph: tuple[FakeGraph, str], clock: Clock
+) -> None:
+    fake, _ = fake_graph
+    fake.load_templates({WABA_ID: meta_catalog(2)})
+    client = await gateway_factory(webhooks=webhook_config(), template_sync={"token": TOKEN})
+    assert (await client.app[TEMPLATE_SYNC].sync(WABA_ID)).ok
+    payload = template_status("FLAGGED", clock.now, name="tpl_001", template_id=5001)
+    payload["entry"][0]["changes"][0]["value"]["disable_info"] = {"disable_date": int(clock.now + 86400)}
+    assert (await post_webhook(client, payload))[0] == 200
+    assert (await client.app[TEMPLATE_SYNC].sync(WABA_ID)).ok  # Graph lists it APPROVED, no flag
+    facts = await store_of(client).template_facts(WABA_ID, "tpl_001", "en_US")
+    assert (facts.status, facts.flagged, facts.flagged_until) == ("APPROVED", True, int(clock.now + 86400))

@@ -47,12 +47,11 @@ SEND_PATH = web.AppKey("send_path", SendPath)
 PASSTHROUGH = web.AppKey("passthrough", Passthrough)
 REDIS = web.AppKey("redis", aioredis.Redis)  # with `redis_url`: the app's one client
 # The rate and pacing counters per sending number and per account (`state/counters.py`): in this
-# process, or with `redis_url` in Redis, one count for every replica. No rule reads them yet; a
-# rule that does gets them through `SendPath` (`create_app` passing `app[COUNTERS]` beside the
-# store and the admission), gathers its fact with `take` / `add_distinct` inside the send's
-# admission hold, before the policy decides, and `undo`es that answer when the send is not
-# forwarded (denied, deferred, or never reached Meta), so only forwarded sends count; a
-# `SharedStateError` (Redis down) refuses the send with its own error: fail closed.
+# process, or with `redis_url` in Redis, one count for every replica. `SendPath` reads them
+# (gateway/counting.py: throughput, messaging limit, same-content pacing) inside the send's
+# admission hold, before the policy decides, and `undo`es them when the send is not forwarded
+# (denied, deferred, not recorded), so only forwarded sends count; a `SharedStateError` (Redis
+# down) refuses the send with its own error (503, SendgateSharedStateError): fail closed.
 COUNTERS = web.AppKey("counters", SendCounters)
 LEADER = web.AppKey("fleet_leader", FleetLeader)  # whether this process runs the fleet's timed work
 
@@ -139,7 +138,7 @@ def create_app(
         # Sends are admitted per recipient: on this event loop (SQLite, one process), or across
         # every process on the database (PostgreSQL).
         admission = open_admission(config.state)
-        app[SEND_PATH] = SendPath(config, policy, upstream, recorder, store, admission, clock)
+        app[SEND_PATH] = SendPath(config, policy, upstream, recorder, store, admission, clock, app[COUNTERS])
         own_paths = ("/admin", config.webhooks.path, "/healthz", "/readyz", "/metrics")
         # Media uploads Meta answers with an id are kept in the store (`MediaCatalog`) for the send path.
         app[PASSTHROUGH] = Passthrough(config.passthrough, upstream, own_paths, store, clock)

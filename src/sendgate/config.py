@@ -26,7 +26,9 @@ from sendgate.options import (
     parse_webhooks,
 )
 
-__all__ = ["Account", "Config", "ConfigError", "LogOptions", "PassthroughRule", "ReviewerToken", "load_config"]
+__all__ = [
+    "Account", "Config", "ConfigError", "LogOptions", "PassthroughRule", "ReviewerToken", "load_config", "portfolio_of",
+]  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -46,6 +48,23 @@ class Account:
     # `category` ("utility" | "authentication") is a business-initiated message of that category
     # (Meta: direct-send/send-utility-and-authentication-messages). Meta answers 100 otherwise.
     direct_send: bool = False
+    # The business portfolio the number's WABA belongs to: Meta's messaging limit is per portfolio
+    # (FACTS.md §12). None: the WABA id stands for it (`portfolio_id`).
+    portfolio: str | None = None
+    # Meta's throughput per number: 80 messages/s by default, 20 for a number shared with the
+    # WhatsApp Business app (coexistence: the operator sets 20), up to 1,000 after an upgrade
+    # (FACTS.md §3; a THROUGHPUT_UPGRADE webhook raises it, see docs/input.md).
+    throughput_mps: int = 80
+    # The portfolio's messaging limit (unique users reached outside a window in 24 h), until Meta
+    # reports one (`business_capability_update` wins); -1 unlimited, None unknown (no limit applied).
+    messaging_limit: int | None = None
+
+    @property
+    def portfolio_id(self) -> str:
+        return self.portfolio or self.waba_id
+
+
+MAX_THROUGHPUT_MPS = 1000  # Meta's highest throughput per number (FACTS.md §3)
 
 
 @dataclass(frozen=True)
@@ -232,12 +251,31 @@ def _validate(config: Config) -> None:
     if config.redis_url is not None and not re.fullmatch(r"redis://[^/?#]+(/\d+)?/?", config.redis_url):
         raise ConfigError(f"redis_url must be redis://host:port/db, got {config.redis_url!r}")
     _validate_workers(config)
+    _validate_portfolios(config)
     if config.max_body_bytes <= 0 or config.max_json_depth <= 0:
         raise ConfigError("max_body_bytes and max_json_depth must be positive")
     if config.session_ttl <= 0:
         raise ConfigError("session_ttl must be a positive number of seconds")
     if config.admin_token is not None and any(r.token == config.admin_token for r in config.reviewer_tokens):
         raise ConfigError("reviewer_tokens must differ from admin_token")
+
+
+def _validate_portfolios(config: Config) -> None:
+    """A WABA belongs to one portfolio: Meta's webhooks name the WABA, and its limit is the portfolio's."""
+    seen: dict[str, str] = {}
+    for account in config.accounts:
+        known = seen.setdefault(account.waba_id, account.portfolio_id)
+        if known != account.portfolio_id:
+            raise ConfigError(
+                f"accounts: WABA {account.waba_id} is in portfolio {known} and {account.portfolio_id}; a WABA belongs to one"
+            )
+    object.__setattr__(config, "_portfolios", seen)
+
+
+def portfolio_of(config: Config, waba_id: str) -> str:
+    """The portfolio of a WABA: the configured one, else the WABA id itself."""
+    found: dict[str, str] = config.__dict__.get("_portfolios") or {a.waba_id: a.portfolio_id for a in config.accounts}
+    return found.get(waba_id, waba_id)
 
 
 MAX_WORKERS = 64
@@ -265,7 +303,10 @@ def _validate_workers(config: Config) -> None:
 def _account(i: int, value: Any) -> Account:
     if not isinstance(value, dict) or "phone_number_id" not in value or "waba_id" not in value:
         raise ConfigError(f"accounts[{i}] needs phone_number_id and waba_id")
-    extra = set(value) - {"phone_number_id", "waba_id", "name", "markets", "display_phone_number", "direct_send"}
+    extra = set(value) - {
+        "phone_number_id", "waba_id", "name", "markets", "display_phone_number", "direct_send", "portfolio",
+        "throughput_mps", "messaging_limit",
+    }  # fmt: skip
     if extra:
         raise ConfigError(f"accounts[{i}]: unknown keys {sorted(extra)}")
     markets = value.get("markets")
@@ -279,10 +320,17 @@ def _account(i: int, value: Any) -> Account:
     direct_send = value.get("direct_send", False)
     if not isinstance(direct_send, bool):
         raise ConfigError(f"accounts[{i}].direct_send must be true or false")
+    portfolio = value.get("portfolio")
+    throughput = value.get("throughput_mps", 80)
+    if isinstance(throughput, bool) or not isinstance(throughput, int) or not 1 <= throughput <= MAX_THROUGHPUT_MPS:
+        raise ConfigError(f"accounts[{i}].throughput_mps must be an integer from 1 to {MAX_THROUGHPUT_MPS}, got {throughput!r}")
+    limit = value.get("messaging_limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or (limit < 1 and limit != -1)):
+        raise ConfigError(f"accounts[{i}].messaging_limit must be a positive integer, -1 (unlimited) or null, got {limit!r}")
     return Account(
         str(value["phone_number_id"]), str(value["waba_id"]), None if name is None else str(name), markets, display,
-        direct_send,
-    )
+        direct_send, None if portfolio in (None, "") else str(portfolio), throughput, limit,
+    )  # fmt: skip
 
 
 def _reviewer_tokens(value: Any) -> tuple[ReviewerToken, ...]:

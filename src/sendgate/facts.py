@@ -9,14 +9,47 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sendgate.config import Config
+from sendgate.config import Account, Config
 from sendgate.places import recipient_place
-from sendgate.state import AccountState, MediaCatalog, RecipientReads, TemplateCatalog
+from sendgate.state import AccountState, MediaCatalog, RecipientReads, TemplateCatalog, TemplateFacts
 
-__all__ = ["WINDOW_SECONDS", "FactSources", "build_input", "in_open_window"]
+__all__ = [
+    "DEFAULT_THROUGHPUT_MPS", "WINDOW_SECONDS", "FactSources", "build_input", "in_open_window", "messaging_limit",
+    "throughput_mps",
+]  # fmt: skip
 
 # Meta's customer service window: 24 h from the user's last message (FACTS.md §4).
 WINDOW_SECONDS = 86400
+
+DEFAULT_THROUGHPUT_MPS = 80  # Meta's default per number (FACTS.md §3)
+
+# The number's tier as phone_number_quality_update's `current_limit` named it (removed by Meta in
+# 2026): the messaging limit it meant, for a portfolio Meta has not reported on yet. -1: unlimited.
+_TIER_LIMITS = {
+    "TIER_50": 50, "TIER_250": 250, "TIER_1K": 1000, "TIER_2K": 2000, "TIER_10K": 10000, "TIER_100K": 100000,
+    "TIER_UNLIMITED": -1,
+}  # fmt: skip
+
+
+def throughput_mps(account: Account | None, state: dict[str, Any]) -> int:
+    """The number's throughput: the higher of the configured one (80 unless set; an unknown number
+    gets Meta's default) and the one a THROUGHPUT_UPGRADE reported. An upgrade is Meta's word that
+    the number may send more; a lower configured rate (20 for a coexistence number) stands until then."""
+    configured = account.throughput_mps if account is not None else DEFAULT_THROUGHPUT_MPS
+    upgraded: int | None = state.get("throughput_mps")
+    return configured if upgraded is None else max(configured, upgraded)
+
+
+def messaging_limit(account: Account | None, state: dict[str, Any]) -> int | None:
+    """The portfolio's messaging limit: Meta's (business_capability_update) when it reported one,
+    else the configured one, else the number's old tier string; None when nothing says (-1: unlimited)."""
+    reported: int | None = state.get("portfolio_messaging_limit")
+    if reported is not None:
+        return reported
+    if account is not None and account.messaging_limit is not None:
+        return account.messaging_limit
+    tier = state.get("messaging_limit")
+    return _TIER_LIMITS.get(tier) if isinstance(tier, str) else None
 
 
 class FactSources(RecipientReads, TemplateCatalog, AccountState, MediaCatalog, Protocol):
@@ -131,14 +164,7 @@ async def build_input(
         }
     if template is not None:
         if waba_id is None:
-            template_facts = {
-                "found": False,
-                "language_found": False,
-                "languages": [],
-                "status": None,
-                "category": None,
-                "placeholders": {},
-            }
+            template_facts = TemplateFacts(False, False, [], None, None, {}).as_input()  # no catalog to look in
         else:
             facts = await store.template_facts(waba_id, template["name"], template["language"])
             template_facts = facts.as_input()
@@ -147,7 +173,8 @@ async def build_input(
     if media is not None:
         message = {**message, "media": await _media_input(store, phone_number_id, media, now)}
 
-    state = await store.account_state(phone_number_id, waba_id)  # from webhooks and alerts
+    portfolio = account.portfolio_id if account else None
+    state = await store.account_state(phone_number_id, waba_id, portfolio)  # from webhooks and alerts
     return {
         "now": now,
         "endpoint": endpoint,
@@ -163,8 +190,14 @@ async def build_input(
             "restrictions": state.get("restrictions", []),
             "quality": state["quality"],
             "status": state["status"],
-            "messaging_limit": state["messaging_limit"],
             "marketing_paused": state["marketing_paused"],
+            # Meta's limits and sendgate's counts of them (gateway/counting.py fills the counts in).
+            "portfolio": portfolio,
+            "messaging_limit": messaging_limit(account, state),
+            "throughput_mps": throughput_mps(account, state),
+            "throughput": None,
+            "reach": None,
+            "same_content": None,
         },
         "message": message,
         "recipient": recipient,

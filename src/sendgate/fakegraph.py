@@ -164,6 +164,8 @@ ERRORS: dict[int, tuple[str, int, str]] = {
     132012: ("Template Parameter Format Mismatch", 400, "Variable parameter values formatted incorrectly."),
     132015: ("Template is Paused", 400, "Template is paused due to low quality so it cannot be sent."),
     132016: ("Template is Disabled", 400, "Template has been paused too many times due to low quality."),
+    132018: ("Template Parameters Issue", 400,
+             "Param text cannot have new-line/tab characters or more than 4 consecutive spaces."),
     132068: ("Flow is blocked", 400, "Flow is in blocked state."),
     132069: ("Flow is throttled", 400, "Flow is in throttled state."),
     133010: ("Phone number Not Registered", 400, "Phone number not registered on the WhatsApp Business Platform."),

@@ -763,7 +763,8 @@ def monitoring_routes(
             "phone_number_id": phone_number_id,
             "waba_id": waba_id,
             "known": account is not None,
-            "state": await store().account_state(phone_number_id, waba_id),  # as the policy input shows it
+            # as the policy input shows it (and its portfolio's messaging limit)
+            "state": await store().account_state(phone_number_id, waba_id, account.portfolio_id if account else None),
             "monitoring": await monitor.summary(phone_number_id),
         }
 

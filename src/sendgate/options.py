@@ -84,8 +84,9 @@ DEFAULT_THRESHOLDS = (
     # Meta's own early signs of a quality problem: users not reached "to maintain healthy
     # ecosystem engagement", or undeliverable.
     Threshold("undeliverable_rate", "errors", codes=(131049, 131026), rate=0.05),
-    # Spam rate limit or a policy block: stop and look.
-    Threshold("spam_or_policy_block", "errors", codes=(131048, 368), count=1),
+    # Spam rate limit (recipients block or report the messages) or a policy block: stop and look,
+    # and pause marketing (a campaign they report) until an operator clears it.
+    Threshold("spam_or_policy_block", "errors", codes=(131048, 368), count=1, pause_marketing=True),
 )
 
 

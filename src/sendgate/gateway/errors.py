@@ -40,6 +40,14 @@ RULE_CODES: dict[str, int] = {
     "template.language": 132001,
     "template.paused": 132015,
     "template.params": 132000,
+    "template.disabled": 132016,  # DISABLED, or FLAGGED past its disable date
+    "template.param_format": 132018,  # a newline, tab or more than 4 consecutive spaces
+    "template.param_empty": 100,  # Meta: "Parameter 'text' is mandatory..."
+    "template.auth_code_length": 131009,  # "exceeds the maximum length in the AUTHENTICATION category"
+    "template.header_length": 132005,
+    "template.body_length": 132005,  # hydrated text too long
+    "template.param_name": 100,  # Meta: "Parameter name is missing or empty"
+    "template.header_format": 132012,  # parameter format mismatch
     "frequency.pair_rate": 131056,
     "frequency.marketing": 131049,
     "content.banned_term": 770400,
@@ -71,6 +79,11 @@ RULE_CODES: dict[str, int] = {
     "delivery.marketing_country": 131049,  # USER_MARKETING_TEMPLATE_LIMIT: US marketing paused
     "delivery.marketing_limited": 131049,  # Meta held marketing back in the last 24 h
     "delivery.undeliverable": 131026,  # undeliverable again and again: held
+    "throughput.exceeded": 130429,  # Meta's throughput per number (a defer: 429 + Retry-After)
+    # Meta has no send-time code for its messaging limit (FACTS.md §3; 131064 is a limit set for
+    # template classification violations, not this): sendgate's own.
+    "messaging_limit.reached": 770700,
+    "pacing.same_content": 770701,  # same content to many recipients at once (a defer)
     # Meta's "Media upload error": a media type or size Meta does not take for the message's type
     "media.type": 131053,
     "media.size": 131053,

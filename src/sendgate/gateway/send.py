@@ -22,6 +22,7 @@ from sendgate.config import Config
 from sendgate.facts import FactSources, build_input, in_open_window
 from sendgate.gateway.body import read_body
 from sendgate.gateway.call import SendCall
+from sendgate.gateway.counting import SendCounting
 from sendgate.gateway.errors import CODE_ENGINE, CODE_INVALID, graph_error, policy_error
 from sendgate.gateway.recorder import DecisionRecorder
 from sendgate.gateway.upstream import UnsafePath, Upstream, UpstreamError, UpstreamResponse
@@ -30,6 +31,7 @@ from sendgate.messages import InvalidMessage, normalize
 from sendgate.policy import EngineError, PolicyEngine
 from sendgate.state import SendRecord, StoreError
 from sendgate.state.admission import Admission, AdmissionTimeout, AdmissionUnavailable, recipient_admission_key
+from sendgate.state.counters import Counted, LocalCounters, SendCounters, SharedStateError
 
 __all__ = ["SendPath", "parse_body"]
 
@@ -114,8 +116,13 @@ class SendPath:
         facts: FactSources,
         admission: Admission,
         clock: Callable[[], float] = time.time,
+        counters: SendCounters | None = None,
     ) -> None:
         self.admission = admission
+        # Throughput, messaging limit, same-content pacing (gateway/counting.py): in this process
+        # unless the app passes its shared ones (`redis_url`).
+        self.counting = SendCounting(config, counters if counters is not None else LocalCounters())
+        self._params: dict[str, Any] = {}  # the serving policies' params, per revision
         self.clock = clock
         self._ids = DecisionIds()
         self.config = config
@@ -163,9 +170,18 @@ class SendPath:
         # recipient reads them: the decision and its record are one step per key.
         try:
             async with self.admission.hold(_admission_keys(call.message), self.config.admission_timeout):
-                rejection = await self._decide(call)
-                if rejection is None:
-                    await self._record_forward(call)  # committed before anything leaves
+                # What the decision counted (throughput, reach, pacing) counts only if the send is
+                # forwarded: taken back, still under the hold, when it is refused or not recorded.
+                counted: list[Counted] = []
+                try:
+                    rejection = await self._decide(call, counted)
+                    if rejection is None:
+                        await self._record_forward(call)  # committed before anything leaves
+                except BaseException:
+                    await self.counting.undo(counted)
+                    raise
+                if rejection is not None:
+                    await self.counting.undo(counted)
         except AdmissionTimeout as exc:
             return await self._not_admitted(call, exc)
         except AdmissionUnavailable as exc:  # raised taking the keys only: nothing was decided
@@ -174,9 +190,13 @@ class SendPath:
             return rejection
         return await self._forward(call, request)
 
-    async def _decide(self, call: SendCall) -> web.Response | None:
+    async def _decide(self, call: SendCall, counted: list[Counted]) -> web.Response | None:
         """Evaluate; the recorded rejection to answer, or None when the message goes to Meta."""
-        if not await self._evaluate(call):
+        try:
+            evaluated = await self._evaluate(call, counted)
+        except SharedStateError as exc:
+            return await self._shared_state_failed(call, exc)
+        if not evaluated:
             if self.config.on_engine_error == "allow":
                 return None
             await self.recorder.record(call)
@@ -189,6 +209,20 @@ class SendPath:
             await self.recorder.record(call)
             return policy_error(call.id, self.config.mode, call.reasons, call.decision.retry_after if call.outcome == "defer" else None)
         return None
+
+    async def _shared_state_failed(self, call: SendCall, exc: SharedStateError) -> web.Response:
+        """Fail closed: a counter the rules read (Redis, with `redis_url`) did not answer, so the
+        send is not decided: recorded as an `error`, nothing forwarded, 503 code 2."""
+        self._store_errors.error("decision %s not sent: the send counters did not answer: %s", call.id, exc)
+        call.outcome = "error"
+        call.reasons = [{"rule": "counters.unavailable", "message": f"the send counters did not answer: {exc}"}]
+        await self.recorder.record(call)
+        return self._call_error(
+            call, 503, CODE_ENGINE,
+            "Service temporarily unavailable: the counters shared by the gateways (throughput, messaging limit, "
+            "pacing) did not answer; the message was not sent, retry it",
+            "SendgateSharedStateError", details=call.reasons[0]["message"],
+        )  # fmt: skip
 
     async def _not_admitted(self, call: SendCall, exc: AdmissionTimeout) -> web.Response:
         return await self._refuse_unadmitted(
@@ -249,8 +283,30 @@ class SendPath:
         await self.recorder.record(call)
         return self._call_error(call, 400, CODE_INVALID, f"Invalid parameter: {reason}", "SendgateRequestError")
 
-    async def _evaluate(self, call: SendCall) -> bool:
-        """Gather facts and evaluate; False when the engine failed (call.outcome is then 'error')."""
+    async def _policy_params(self) -> dict[str, Any]:
+        """`data.sendgate.params` of the serving policies (the pacing thresholds), asked again when
+        the revision changes (or after a minute: OPA serving its own bundle may change it unseen);
+        the last known ones if the engine cannot answer. Never known (OPA not answering its data
+        API): none, asked again in 5 s; the decision itself then fails or not, on its own."""
+        revision = self.engine.revision
+        now = time.monotonic()
+        if self._params.get("revision") != revision or now - self._params.get("at", now) >= 60:
+            try:
+                self._params = {"revision": revision, "params": await self.engine.params(), "at": now}
+            except Exception as exc:
+                known = "params" in self._params and not self._params.get("unknown")
+                log.warning("the engine did not give its params (%s); %s", exc,
+                            "using the last known ones" if known else "nothing is paced until it does")  # fmt: skip
+                if not known:
+                    self._params = {"revision": revision, "params": {}, "at": now - 55, "unknown": True}
+                else:
+                    self._params["at"] = now - 55
+        params: dict[str, Any] = self._params["params"]
+        return params
+
+    async def _evaluate(self, call: SendCall, counted: list[Counted]) -> bool:
+        """Gather facts and evaluate; False when the engine failed (call.outcome is then 'error').
+        The counts the facts took are added to `counted`; SharedStateError when they could not be."""
         assert call.message is not None
         try:
             call.input = await build_input(
@@ -262,6 +318,7 @@ class SendPath:
                 call.message,
                 call.received_at,
             )
+            counted += await self.counting.count(call.input, await self._policy_params(), call.received_at)
             started = time.perf_counter()
             call.decision = await self.engine.evaluate(call.input)
             call.eval_us = (time.perf_counter() - started) * 1e6

@@ -76,9 +76,17 @@ class TemplateFacts:
     status: str | None
     category: str | None
     placeholders: dict[str, int]
+    # From the catalog entry (`catalog.template_details`); None / False when not found.
+    quality: str | None = None  # GREEN | YELLOW | RED | UNKNOWN (Graph's quality_score, or the webhook's)
+    flagged: bool = False  # Meta flagged it (FLAGGED): still sendable until `flagged_until`
+    flagged_until: float | None = None  # the disable date the FLAGGED event gave
+    locked: bool = False  # LOCKED: not editable; sendable
+    parameter_format: str | None = None  # POSITIONAL | NAMED
+    components: dict[str, Any] | None = None  # header/body/footer texts, header format, buttons
 
     def as_input(self) -> dict[str, Any]:
         # Spelled out: built on every template send, and asdict() deep-copies through reflection.
+        # The components are read-only for the policy, and parsed anew from the row when cached.
         return {
             "found": self.found,
             "language_found": self.language_found,
@@ -86,6 +94,12 @@ class TemplateFacts:
             "status": self.status,
             "category": self.category,
             "placeholders": dict(self.placeholders),
+            "quality": self.quality,
+            "flagged": self.flagged,
+            "flagged_until": self.flagged_until,
+            "locked": self.locked,
+            "parameter_format": self.parameter_format,
+            "components": self.components,
         }
 
 

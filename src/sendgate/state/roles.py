@@ -95,7 +95,8 @@ class TemplateCatalog(Protocol):
 
     async def put_templates(self, waba_id: str, body: dict[str, Any]) -> int:
         """Replace the WABA's whole catalog with `body` (`{"data": [...]}`, checked by
-        `catalog.validate_catalog`) in one transaction; returns how many templates."""
+        `catalog.validate_catalog`) in one transaction; returns how many templates. What status
+        webhooks told of a template still in it is kept (`rules.carry_webhook_facts`)."""
         ...
 
     async def templates(self, waba_id: str) -> dict[str, Any] | None:
@@ -118,8 +119,12 @@ class TemplateCatalog(Protocol):
         status: str | None = None,
         quality: str | None = None,
         category: str | None = None,
+        disable_at: float | None = None,
     ) -> bool | None:
         """Change one template's status, quality score or category from a webhook event at `at`.
+
+        `status` is Meta's status event (`rules.apply_status_event`: FLAGGED keeps the template
+        approved and records `disable_at`, UNARCHIVED restores the status before the archive...).
 
         Matches by template id, else by name (and language when given: `rules.match_templates`);
         each field changes unless a change to that field newer than `at` was applied
@@ -251,13 +256,19 @@ class AccountState(Protocol):
     async def set_account_state(
         self, scope: str, key: str, values: dict[str, str | None], at: float, detail: dict[str, Any] | None = None
     ) -> bool:
-        """Set fields (`quality`, `status`, `messaging_limit`) of a `phone` (phone number id) or a
-        `waba`: a field changes only if `at` is not older than its last change. True when any did."""
+        """Set fields (`quality`, `status`, `messaging_limit`, `throughput_mps`) of a `phone` (phone
+        number id), a `waba` or a `portfolio` (`messaging_limit`): a field changes only if `at` is not
+        older than its last change. True when any did."""
         ...
 
-    async def account_state(self, phone_number_id: str, waba_id: str | None) -> dict[str, Any]:
+    async def account_state(
+        self, phone_number_id: str, waba_id: str | None, portfolio: str | None = None
+    ) -> dict[str, Any]:
         """`quality`, `status` (`rules.most_severe_status` of the number's and the WABA's),
-        `messaging_limit`, `marketing_paused`, `restrictions` (the WABA's, `rules.restrictions`); may lag a write by a few seconds, never more."""
+        `messaging_limit` (the number's tier string), `marketing_paused`, `restrictions` (the WABA's,
+        `rules.restrictions`), and `rules.counter_state`: `throughput_mps` (the number's, from
+        THROUGHPUT_UPGRADE) and `portfolio_messaging_limit` (`portfolio`'s, an integer, -1 unlimited);
+        may lag a write by a few seconds, never more."""
         ...
 
     async def set_marketing_pause(self, phone_number_id: str, alert: str, message: str, since: float) -> bool:

@@ -17,7 +17,7 @@ import orjson
 
 from sendgate.places import PLACE_DATA, recipient_place
 from sendgate.state.base import ConsentRecord, DecisionCount, DecisionRecord, InvalidRecord, TemplateFacts
-from sendgate.state.catalog import count_placeholders
+from sendgate.state.catalog import count_placeholders, effective_status, template_details
 from sendgate.state.rules import count_keys
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "place_rows",
     "rollup_rows",
     "template_facts_from_rows",
+    "template_row_values",
     "template_rows",
 ]
 
@@ -55,7 +56,7 @@ DECISION_COLUMNS = (
 COPIED_TABLES: dict[str, tuple[str, ...]] = {
     "consent": ("seq", "recipient", "status", "categories", "source", "evidence", "recorded_at"),
     "catalogs": ("waba_id", "body", "updated_at"),
-    "templates": ("waba_id", "name", "language", "status", "category", "placeholders"),
+    "templates": ("waba_id", "name", "language", "status", "category", "placeholders", "details"),
     "places": ("recipient", "country", "timezone", "data"),
     "inbound": ("phone_number_id", "recipient", "last_at"),
     "sends": ("decision_id", "phone_number_id", "waba_id", "recipient", "category", "sent_at", "failed", "in_window"),
@@ -203,26 +204,29 @@ def decision_from_row(row: Sequence[Any] | Mapping[str, Any]) -> DecisionRecord:
     )
 
 
+def template_row_values(template: dict[str, Any]) -> tuple[str, str | None, str]:
+    """(status, category, details) of one catalog entry's `templates` row: the status as the
+    policies read it (`catalog.effective_status`), the category upper case, the details as JSON."""
+    category = str(template["category"]).upper() if template.get("category") else None
+    return effective_status(template), category, orjson.dumps(template_details(template)).decode()
+
+
 def template_rows(waba_id: str, templates: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """`templates` rows of a checked catalog (`catalog.validate_catalog`): (waba_id, name, language,
-    status, category, placeholders), status and category upper case, placeholder counts as JSON."""
-    return [
-        (
-            waba_id,
-            t["name"],
-            t["language"],
-            t["status"].upper(),
-            str(t["category"]).upper() if t.get("category") else None,
-            orjson.dumps(count_placeholders(t)).decode(),
-        )
-        for t in templates
-    ]
+    status, category, placeholders, details), placeholder counts and details as JSON."""
+    rows = []
+    for t in templates:
+        status, category, details = template_row_values(t)
+        rows.append((waba_id, t["name"], t["language"], status, category,
+                     orjson.dumps(count_placeholders(t)).decode(), details))  # fmt: skip
+    return rows
 
 
 def template_facts_from_rows(rows: Sequence[Sequence[Any]], language: str) -> TemplateFacts:
     """What the policy input says of one template, from its name's (language, status, category,
-    placeholders) rows in the WABA's catalog."""
+    placeholders, details) rows in the WABA's catalog."""
     match = next((r for r in rows if r[0] == language), None)
+    details = orjson.loads(match[4]) if match and match[4] else {}
     return TemplateFacts(
         found=bool(rows),
         language_found=match is not None,
@@ -230,6 +234,12 @@ def template_facts_from_rows(rows: Sequence[Sequence[Any]], language: str) -> Te
         status=match[1] if match else None,
         category=match[2] if match else None,
         placeholders=orjson.loads(match[3]) if match else {},
+        quality=details.get("quality"),
+        flagged=bool(details.get("flagged")),
+        flagged_until=details.get("flagged_until"),
+        locked=bool(details.get("locked")),
+        parameter_format=details.get("parameter_format"),
+        components=details.get("components"),
     )
 
 

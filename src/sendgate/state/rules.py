@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice, takewhile
 from typing import Any
 
 from sendgate.state.base import ConsentRecord, InvalidRecord, RecipientFacts, ReviewRecord
+from sendgate.state.catalog import OWN_KEY, effective_status
 
 __all__ = [
+    "ACCOUNT_SCOPES",
     "CONSENT_ACTIONS",
     "DELIVERY_RANK",
     "FAILURE_LIMIT",
@@ -26,9 +28,13 @@ __all__ = [
     "PAIR_HISTORY_SECONDS",
     "SEVERITY",
     "ConsentMerge",
+    "apply_status_event",
     "apply_template_change",
+    "carry_webhook_facts",
+    "repair_event_statuses",
     "check_review",
     "count_keys",
+    "counter_state",
     "decision_rules",
     "delivery_status_advances",
     "match_templates",
@@ -66,6 +72,25 @@ DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5}
 SEVERITY = ("DELETED", "DISABLED", "RESTRICTED", "SCHEDULED_FOR_DISABLE", "VIOLATION", "FLAGGED")
 
 CONSENT_ACTIONS = frozenset({"opt_out", "resubscribe", "resume"})
+
+# `account_state`'s scopes: a phone number id, a WABA id, a business portfolio (its messaging limit).
+ACCOUNT_SCOPES = frozenset({"phone", "waba", "portfolio"})
+
+
+def counter_state(fields: Mapping[tuple[str, str], str | None]) -> dict[str, Any]:
+    """The limits `account_state` adds for the send counters (docs/input.md): the number's
+    upgraded throughput (THROUGHPUT_UPGRADE) and its portfolio's messaging limit, as integers."""
+
+    def number(value: str | None) -> int | None:
+        try:
+            return None if value is None else int(value)
+        except ValueError:
+            return None
+
+    return {
+        "throughput_mps": number(fields.get(("phone", "throughput_mps"))),
+        "portfolio_messaging_limit": number(fields.get(("portfolio", "messaging_limit"))),
+    }
 
 
 # -- recipient facts --------------------------------------------------------------------
@@ -219,16 +244,88 @@ def template_event_applies(last_applied_at: float | None, at: float) -> bool:
     return last_applied_at is None or last_applied_at <= at
 
 
-def apply_template_change(template: dict[str, Any], field: str, value: str, at: float) -> None:
-    """Write one applied change into a catalog entry (Graph's shape), in place."""
+def apply_template_change(
+    template: dict[str, Any], field: str, value: str, at: float, disable_at: float | None = None
+) -> None:
+    """Write one applied change into a catalog entry (Graph's shape), in place. A status change
+    is Meta's event name (`apply_status_event`)."""
     if field == "status":
-        template["status"] = value
+        apply_status_event(template, value, at, disable_at)
     elif field == "quality":
         template["quality_score"] = {"score": value, "date": int(at)}
     else:
         if template.get("category") != value:
             template["previous_category"] = template.get("category")
         template["category"] = value
+
+
+def apply_status_event(template: dict[str, Any], event: str, at: float, disable_at: float | None = None) -> None:
+    """A message_template_status_update event into a catalog entry, in place (Meta's event names:
+    webhooks reference message_template_status_update; pywa TemplateStatus).
+
+    Graph's `status` changes as the event says, except: FLAGGED keeps the status and records the
+    flag and its disable date (`disable_at`, from disable_info); LOCKED / UNLOCKED only record the
+    lock; REINSTATED is APPROVED again; ARCHIVED keeps the status it ends (`status_before_archive`)
+    and UNARCHIVED brings it back (APPROVED when sendgate never saw it). APPROVED, REINSTATED and
+    DISABLED end a flag. What sendgate keeps lives under the entry's `sendgate` key."""
+    own: dict[str, Any] = found if isinstance(found := template.get(OWN_KEY), dict) else {}
+    event = event.upper()
+    if event == "FLAGGED":
+        own.update(flagged=True, flagged_at=at, flagged_until=disable_at)
+        if str(template.get("status", "")).upper() == "FLAGGED":
+            template["status"] = "APPROVED"
+    elif event in ("LOCKED", "UNLOCKED"):
+        own["locked"] = event == "LOCKED"
+        if str(template.get("status", "")).upper() in ("LOCKED", "UNLOCKED"):
+            template["status"] = "APPROVED"
+    elif event == "ARCHIVED":
+        current = effective_status(template)
+        if current != "ARCHIVED":  # a redelivery keeps the status the first one saved
+            own["status_before_archive"] = current
+        template["status"] = "ARCHIVED"
+    elif event == "UNARCHIVED":
+        # Kept, not popped: a redelivered UNARCHIVED restores the same status.
+        template["status"] = own.get("status_before_archive") or "APPROVED"
+    else:
+        template["status"] = "APPROVED" if event == "REINSTATED" else event
+        if event in ("APPROVED", "REINSTATED", "DISABLED"):
+            for key in ("flagged", "flagged_at", "flagged_until"):
+                own.pop(key, None)
+    if own:
+        template[OWN_KEY] = own
+    else:
+        template.pop(OWN_KEY, None)
+
+
+def carry_webhook_facts(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    """A catalog replacing `old` keeps, per name and language, what Meta's status webhooks told
+    of a template that Graph's listing does not say (the `sendgate` key: flag, lock, the status
+    before an archive); an entry that brings its own keeps its own. In place, on `new`."""
+    kept = {
+        (t.get("name"), t.get("language")): t[OWN_KEY]
+        for t in old
+        if isinstance(t, dict) and isinstance(t.get(OWN_KEY), dict)
+    }
+    for template in new:
+        facts = kept.get((template.get("name"), template.get("language")))
+        if facts is not None and OWN_KEY not in template:
+            template[OWN_KEY] = dict(facts)
+
+
+# Event names that sendgate before schema 2 stored as a template's status.
+_EVENTS_STORED_AS_STATUS = frozenset({"FLAGGED", "LOCKED", "UNLOCKED", "UNARCHIVED"})
+
+
+def repair_event_statuses(templates: list[dict[str, Any]]) -> bool:
+    """Catalog entries whose status is one of those events become what the event means
+    (`apply_status_event`, with no disable date known); whether any changed. In place."""
+    changed = False
+    for template in templates:
+        status = str(template.get("status", "")).upper() if isinstance(template, dict) else ""
+        if status in _EVENTS_STORED_AS_STATUS:
+            apply_status_event(template, status, 0.0)
+            changed = True
+    return changed
 
 
 # -- delivery and account status -----------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from sendgate.config import Config
+from sendgate.config import MAX_THROUGHPUT_MPS, Config, portfolio_of
 from sendgate.masking import mask_recipient
 from sendgate.state import (
     CONSENT_CATEGORIES,
@@ -297,16 +297,17 @@ class WebhookApplier:
         what = f"{event.field} for template {event.name} ({event.language}, id {event.template_id})"
         if not self._time_usable(what, event.unusable_time, False):
             return
-        status = "APPROVED" if event.status == "REINSTATED" else event.status
+        # Meta's event name: the store works out the status it leaves (rules.apply_status_event).
         result = await store.update_template(
             event.waba_id,
             template_id=event.template_id,
             name=event.name,
             language=event.language,
             at=event.timestamp,
-            status=status,
+            status=event.status,
             quality=event.quality,
             category=event.category,
+            disable_at=event.disable_at,
         )
         if result is None:
             log.warning(
@@ -329,11 +330,24 @@ class WebhookApplier:
             if event.event == "ACCOUNT_RESTRICTION":
                 await self._restrictions(store, event)
             return
-        values: dict[str, str | None] = {}
         detail = event.detail
-        limit = detail.get("max_daily_conversations_per_business") or detail.get("current_limit")
+        # The portfolio's messaging limit: business_capability_update's integer (phone_number_quality_update
+        # carries the same field, as a string in Meta's reference).
+        portfolio_limit = messaging_limit_value(detail.get("max_daily_conversations_per_business"))
+        if portfolio_limit is not None:
+            portfolio = portfolio_of(self._config, event.waba_id)
+            await store.set_account_state(
+                "portfolio", portfolio, {"messaging_limit": str(portfolio_limit)}, event.timestamp, detail
+            )
+            log.info("%s for WABA %s: portfolio %s messaging limit %d", event.field, event.waba_id, portfolio, portfolio_limit)
+        if event.field == "business_capability_update":
+            return
+        values: dict[str, str | None] = {}
+        limit = detail.get("current_limit")
         if isinstance(limit, str) and limit:
-            values["messaging_limit"] = limit
+            values["messaging_limit"] = limit  # the number's tier (TIER_1K...), which Meta removes in 2026
+        if event.event == "THROUGHPUT_UPGRADE":
+            values["throughput_mps"] = str(MAX_THROUGHPUT_MPS)  # Meta's one upgrade: 80 -> 1,000 (FACTS.md §3)
         if event.event == "FLAGGED":
             values["status"] = "FLAGGED"
             values["quality"] = "RED"  # Meta flags a number when its quality rating reaches Low
@@ -389,6 +403,16 @@ class WebhookApplier:
 
 
 _UNCHANGED: Any = object()
+
+
+def messaging_limit_value(value: Any) -> int | None:
+    """`max_daily_conversations_per_business` as an integer (-1: unlimited), from an integer or a
+    numeric string; None when absent or not one (Meta's tier names are the number's, not this)."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if value >= 1 or value == -1 else None
 
 
 def _waba_status(event: AccountEvent) -> Any:

@@ -109,11 +109,13 @@ class TemplateEvent:
     timestamp: float
     detail: dict[str, Any]
     unusable_time: str | None = None
+    disable_at: float | None = None  # disable_info.disable_date (FLAGGED: when Meta will disable it)
 
 
 @dataclass(frozen=True)
 class AccountEvent:
-    """`phone_number_quality_update` (one number) or `account_update` (the whole WABA)."""
+    """`phone_number_quality_update` (one number), `account_update` (the whole WABA) or
+    `business_capability_update` (the WABA's portfolio: its messaging limit)."""
 
     waba_id: str
     field: str
@@ -220,7 +222,7 @@ def parse_webhook(body: Any, received_at: float) -> Parsed:
                     parsed.problems.append(f"{name}: entry has no WABA id")
                 else:
                     parsed.templates.append(_template(parsed, waba_id, name, value, entry_time, received_at))
-            elif name in ("phone_number_quality_update", "account_update"):
+            elif name in ("phone_number_quality_update", "account_update", "business_capability_update"):
                 if waba_id is None:
                     parsed.problems.append(f"{name}: entry has no WABA id")
                 else:
@@ -426,4 +428,26 @@ def _template(
         timestamp=at,
         detail=value,
         unusable_time=unusable,
+        disable_at=_disable_date(value) if status is not None else None,
     )
+
+
+def _disable_date(value: dict[str, Any]) -> float | None:
+    """disable_info.disable_date: Unix seconds (a number or a numeric string, Meta's reference) or
+    an ISO 8601 date; None when absent or unreadable. Not checked against the received time: a
+    FLAGGED event's date is in the future by design."""
+    info = value.get("disable_info")
+    raw = info.get("disable_date") if isinstance(info, dict) else None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            moment = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        seconds = moment.timestamp()
+    return seconds if math.isfinite(seconds) and seconds >= EARLIEST_EVENT_TIME else None

@@ -15,9 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, TypeAlias
 
 import asyncpg
+import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from sendgate.state.base import StoreError
+from sendgate.state.rows import template_row_values
+from sendgate.state.rules import repair_event_statuses
 
 __all__ = ["CONSENT_LOCKS", "Connection", "LEDGER_LOCK", "LOCK_NAMESPACE", "MIGRATE_LOCK", "MIGRATIONS", "SCHEMA", "Migration", "migrate", "schema_version"]
 
@@ -60,6 +63,7 @@ SCHEMA: tuple[str, ...] = (
     status text NOT NULL,
     category text,
     placeholders text NOT NULL,
+    details text,  -- JSON: catalog.template_details (quality, flag, lock, component texts)
     PRIMARY KEY (waba_id, name, language)
 )""",
     # Where each known recipient's number is (sendgate.places), kept when the number is learnt of.
@@ -229,6 +233,21 @@ async def _initial(conn: Connection) -> None:
         await conn.execute(statement)
 
 
+async def _template_details(conn: Connection) -> None:
+    """templates.details, filled from each stored catalog; statuses that were event names
+    (FLAGGED, LOCKED, UNLOCKED, UNARCHIVED) become what the event means (`repair_event_statuses`)."""
+    await conn.execute("ALTER TABLE templates ADD COLUMN IF NOT EXISTS details text")
+    for waba_id, text in await conn.fetch("SELECT waba_id, body FROM catalogs"):
+        body = orjson.loads(text)
+        templates = [t for t in body.get("data", []) if isinstance(t, dict)]
+        if repair_event_statuses(templates):
+            await conn.execute("UPDATE catalogs SET body = $1 WHERE waba_id = $2", orjson.dumps(body).decode(), waba_id)
+        await conn.executemany(
+            "UPDATE templates SET status = $1, category = $2, details = $3 WHERE waba_id = $4 AND name = $5 AND language = $6",
+            [(*template_row_values(t), waba_id, t.get("name"), t.get("language")) for t in templates],
+        )
+
+
 async def _media(conn: Connection) -> None:
     await conn.execute(_MEDIA_TABLE)
 
@@ -241,6 +260,7 @@ async def _sends_in_window(conn: Connection) -> None:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _initial),
+    Migration(2, "template_details", _template_details),
     Migration(3, "media", _media),
     Migration(4, "sends_in_window", _sends_in_window),
 )

@@ -50,7 +50,7 @@ from sendgate.state.rows import (
     template_facts_from_rows,
     template_rows,
 )
-from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, decision_rules, recipient_facts
+from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, carry_webhook_facts, decision_rules, recipient_facts
 
 __all__ = ["PostgresStore"]
 
@@ -118,7 +118,7 @@ class PostgresStore(ReviewQueries, WebhookQueries, MediaQueries):
         self._writer = GroupCommitWriter(self._db, self._owner_lock)
         # Catalog facts change rarely and are read on every template send ("may lag a few seconds").
         self._template_cache: TTLCache[tuple[str, str], list[tuple[Any, ...]]] = TTLCache(maxsize=4096, ttl=5.0)
-        self._account_cache: TTLCache[tuple[str, str | None], dict[str, Any]] = TTLCache(maxsize=1024, ttl=5.0)
+        self._account_cache: TTLCache[tuple[str, str | None, str | None], dict[str, Any]] = TTLCache(maxsize=1024, ttl=5.0)
         self._closed = False
 
     # -- consent ledger -------------------------------------------------------------
@@ -159,28 +159,32 @@ class PostgresStore(ReviewQueries, WebhookQueries, MediaQueries):
     # -- template catalog -----------------------------------------------------------
 
     async def put_templates(self, waba_id: str, body: dict[str, Any]) -> int:
-        templates = validate_catalog(body)
-        rows = template_rows(waba_id, templates)
-        raw = orjson.dumps({"data": templates}).decode()
+        templates = [dict(t) for t in validate_catalog(body)]  # the caller's body stays as it was
 
         async def op(conn: Connection) -> None:
-            # The catalog row first: its row lock orders concurrent replacements of one WABA's catalog.
+            # The catalog row first: its row lock orders concurrent replacements of one WABA's
+            # catalog (and webhook changes, `update_template`), so what webhooks told is kept.
             await conn.execute(
-                "INSERT INTO catalogs VALUES ($1, $2, $3)"
-                " ON CONFLICT (waba_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                waba_id, raw, time.time(),
+                "INSERT INTO catalogs VALUES ($1, '{}', 0) ON CONFLICT (waba_id) DO NOTHING", waba_id
+            )
+            old = await conn.fetchval("SELECT body FROM catalogs WHERE waba_id = $1 FOR UPDATE", waba_id)
+            carry_webhook_facts(orjson.loads(old).get("data", []), templates)
+            rows = template_rows(waba_id, templates)
+            await conn.execute(
+                "UPDATE catalogs SET body = $2, updated_at = $3 WHERE waba_id = $1",
+                waba_id, orjson.dumps({"data": templates}).decode(), time.time(),
             )  # fmt: skip
             await conn.execute("DELETE FROM templates WHERE waba_id = $1", waba_id)
             await conn.executemany(
-                "INSERT INTO templates VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (waba_id, name, language)"
+                "INSERT INTO templates VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (waba_id, name, language)"
                 " DO UPDATE SET status = excluded.status, category = excluded.category,"
-                " placeholders = excluded.placeholders",
+                " placeholders = excluded.placeholders, details = excluded.details",
                 rows,
             )
 
         await self._db.transaction(op)
         self._template_cache.clear()
-        return len(rows)
+        return len(templates)
 
     async def templates(self, waba_id: str) -> dict[str, Any] | None:
         body = await self._db.fetchval("SELECT body FROM catalogs WHERE waba_id = $1", waba_id)
@@ -191,7 +195,7 @@ class PostgresStore(ReviewQueries, WebhookQueries, MediaQueries):
         rows = self._template_cache.get(key)
         if rows is None:
             records = await self._db.fetch(
-                "SELECT language, status, category, placeholders FROM templates WHERE waba_id = $1 AND name = $2",
+                "SELECT language, status, category, placeholders, details FROM templates WHERE waba_id = $1 AND name = $2",
                 waba_id, name,
             )  # fmt: skip
             rows = [tuple(r) for r in records]

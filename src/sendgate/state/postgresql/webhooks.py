@@ -19,9 +19,11 @@ from cachetools import TTLCache
 from sendgate.state.base import ConsentRecord
 from sendgate.state.postgresql.database import Database
 from sendgate.state.postgresql.schema import CONSENT_LOCKS, LEDGER_LOCK, LOCK_NAMESPACE, Connection
-from sendgate.state.rows import consent_from_row, consent_row
+from sendgate.state.rows import consent_from_row, consent_row, template_row_values
 from sendgate.state.rules import (
+    ACCOUNT_SCOPES,
     CONSENT_ACTIONS,
+    counter_state,
     apply_template_change,
     delivery_status_advances,
     match_templates,
@@ -75,7 +77,7 @@ class WebhookQueries:
 
     _db: Database
     _template_cache: TTLCache[Any, Any]
-    _account_cache: TTLCache[tuple[str, str | None], dict[str, Any]]
+    _account_cache: TTLCache[tuple[str, str | None, str | None], dict[str, Any]]
 
     if TYPE_CHECKING:  # PostgresStore's (`Lifecycle.flush`)
 
@@ -209,6 +211,7 @@ class WebhookQueries:
         status: str | None = None,
         quality: str | None = None,
         category: str | None = None,
+        disable_at: float | None = None,
     ) -> bool | None:
         """Under the catalog's row lock: the catalog is one body per WABA, so two replicas'
         events (for one template, or two of the same WABA) apply one after the other, each
@@ -246,12 +249,11 @@ class WebhookQueries:
                         at,
                     )
                     applied = True
-                    apply_template_change(template, field_name, value, at)
+                    apply_template_change(template, field_name, value, at, disable_at)
                 await conn.execute(
-                    "UPDATE templates SET status = $1, category = $2"
-                    " WHERE waba_id = $3 AND name = $4 AND language = $5",
-                    str(template.get("status", "")).upper(),
-                    str(template["category"]).upper() if template.get("category") else None,
+                    "UPDATE templates SET status = $1, category = $2, details = $3"
+                    " WHERE waba_id = $4 AND name = $5 AND language = $6",
+                    *template_row_values(template),
                     waba_id,
                     template.get("name"),
                     template.get("language"),
@@ -294,8 +296,8 @@ class WebhookQueries:
     async def set_account_state(
         self, scope: str, key: str, values: dict[str, str | None], at: float, detail: dict[str, Any] | None = None
     ) -> bool:
-        if scope not in ("phone", "waba"):
-            raise ValueError("scope must be 'phone' or 'waba'")
+        if scope not in ACCOUNT_SCOPES:
+            raise ValueError("scope must be 'phone', 'waba' or 'portfolio'")
         if not values:
             return False
         encoded = None if detail is None else orjson.dumps(detail).decode()
@@ -340,18 +342,21 @@ class WebhookQueries:
         rows = await self._db.fetch("SELECT phone_number_id, alert, message, since FROM marketing_pauses")
         return {pid: {"alert": alert, "message": message, "since": since} for pid, alert, message, since in rows}
 
-    async def account_state(self, phone_number_id: str, waba_id: str | None) -> dict[str, Any]:
-        key = (phone_number_id, waba_id)
+    async def account_state(
+        self, phone_number_id: str, waba_id: str | None, portfolio: str | None = None
+    ) -> dict[str, Any]:
+        key = (phone_number_id, waba_id, portfolio)
         cached = self._account_cache.get(key)
         if cached is not None:
             return cached
         # One statement: the account fields and the pause as of one snapshot.
         rows = await self._db.fetch(
             "SELECT scope, field, value, NULL::double precision FROM account_state"
-            " WHERE (scope = 'phone' AND id = $1) OR (scope = 'waba' AND id = $2)"
+            " WHERE (scope = 'phone' AND id = $1) OR (scope = 'waba' AND id = $2) OR (scope = 'portfolio' AND id = $3)"
             " UNION ALL SELECT 'pause', alert, message, since FROM marketing_pauses WHERE phone_number_id = $1",
             phone_number_id,
             waba_id or "",
+            portfolio or "",
         )
         fields = {(scope, name): value for scope, name, value, _ in rows if scope != "pause"}
         pause = next(({"alert": r[1], "message": r[2], "since": r[3]} for r in rows if r[0] == "pause"), None)
@@ -361,6 +366,7 @@ class WebhookQueries:
             "messaging_limit": fields.get(("phone", "messaging_limit")),
             "marketing_paused": pause,
             "restrictions": restrictions((name, value) for (scope, name), value in fields.items() if scope == "waba"),
+            **counter_state(fields),
         }
         self._account_cache[key] = state
         return state

@@ -9,6 +9,9 @@ everything; applied to a file written by an earlier sendgate (no `schema_version
 adds what that file lacks (later `decisions` columns, the counts rollup counted from the
 records, the webhook tables) and leaves its data as it is. A change to the schema from now on
 is a new migration appended to `MIGRATIONS`, and `SCHEMA` is edited to match.
+
+Migration 2 adds `templates.details` (the template facts of docs/input.md beyond status,
+category and placeholders), filled from the stored catalogs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+import orjson
+
 from sendgate.state.base import StoreError
+from sendgate.state.rows import template_row_values
+from sendgate.state.rules import repair_event_statuses
 from sendgate.state.sqlite.review import rebuild_counts
 
 __all__ = ["MIGRATIONS", "SCHEMA", "Migration", "migrate", "schema_version"]
@@ -53,6 +60,7 @@ SCHEMA: tuple[str, ...] = (
     status TEXT NOT NULL,
     category TEXT,
     placeholders TEXT NOT NULL,
+    details TEXT,  -- JSON: catalog.template_details (quality, flag, lock, component texts)
     PRIMARY KEY (waba_id, name, language)
 )""",
     """-- Where each known recipient's number is (sendgate.places), kept when the number is learnt of
@@ -230,6 +238,23 @@ def _initial(conn: sqlite3.Connection) -> None:
         conn.execute("DROP TABLE consent_events")
 
 
+def _template_details(conn: sqlite3.Connection) -> None:
+    """templates.details, filled from each stored catalog; statuses that were event names
+    (FLAGGED, LOCKED, UNLOCKED, UNARCHIVED) become what the event means (`repair_event_statuses`)."""
+    if "details" not in {row[1] for row in conn.execute("PRAGMA table_info(templates)")}:
+        conn.execute("ALTER TABLE templates ADD COLUMN details TEXT")
+    for waba_id, text in conn.execute("SELECT waba_id, body FROM catalogs").fetchall():
+        body = orjson.loads(text)
+        templates = [t for t in body.get("data", []) if isinstance(t, dict)]
+        if repair_event_statuses(templates):
+            conn.execute("UPDATE catalogs SET body = ? WHERE waba_id = ?", (orjson.dumps(body).decode(), waba_id))
+        for template in templates:
+            conn.execute(
+                "UPDATE templates SET status = ?, category = ?, details = ? WHERE waba_id = ? AND name = ? AND language = ?",
+                (*template_row_values(template), waba_id, template.get("name"), template.get("language")),
+            )
+
+
 def _media(conn: sqlite3.Connection) -> None:
     conn.execute(_MEDIA_TABLE)
 
@@ -244,6 +269,7 @@ def _sends_in_window(conn: sqlite3.Connection) -> None:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _initial),
+    Migration(2, "template_details", _template_details),
     Migration(3, "media", _media),
     Migration(4, "sends_in_window", _sends_in_window),
 )

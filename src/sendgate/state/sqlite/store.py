@@ -44,7 +44,7 @@ from sendgate.state.rows import (
     template_facts_from_rows,
     template_rows,
 )
-from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, decision_rules, recipient_facts
+from sendgate.state.rules import FAILURE_LIMIT, HISTORY_SECONDS, carry_webhook_facts, decision_rules, recipient_facts
 from sendgate.state.sqlite.media import MediaQueries
 from sendgate.state.sqlite.review import UPSERT_COUNT, ReviewQueries
 from sendgate.state.sqlite.schema import migrate
@@ -191,14 +191,17 @@ class SQLiteStore(ReviewQueries, WebhookQueries, MediaQueries):
     # -- template catalog -----------------------------------------------------------
 
     async def put_templates(self, waba_id: str, body: dict[str, Any]) -> int:
-        templates = validate_catalog(body)
-        rows = template_rows(waba_id, templates)
-        raw = orjson.dumps({"data": templates}).decode()
+        templates = [dict(t) for t in validate_catalog(body)]  # the caller's body stays as it was
 
         def op(conn: sqlite3.Connection) -> int:
-            # Replace the WABA's catalog as a whole, in one transaction.
+            # Replace the WABA's catalog as a whole, in one transaction, keeping what webhooks told.
+            old = conn.execute("SELECT body FROM catalogs WHERE waba_id = ?", (waba_id,)).fetchone()
+            if old is not None:
+                carry_webhook_facts(orjson.loads(old[0]).get("data", []), templates)
+            rows = template_rows(waba_id, templates)
+            raw = orjson.dumps({"data": templates}).decode()
             conn.execute("DELETE FROM templates WHERE waba_id = ?", (waba_id,))
-            conn.executemany("INSERT OR REPLACE INTO templates VALUES (?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany("INSERT OR REPLACE INTO templates VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             conn.execute("INSERT OR REPLACE INTO catalogs VALUES (?, ?, ?)", (waba_id, raw, time.time()))
             return len(rows)
 
@@ -215,7 +218,7 @@ class SQLiteStore(ReviewQueries, WebhookQueries, MediaQueries):
         rows = self._template_cache.get(key)
         if rows is None:
             rows = self._read.execute(
-                "SELECT language, status, category, placeholders FROM templates WHERE waba_id = ? AND name = ?",
+                "SELECT language, status, category, placeholders, details FROM templates WHERE waba_id = ? AND name = ?",
                 key,
             ).fetchall()
             self._template_cache[key] = rows

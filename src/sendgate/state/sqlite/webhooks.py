@@ -15,8 +15,11 @@ import orjson
 from cachetools import TTLCache
 
 from sendgate.state.base import ConsentRecord
+from sendgate.state.rows import template_row_values
 from sendgate.state.rules import (
+    ACCOUNT_SCOPES,
     CONSENT_ACTIONS,
+    counter_state,
     apply_template_change,
     delivery_status_advances,
     match_templates,
@@ -55,9 +58,9 @@ class WebhookQueries:
         async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T: ...
 
     _template_cache: TTLCache[Any, Any]
-    _account_cache: TTLCache[tuple[str, str | None], dict[str, Any]]
+    _account_cache: TTLCache[tuple[str, str | None, str | None], dict[str, Any]]
 
-    def _account_cache_get(self) -> TTLCache[tuple[str, str | None], dict[str, Any]]:
+    def _account_cache_get(self) -> TTLCache[tuple[str, str | None, str | None], dict[str, Any]]:
         cache = self.__dict__.get("_account_cache")
         if cache is None:
             cache = TTLCache(maxsize=1024, ttl=5.0)
@@ -180,6 +183,7 @@ class WebhookQueries:
         status: str | None = None,
         quality: str | None = None,
         category: str | None = None,
+        disable_at: float | None = None,
     ) -> bool | None:
         changes = template_changes(status, quality, category)
         if not changes:
@@ -208,16 +212,11 @@ class WebhookQueries:
                         "INSERT OR REPLACE INTO template_events VALUES (?, ?, ?, ?)", (waba_id, key, field_name, at)
                     )
                     applied = True
-                    apply_template_change(template, field_name, value, at)
+                    apply_template_change(template, field_name, value, at, disable_at)
                 conn.execute(
-                    "UPDATE templates SET status = ?, category = ? WHERE waba_id = ? AND name = ? AND language = ?",
-                    (
-                        str(template.get("status", "")).upper(),
-                        str(template["category"]).upper() if template.get("category") else None,
-                        waba_id,
-                        template.get("name"),
-                        template.get("language"),
-                    ),
+                    "UPDATE templates SET status = ?, category = ?, details = ?"
+                    " WHERE waba_id = ? AND name = ? AND language = ?",
+                    (*template_row_values(template), waba_id, template.get("name"), template.get("language")),
                 )
             if applied:
                 conn.execute(
@@ -255,8 +254,8 @@ class WebhookQueries:
     async def set_account_state(
         self, scope: str, key: str, values: dict[str, str | None], at: float, detail: dict[str, Any] | None = None
     ) -> bool:
-        if scope not in ("phone", "waba"):
-            raise ValueError("scope must be 'phone' or 'waba'")
+        if scope not in ACCOUNT_SCOPES:
+            raise ValueError("scope must be 'phone', 'waba' or 'portfolio'")
         encoded = None if detail is None else orjson.dumps(detail).decode()
 
         def op(conn: sqlite3.Connection) -> bool:
@@ -298,15 +297,18 @@ class WebhookQueries:
         rows = self._read.execute("SELECT phone_number_id, alert, message, since FROM marketing_pauses").fetchall()
         return {pid: {"alert": alert, "message": message, "since": since} for pid, alert, message, since in rows}
 
-    async def account_state(self, phone_number_id: str, waba_id: str | None) -> dict[str, Any]:
+    async def account_state(
+        self, phone_number_id: str, waba_id: str | None, portfolio: str | None = None
+    ) -> dict[str, Any]:
         cache = self._account_cache_get()
-        key = (phone_number_id, waba_id)
+        key = (phone_number_id, waba_id, portfolio)
         cached = cache.get(key)
         if cached is not None:
             return cached
         rows = self._read.execute(
-            "SELECT scope, field, value FROM account_state WHERE (scope = 'phone' AND id = ?) OR (scope = 'waba' AND id = ?)",
-            (phone_number_id, waba_id or ""),
+            "SELECT scope, field, value FROM account_state WHERE (scope = 'phone' AND id = ?) OR (scope = 'waba' AND id = ?)"
+            " OR (scope = 'portfolio' AND id = ?)",
+            (phone_number_id, waba_id or "", portfolio or ""),
         ).fetchall()
         fields: dict[tuple[str, str], str | None] = {(scope, name): value for scope, name, value in rows}
         pause = self._read.execute(
@@ -318,6 +320,7 @@ class WebhookQueries:
             "messaging_limit": fields.get(("phone", "messaging_limit")),
             "marketing_paused": None if pause is None else {"alert": pause[0], "message": pause[1], "since": pause[2]},
             "restrictions": restrictions((name, value) for (scope, name), value in fields.items() if scope == "waba"),
+            **counter_state(fields),
         }
         cache[key] = state
         return state
