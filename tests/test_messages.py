@@ -837,6 +837,13 @@ def test_card_numbers_in_urls_and_button_ids_are_masked() -> None:
     assert m["interactive"]["duplicate_button_ids"] == ["************1111"]
 
 
+def test_graph_object_ids_are_not_card_numbers() -> None:
+    # a media id that happens to pass Luhn, with a Maestro prefix: an id, kept for reviewers
+    body = {"type": "image", "image": {"id": "5700292204016914"}, "catalog_id": 4111111111111111,
+            "reply": {"id": "card 4111111111111111"}}
+    assert mask_sensitive(body) == {**body, "reply": {"id": "card ************1111"}}
+
+
 def test_mask_sensitive_walks_json_and_skips_recipient_fields() -> None:
     body = {"to": "4111111111111111", "text": {"body": f"{VISA} / {DE_IBAN}"}, "n": 4111111111111111, "ok": 3}
     masked = mask_sensitive(body, frozenset({"to"}))

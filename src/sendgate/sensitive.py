@@ -199,15 +199,25 @@ def find(text: str) -> tuple[str, list[Found]]:
     return "".join(masked), found
 
 
+def _graph_id(key: object, value: object) -> bool:
+    """An `id` or `*_id` field holding only digits: a Graph object's id (media, catalog, flow,
+    product). One passes Luhn as often as any number (a media id "5700292204016914" does), but it
+    is no card number, and reviewers need it to find the object."""
+    if not isinstance(key, str) or not (key == "id" or key.endswith("_id")):
+        return False
+    return (isinstance(value, str) and value.isdigit()) or (isinstance(value, int) and not isinstance(value, bool))
+
+
 def mask_sensitive(value: Any, skip_keys: frozenset[str] = frozenset()) -> Any:
     """`value` (text, or JSON of texts) with every card number and IBAN masked, at any depth.
 
     `skip_keys` are top-level keys left as they are (a body's `to`: a recipient's number is not a
-    card number, and masking recipients is `log.mask_recipients`' job)."""
+    card number, and masking recipients is `log.mask_recipients`' job). Graph object ids (an `id`
+    or `*_id` field of digits only) are left as they are too."""
     if isinstance(value, str):
         return find(value)[0]
     if isinstance(value, dict):
-        return {k: v if k in skip_keys else mask_sensitive(v) for k, v in value.items()}
+        return {k: v if k in skip_keys or _graph_id(k, v) else mask_sensitive(v) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_sensitive(v) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and 13 <= len(str(abs(value))) <= 19:
