@@ -44,7 +44,10 @@ async def test_sigkill_under_load_loses_no_forwarded_record(tmp_path: Path) -> N
         "SENDGATE_UPSTREAM_URL": f"http://127.0.0.1:{fake_port}",
         "SENDGATE_STATE": state,
         "SENDGATE_POLICY_DIR": str(POLICIES),
-        "SENDGATE_ACCOUNTS": orjson.dumps([{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID}]).decode(),
+        # Meta's upgraded throughput: this load is about the kill, not the 80/s default.
+        "SENDGATE_ACCOUNTS": orjson.dumps(
+            [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "throughput_mps": 1000}]
+        ).decode(),
         "SENDGATE_LOG": "{level: WARNING}",
     }
     gate = start_process([sys.executable, "-m", "sendgate.cli", "serve"], gate_env)

@@ -18,8 +18,9 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # The groups of one layer are independent of each other (the state layer never imports policy).
 LAYERS: list[dict[str, tuple[str, ...]]] = [
     # The ground floor: plain values and their parsers. Config and its option types; ids; the
-    # numbering plan's places; a send body into a message.
-    {"ground": ("sendgate.config", "sendgate.options", "sendgate.ids", "sendgate.places", "sendgate.messages")},
+    # numbering plan's places; card numbers and IBANs found and masked; a send body into a message.
+    {"ground": ("sendgate.config", "sendgate.options", "sendgate.ids", "sendgate.places", "sendgate.sensitive",
+                "sendgate.messages")},
     # Facts and their store, and the policy engines: each knows only the ground floor.
     {"state": ("sendgate.state",), "policy": ("sendgate.policy",)},
     # Over the store: the policy input from it, masking of its records, retention.
