@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from sendgate.fakegraph import ERRORS
-from sendgate.gateway.errors import RULE_CODES, SENDGATE_CODES, http_status, policy_error, rule_code
+from sendgate.gateway.errors import RULE_CODES, SENDGATE_CODES, http_status, policy_error, primary_reason, rule_code
 
 # Every Graph code a rule can answer with: the table's, and 131050 for a marketing opt-out.
 ANSWERED = sorted({*RULE_CODES.values(), rule_code({"rule": "consent.opted_out", "category": "marketing"})})
@@ -51,3 +51,10 @@ def test_policy_error_status_follows_the_primary_reason() -> None:
 def test_a_deferral_is_429_with_retry_after_whatever_its_code() -> None:
     status, error, retry = _answer([{"rule": "frequency.pair_rate", "message": "wait", "retry_after": 6}], 6)
     assert (status, error["code"], retry) == (429, 131056, "6")
+
+
+def test_every_rule_has_a_place_in_the_priority() -> None:
+    # A rule with no place would never name the error while any ranked one fires beside it.
+    last = {"rule": "acme.rule", "message": "a rule the compliance team added"}
+    for rule in RULE_CODES:
+        assert primary_reason([last, {"rule": rule, "message": "x"}])["rule"] == rule, rule

@@ -126,9 +126,14 @@ _PRIORITY = (
     "window.",
     "template.",
     "payload.",
+    "media.",
     "consent.",
+    "delivery.",
+    "messaging_limit.",
     "frequency.",
     "content.",
+    "throughput.",
+    "pacing.",
     "quiet_hours",
 )
 
