@@ -230,6 +230,9 @@ async def main_async(args: argparse.Namespace) -> None:
                   f"   p99.9 +{g['p999'] - b['p999']:6.2f} ms   CPU per message {g['cpu_ms'] / b['cpu_ms']:4.1f}x"
                   f"   achieved {g['rate'] / b['rate']:4.2f}x")  # fmt: skip
         if args.profile:
+            table_gate = procs.pop()  # one sendgate at a time on the store (its fleet membership)
+            table_gate.terminate()
+            table_gate.wait(timeout=10)
             await profile(args, upstream, db, first, procs)
     finally:
         for proc in procs:

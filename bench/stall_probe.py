@@ -4,7 +4,8 @@
 
 Records every garbage collection (generation, duration) through `gc.callbacks`, and times every
 event-loop callback (asyncio's `Handle._run`: task steps, I/O callbacks, timers), keeping the
-slow ones (over 1 ms) with what they ran. At exit it writes a summary and the slow events,
+slow ones (over 1 ms) with what they ran, and, when the module is sendgate, every commit of the
+SQLite writer thread (`GroupCommitWriter._commit`: duration, items in the batch). At exit it writes a summary and the slow events,
 each with its time since start, to OUT.json. For benches only: it costs two clock reads per
 callback.
 """
@@ -30,6 +31,8 @@ _gc_start: dict[int, float] = {}
 _gc: dict[int, list[float]] = {0: [], 1: [], 2: []}
 _slow: list[dict[str, Any]] = []
 _callbacks = {"count": 0, "seconds": 0.0, "over_1ms": 0, "over_5ms": 0}
+_commits: list[float] = []
+_batch_items: list[int] = []
 
 
 def _on_gc(phase: str, info: dict[str, int]) -> None:
@@ -64,6 +67,26 @@ def _timed_run(self: asyncio.events.Handle) -> None:
             _slow.append({"at": round(began - _started, 4), "ms": round(took * 1000, 3), "what": repr(self)[:300]})
 
 
+def _time_commits() -> None:
+    try:
+        from sendgate.state.sqlite import writer
+    except ImportError:
+        return
+    original = writer.GroupCommitWriter._commit
+
+    def timed(self: writer.GroupCommitWriter, batch: Any) -> None:
+        began = time.perf_counter()
+        original(self, batch)
+        took = time.perf_counter() - began
+        _commits.append(took)
+        _batch_items.append(len(batch.items))
+        if took > SLOW and len(_slow) < KEEP:
+            _slow.append({"at": round(began - _started, 4), "ms": round(took * 1000, 3), "what": "sqlite commit",
+                          "items": len(batch.items)})  # fmt: skip
+
+    writer.GroupCommitWriter._commit = timed  # type: ignore[method-assign]
+
+
 def _dump(path: str) -> None:
     def stats(values: list[float]) -> dict[str, float]:
         values = sorted(values)
@@ -77,6 +100,9 @@ def _dump(path: str) -> None:
         "gc": {f"gen{gen}": stats(values) for gen, values in _gc.items()},
         "gc_thresholds": gc.get_threshold(),
         "callbacks": {**_callbacks, "seconds": round(float(_callbacks["seconds"]), 3)},
+        "commits": stats(_commits),
+        "commit_p99_ms": round(sorted(_commits)[int(len(_commits) * 0.99)] * 1000, 3) if _commits else None,
+        "batch_items_mean": round(sum(_batch_items) / len(_batch_items), 2) if _batch_items else None,
         "slow": _slow,
     }
     with open(path, "wb") as out:
@@ -89,6 +115,7 @@ def main() -> None:
         raise SystemExit(__doc__)
     gc.callbacks.append(_on_gc)
     asyncio.events.Handle._run = _timed_run  # type: ignore[method-assign]
+    _time_commits()
     atexit.register(_dump, out)
     sys.argv = [rest[1], *rest[2:]]
     runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
