@@ -214,6 +214,12 @@ async def main_async(args: argparse.Namespace) -> None:
         for target in (bare, gate):
             await offer(target.url, 200, 1.0, first)  # warm-up: connections, caches
             first += 200
+        if args.idle > 0:  # what each process spends with no load at all (timers, watches, ticks)
+            before = {target.name: cpu_seconds(target.pid) for target in (bare, gate)}
+            await asyncio.sleep(args.idle)
+            for target in (bare, gate):
+                used = (cpu_seconds(target.pid) - before[target.name]) / args.idle * 1000
+                print(f"idle      {target.name:9} CPU {used:5.1f} ms per second with no load", flush=True)
         results: list[tuple[float, dict[str, float], dict[str, float]]] = []
         for n, rate in enumerate(args.rates):
             figures: dict[str, dict[str, float]] = {}
@@ -251,6 +257,7 @@ def main() -> None:
     parser.add_argument("--rates", type=_rates, default=[200, 500, 800, 1000, 1100], help="offered messages/s")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per rate and target")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of quiet before each run")
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds of no load, for the CPU it costs")
     parser.add_argument("--profile", help="directory: profile sendgate at --profile-rates after the table")
     parser.add_argument("--profile-rates", type=_rates, default=[200, 1000])
     parser.add_argument("--profile-duration", type=float, default=10.0)
