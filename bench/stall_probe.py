@@ -32,12 +32,15 @@ _gc: dict[int, list[float]] = {0: [], 1: [], 2: []}
 _slow: list[dict[str, Any]] = []
 _callbacks = {"count": 0, "seconds": 0.0, "over_1ms": 0, "over_5ms": 0}
 _commits: list[float] = []
+_gen2_objects: list[tuple[float, int]] = []  # (seconds since start, objects the collector tracks)
 _batch_items: list[int] = []
 
 
 def _on_gc(phase: str, info: dict[str, int]) -> None:
     ident = threading.get_ident()
     if phase == "start":
+        if info["generation"] == 2 and len(_gen2_objects) < KEEP:  # how big the heap it walks is
+            _gen2_objects.append((round(time.perf_counter() - _started, 2), len(gc.get_objects())))
         _gc_start[ident] = time.perf_counter()
         return
     began = _gc_start.pop(ident, None)
@@ -99,6 +102,7 @@ def _dump(path: str) -> None:
         "seconds": round(time.perf_counter() - _started, 2),
         "gc": {f"gen{gen}": stats(values) for gen, values in _gc.items()},
         "gc_thresholds": gc.get_threshold(),
+        "gen2_tracked_objects": _gen2_objects,
         "callbacks": {**_callbacks, "seconds": round(float(_callbacks["seconds"]), 3)},
         "commits": stats(_commits),
         "commit_p99_ms": round(sorted(_commits)[int(len(_commits) * 0.99)] * 1000, 3) if _commits else None,
