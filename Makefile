@@ -12,7 +12,7 @@ REGAL_VERSION ?= v0.35.1
 TOOLS_BIN ?= $(HOME)/.cache/sendgate-tools/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: install run test typecheck policy-test policy-lint tools bench bench-engines bench-review bench-scale clean
+.PHONY: install run test typecheck policy-test policy-lint tools bench bench-latency bench-engines bench-review bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -72,9 +72,15 @@ policy-test: install
 bench-engines: install tools
 	$(PY) bench/engines.py
 
-## bench: gateway (default and allow-all policies) vs a bare pass-through proxy, same load, one run
+## bench: gateway (default and allow-all policies) vs a bare pass-through proxy, same load, one run;
+## then the latency of each at constant offered rates (open loop), sendgate beside the bare proxy
 bench: install
 	$(PY) bench/gateway.py
+	$(PY) bench/latency.py
+
+## bench-latency: only the constant-rate part (RATES=200,1000 DURATION=5 to change the defaults)
+bench-latency: install
+	$(PY) bench/latency.py $(if $(RATES),--rates $(RATES)) $(if $(DURATION),--duration $(DURATION))
 
 ## bench-scale: the same load on SQLite, on PostgreSQL with one worker and with two (throwaway PostgreSQL and Redis)
 bench-scale: install

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import gateway as gw  # noqa: E402  (bench/gateway.py: starting the processes)
+import harness  # noqa: E402  (bench/harness.py: the account, the store, the processes)
 
 PHONE_NUMBER_ID = "106540352242922"
 WABA_ID = "102290129340398"
@@ -103,9 +104,9 @@ def main() -> None:
     args = parser.parse_args()
     args.src = args.src.resolve()
     env = {**os.environ, "PYTHONPATH": str(args.src)}
-    fake_port, port = gw._free_port(), gw._free_port()
+    fake_port, port = harness.free_port(), harness.free_port()
     with tempfile.TemporaryDirectory(prefix="sendgate-bursts-") as work:
-        procs = [gw._start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], "listening", env)]
+        procs = [harness.start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], "listening", env)]
         try:
             gate_env = {**env,
                 "SENDGATE_LISTEN": f"127.0.0.1:{port}",
@@ -117,7 +118,7 @@ def main() -> None:
                     [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "markets": ["US", "IN"], "throughput_mps": 1000}]).decode(),
                 "SENDGATE_LOG": "{level: WARNING}",
             }  # fmt: skip
-            procs.append(gw._start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env))
+            procs.append(harness.start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env))
             asyncio.run(_run(args, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{fake_port}"))
         finally:
             for proc in procs:

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import gateway as gw  # noqa: E402  (bench/gateway.py: store population, load driver)
+import harness  # noqa: E402  (bench/harness.py: the account, the store, the processes)
 
 from sendgate.config import load_config  # noqa: E402
 from sendgate.facts import build_input  # noqa: E402
@@ -82,30 +83,30 @@ def _start_opa(bundle: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
 
 async def _documents(db: Path, count: int) -> list[dict[str, Any]]:
     """Policy inputs as the gateway builds them, for a mix of sends that allow, deny and defer."""
-    await gw._populate(db, count)  # utility consent for all, the window open for odd recipients
+    await harness.populate(db, count)  # utility consent for all, the window open for odd recipients
     store = SQLiteStore(db)
-    accounts = orjson.dumps([{"phone_number_id": gw.PHONE_NUMBER_ID, "waba_id": gw.WABA_ID, "markets": ["US"], "throughput_mps": 1000}])
+    accounts = orjson.dumps([{"phone_number_id": harness.PHONE_NUMBER_ID, "waba_id": harness.WABA_ID, "markets": ["US"], "throughput_mps": 1000}])
     config = load_config(None, env={"SENDGATE_ACCOUNTS": accounts.decode()})
     now = time.time()
-    await store.put_templates(gw.WABA_ID, {"data": [*gw.TEMPLATES["data"], MARKETING]})
-    await store.import_consent([ConsentRecord(gw._recipient(i), "opted_in", ("marketing", "utility"), "bench", None,
+    await store.put_templates(harness.WABA_ID, {"data": [*harness.TEMPLATES["data"], MARKETING]})
+    await store.import_consent([ConsentRecord(harness.recipient(i), "opted_in", ("marketing", "utility"), "bench", None,
                                               now - 60) for i in range(4, count, 5)])
-    await store.import_consent([ConsentRecord(gw._recipient(i), "opted_out", (), "bench", None, now - 30)
+    await store.import_consent([ConsentRecord(harness.recipient(i), "opted_out", (), "bench", None, now - 30)
                                 for i in range(0, count, 20)])  # one in 20 opted out since
     documents = []
     for i in range(count):
         kind = i % 5
         if kind == 4:  # marketing template: needs marketing consent, within caps and outside quiet hours
-            body = {"messaging_product": "whatsapp", "to": gw._recipient(i), "type": "template",
+            body = {"messaging_product": "whatsapp", "to": harness.recipient(i), "type": "template",
                     "template": {"name": "spring_sale", "language": {"code": "en_US"},
                                  "components": [{"type": "body", "parameters": [{"type": "text", "text": "Ana"}]}]}}
         elif kind == 3:  # a text with a link through a shortener: denied
-            body = {"messaging_product": "whatsapp", "to": gw._recipient(i), "type": "text",
+            body = {"messaging_product": "whatsapp", "to": harness.recipient(i), "type": "text",
                     "text": {"body": f"Order {i}: details at https://bit.ly/x{i}"}}
         else:
             body = orjson.loads(gw._message(i))
         message = normalize(body, "messages")
-        documents.append(await build_input(config, store, "messages", "v23.0", gw.PHONE_NUMBER_ID, message, now))
+        documents.append(await build_input(config, store, "messages", "v23.0", harness.PHONE_NUMBER_ID, message, now))
     await store.close()
     return documents
 
@@ -151,23 +152,23 @@ async def _evaluation(documents: list[dict[str, Any]], opa_url: str) -> dict[str
 
 async def _throughput(args: argparse.Namespace, work: Path, opa_url: str) -> dict[str, dict[str, float]]:
     db = work / "gateway.db"
-    await gw._populate(db, gw.RECIPIENTS)
-    fake_port = gw._free_port()
+    await harness.populate(db, harness.RECIPIENTS)
+    fake_port = harness.free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     upstream = f"http://127.0.0.1:{fake_port}"
-    fake = gw._start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], "listening", env)
+    fake = harness.start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], "listening", env)
     results: dict[str, dict[str, float]] = {}
     next_recipient = 0
     try:
         for engine in ("embedded", "opa"):
-            port = gw._free_port()
+            port = harness.free_port()
             gate_env = {
                 **env,
                 "SENDGATE_LISTEN": f"127.0.0.1:{port}",
                 "SENDGATE_UPSTREAM_URL": upstream,
                 "SENDGATE_STATE": f"sqlite:///{db}",
                 "SENDGATE_POLICY_DIR": str(ROOT / "policies"),
-                "SENDGATE_ACCOUNTS": orjson.dumps([{"phone_number_id": gw.PHONE_NUMBER_ID, "waba_id": gw.WABA_ID,
+                "SENDGATE_ACCOUNTS": orjson.dumps([{"phone_number_id": harness.PHONE_NUMBER_ID, "waba_id": harness.WABA_ID,
                                                     "name": "Bench", "markets": ["US"],
                                                     "throughput_mps": 1000}]).decode(),
                 "SENDGATE_LOG": "{level: WARNING}",
@@ -176,9 +177,9 @@ async def _throughput(args: argparse.Namespace, work: Path, opa_url: str) -> dic
                 "SENDGATE_OPA_POLICIES": "bundle",
                 "SENDGATE_POLICY_WATCH": "false",
             }
-            gate = gw._start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env)
+            gate = harness.start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env)
             try:
-                url = f"http://127.0.0.1:{port}/v23.0/{gw.PHONE_NUMBER_ID}/messages"
+                url = f"http://127.0.0.1:{port}/v23.0/{harness.PHONE_NUMBER_ID}/messages"
                 _, _, next_recipient = await gw._drive(url, next_recipient, args.concurrency, 1.0)  # warm-up
                 latencies, statuses, next_recipient = await gw._drive(url, next_recipient, args.concurrency,
                                                                       args.duration)
@@ -195,7 +196,7 @@ async def _throughput(args: argparse.Namespace, work: Path, opa_url: str) -> dic
 async def _run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="sendgate-bench-engines-"))
     bundle = write_bundle(PolicyBundle.load(ROOT / "policies"), work / "bundle")
-    opa_port = gw._free_port()
+    opa_port = harness.free_port()
     opa = _start_opa(bundle, opa_port, work / "opa.log")
     opa_url = f"http://127.0.0.1:{opa_port}"
     try:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -32,50 +30,23 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-ROOT = Path(__file__).resolve().parent.parent
-PHONE_NUMBER_ID = "106540352242922"
-WABA_ID = "102290129340398"
-RECIPIENTS = 200_000
-TEMPLATES = {
-    "data": [
-        {
-            "name": "order_update",
-            "language": "en_US",
-            "status": "APPROVED",
-            "category": "UTILITY",
-            "id": "1",
-            "components": [{"type": "BODY", "text": "Hi {{1}}, order {{2}} has shipped."}],
-        }
-    ]
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(cmd: list[str], ready: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    assert proc.stdout is not None
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        line = proc.stdout.readline().decode()
-        if ready in line:
-            return proc
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError(f"{cmd[:3]} did not start")
-
-
-def _recipient(i: int) -> str:
-    return f"1650{5550000 + i:07d}"  # US numbers, distinct per message
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from harness import (  # noqa: E402  (bench/harness.py: the account, the store, the processes)
+    PHONE_NUMBER_ID,
+    RECIPIENTS,
+    cpu_seconds,
+    free_port,
+    populate,
+    recipient,
+    start_bare_proxy,
+    start_fake_graph,
+    start_gateway,
+)
 
 
 def _message(i: int) -> bytes:
-    to = _recipient(i)
+    to = recipient(i)
     if i % 2:
         body = {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": f"Your code is {i}"}}
     else:
@@ -92,27 +63,6 @@ def _message(i: int) -> bytes:
             },
         }
     return orjson.dumps(body)
-
-
-async def _populate(db: Path, count: int) -> None:
-    sys.path.insert(0, str(ROOT / "src"))
-    from sendgate.state import ConsentRecord
-    from sendgate.state.sqlite import SQLiteStore
-
-    store = SQLiteStore(db)
-    now = time.time()
-    await store.put_templates(WABA_ID, TEMPLATES)
-    await store.import_consent(
-        [ConsentRecord(_recipient(i), "opted_in", ("utility",), "bench", None, now) for i in range(count)]
-    )
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.executemany(
-            "INSERT OR REPLACE INTO inbound VALUES (?, ?, ?)",
-            [(PHONE_NUMBER_ID, _recipient(i), now) for i in range(1, count, 2)],
-        )
-    conn.close()
-    await store.close()
 
 
 async def _drive(url: str, start: int, concurrency: int, duration: float) -> tuple[list[float], dict[int, int], int]:
@@ -143,12 +93,6 @@ ALLOW_ALL = """package sendgate
 # entrypoint: true
 decision := {"allow": true, "deny": [], "defer": [], "warn": [], "retry_after": null}
 """
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all threads (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class _Target:
@@ -200,41 +144,27 @@ async def _run(args: argparse.Namespace) -> None:
 
 async def _measure(args: argparse.Namespace, work: Path) -> None:
     db = work / "sendgate.db"
-    await _populate(db, RECIPIENTS)
+    await populate(db, RECIPIENTS)
     floor_db = work / "allow-all.db"
     shutil.copyfile(db, floor_db)
     allow_all = work / "allow-all-policy"
     allow_all.mkdir()
     (allow_all / "allow_all.rego").write_text(ALLOW_ALL)
-    fake_port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    fake_port = free_port()
     upstream = f"http://127.0.0.1:{fake_port}"
-    procs = [_start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], "listening", env)]
+    procs = [start_fake_graph(fake_port)]
 
     def gateway(database: Path, policies: Path) -> tuple[int, subprocess.Popen[bytes]]:
-        port = _free_port()
-        gate_env = {
-            **env,
-            "SENDGATE_LISTEN": f"127.0.0.1:{port}",
-            "SENDGATE_UPSTREAM_URL": upstream,
-            "SENDGATE_STATE": f"sqlite:///{database}",
-            "SENDGATE_POLICY_DIR": str(policies),
-            "SENDGATE_ACCOUNTS": orjson.dumps(
-                [{"phone_number_id": PHONE_NUMBER_ID, "waba_id": WABA_ID, "name": "Bench", "markets": ["US"],
-                  "throughput_mps": 1000}]
-            ).decode(),
-            "SENDGATE_LOG": "{level: WARNING}",
-        }
-        procs.append(_start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env))
+        port = free_port()
+        procs.append(start_gateway(port, upstream, database, policies))
         return port, procs[-1]
 
     try:
-        bare_port = _free_port()
-        procs.append(_start([sys.executable, str(ROOT / "bench" / "bare_proxy.py"), "--port", str(bare_port),
-                             "--upstream", upstream], "listening", env))  # fmt: skip
+        bare_port = free_port()
+        procs.append(start_bare_proxy(bare_port, upstream))
         targets = [
             _Target("bare", bare_port, procs[-1]),
-            _Target("sendgate", *gateway(db, ROOT / "policies")),
+            _Target("sendgate", *gateway(db, BENCH.parent / "policies")),
             _Target("sendgate, allow-all", *gateway(floor_db, allow_all)),
         ]
         per_round = args.duration / args.rounds
@@ -245,11 +175,11 @@ async def _measure(args: argparse.Namespace, work: Path) -> None:
             _, _, next_recipient = await _drive(target.url, next_recipient, args.concurrency, 1.0)
         for _ in range(args.rounds):
             for target in targets:
-                cpu = _cpu_seconds(target.proc.pid)
+                cpu = cpu_seconds(target.proc.pid)
                 started = time.perf_counter()
                 latencies, statuses, next_recipient = await _drive(target.url, next_recipient, args.concurrency, per_round)
                 target.seconds += time.perf_counter() - started
-                target.cpu += _cpu_seconds(target.proc.pid) - cpu
+                target.cpu += cpu_seconds(target.proc.pid) - cpu
                 target.latencies.extend(latencies)
                 for status, n in statuses.items():
                     target.statuses[status] = target.statuses.get(status, 0) + n

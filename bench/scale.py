@@ -33,6 +33,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(ROOT), str(ROOT / "src")]
 import gateway as load  # noqa: E402  (bench/gateway.py: the load, the fake Meta, the store's content)
+import harness  # noqa: E402  (bench/harness.py: the account, the store, the processes)
 
 from tests.services import PostgresServer, RedisServer  # noqa: E402
 
@@ -54,7 +55,7 @@ def _cpu(pids: list[int]) -> dict[int, float]:
     seconds: dict[int, float] = {}
     for pid in pids:
         try:
-            seconds[pid] = load._cpu_seconds(pid)
+            seconds[pid] = harness.cpu_seconds(pid)
         except OSError:
             pass
     return seconds
@@ -93,7 +94,7 @@ async def _run(args: argparse.Namespace) -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         sqlite_db = work / "sendgate.db"
-        await load._populate(sqlite_db, load.RECIPIENTS)
+        await harness.populate(sqlite_db, harness.RECIPIENTS)
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 
         def database_copy() -> str:
@@ -102,12 +103,12 @@ async def _run(args: argparse.Namespace) -> None:
                             "--to", url], env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
             return url
 
-        fake_port = load._free_port()
+        fake_port = harness.free_port()
         upstream = f"http://127.0.0.1:{fake_port}"
-        procs.append(load._start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], "listening", env))
+        procs.append(harness.start([sys.executable, "-m", "sendgate.fakegraph", "--port", str(fake_port)], "listening", env))
 
         def gateway(state: str, workers: int) -> tuple[int, subprocess.Popen[bytes]]:
-            port = load._free_port()
+            port = harness.free_port()
             gate_env = {
                 **env,
                 "SENDGATE_LISTEN": f"127.0.0.1:{port}",
@@ -116,14 +117,14 @@ async def _run(args: argparse.Namespace) -> None:
                 "SENDGATE_POLICY_DIR": str(ROOT / "policies"),
                 "SENDGATE_WORKERS": str(workers),
                 "SENDGATE_ACCOUNTS": orjson.dumps(
-                    [{"phone_number_id": load.PHONE_NUMBER_ID, "waba_id": load.WABA_ID, "name": "Bench",
+                    [{"phone_number_id": harness.PHONE_NUMBER_ID, "waba_id": harness.WABA_ID, "name": "Bench",
                       "markets": ["US"], "throughput_mps": 1000}]
                 ).decode(),  # fmt: skip
                 "SENDGATE_LOG": "{level: WARNING}",
             }
             if workers > 1:
                 gate_env["SENDGATE_REDIS_URL"] = redis.url
-            procs.append(load._start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env))
+            procs.append(harness.start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env))
             return port, procs[-1]
 
         assert postgres.process is not None
