@@ -23,6 +23,7 @@ one of them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -87,6 +88,7 @@ async def _serve_app(config: Config, worker: _WorkerSide | None) -> None:
     else:
         site = web.SockSite(runner, worker.listening)
     await site.start()
+    _settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -111,6 +113,19 @@ async def _serve_app(config: Config, worker: _WorkerSide | None) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()  # drains in-flight requests, then closes the store
+
+
+def _settle_heap() -> None:
+    """Once everything is loaded: move what start-up made (modules, policies, config, pools) out of
+    the collector's reach, and collect the young generation less often. A full collection then walks
+    only what serving made, not the whole start-up heap again (tens of ms every few seconds, measured
+    with bench/latency.py: the p99.9 of a send)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
+
+
+_GC_THRESHOLDS = (10_000, 20, 20)
 
 
 # -- workers -----------------------------------------------------------------------------------
