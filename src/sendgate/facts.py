@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -72,13 +73,14 @@ def _local_time(zone_name: str | None, now: float) -> dict[str, int] | None:
     return {"hour": local.hour, "minute": local.minute, "weekday": local.weekday()}
 
 
-def in_open_window(document: dict[str, Any] | None, now: float) -> bool | None:
-    """Whether a send decided on `document` goes inside a window the user opened; None when the
-    input was not built (the engine failed and on_engine_error let the send through)."""
+def in_open_window(document: Mapping[str, Any] | None, now: float, seconds: float = WINDOW_SECONDS) -> bool | None:
+    """Whether a send decided on `document` goes inside a window the user opened (their last
+    message less than `seconds` ago); None when the input was not built (the engine failed and
+    on_engine_error let the send through)."""
     if document is None:
         return None
     last = (document.get("recipient") or {}).get("last_inbound_at")
-    return isinstance(last, (int, float)) and now - last < WINDOW_SECONDS
+    return isinstance(last, (int, float)) and now - last < seconds
 
 
 _EXTENSION = re.compile(r"^[a-z0-9]{1,10}$")

@@ -64,7 +64,10 @@ from sendgate.sensitive import find as find_sensitive
 from sendgate.sensitive import mask_sensitive
 from sendgate.sensitive import may_hold as may_hold_sensitive
 
-__all__ = ["ENDPOINTS", "MESSAGE_TYPES", "InvalidMessage", "links", "normalize", "normalize_recipient", "words"]
+__all__ = [
+    "DIRECT_SEND_CATEGORIES", "DIRECT_SEND_TYPES", "ENDPOINTS", "MESSAGE_TYPES", "InvalidMessage", "links", "normalize",
+    "normalize_recipient", "words",
+]  # fmt: skip
 
 
 class InvalidMessage(ValueError):

@@ -30,6 +30,8 @@ from typing import Any
 import orjson
 
 from sendgate.config import Config
+from sendgate.facts import WINDOW_SECONDS, in_open_window
+from sendgate.messages import DIRECT_SEND_CATEGORIES, DIRECT_SEND_TYPES
 from sendgate.state.counters import Counted, SendCounters, SharedStateError
 
 __all__ = ["REACH_WINDOW", "SendCounting", "content_hash", "pacing_threshold"]
@@ -38,7 +40,6 @@ log = logging.getLogger("sendgate.gateway")
 
 REACH_WINDOW = 86400.0  # Meta's messaging limit: unique users in a moving 24 h (FACTS.md §3)
 THROUGHPUT_WINDOW = 1.0  # messages per second
-BUSINESS_INITIATED_CATEGORIES = frozenset({"utility", "authentication"})  # Direct Send (FACTS.md §12)
 
 
 def content_hash(message: Mapping[str, Any]) -> str | None:
@@ -76,7 +77,7 @@ def _category(doc: Mapping[str, Any]) -> str:
         category = (doc.get("template") or {}).get("category")
         return str(category).upper() if isinstance(category, str) else "UNKNOWN"
     direct = message.get("category")
-    if isinstance(direct, str) and direct.lower() in BUSINESS_INITIATED_CATEGORIES:
+    if isinstance(direct, str) and direct.lower() in DIRECT_SEND_CATEGORIES:
         return direct.upper()
     return "SERVICE"
 
@@ -212,17 +213,16 @@ def _business_initiated(doc: Mapping[str, Any]) -> bool:
         return True
     category = message.get("category")
     return (
-        message.get("type") in ("text", "interactive")
+        message.get("type") in DIRECT_SEND_TYPES
         and isinstance(category, str)
-        and category.lower() in BUSINESS_INITIATED_CATEGORIES
+        and category.lower() in DIRECT_SEND_CATEGORIES
     )
 
 
 def _window_open(doc: Mapping[str, Any], params: Mapping[str, Any], now: float) -> bool:
-    """The user wrote within the customer-service window (`params.window.seconds`, 24 h)."""
-    last = (doc.get("recipient") or {}).get("last_inbound_at")
+    """The user wrote within the customer-service window (`params.window.seconds`, else Meta's 24 h)."""
     window = params.get("window")
     seconds = window.get("seconds") if isinstance(window, Mapping) else None
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-        seconds = 86400
-    return isinstance(last, (int, float)) and now - last < seconds
+        seconds = WINDOW_SECONDS
+    return in_open_window(doc, now, seconds) is True
