@@ -266,21 +266,27 @@ def restriction_expiries(detail: dict[str, Any]) -> dict[str, float | None]:
         kind = _str(item.get("restriction_type"))
         if kind is None:
             continue
-        out[kind.upper()] = _expiry(item.get("expiration"))
+        expires_at = _moment(item.get("expiration"))
+        out[kind.upper()] = expires_at if expires_at is not None and expires_at > 0 else None
     return out
 
 
-def _expiry(value: Any) -> float | None:
+def _moment(value: Any) -> float | None:
+    """Unix seconds (a number or a numeric string) or an ISO 8601 time (without a zone: UTC), as
+    Unix seconds; None when absent, unreadable or not finite."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
     try:
         seconds = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         try:
-            seconds = dt.datetime.fromisoformat(str(value)).timestamp()
+            moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError:
             return None
-    return seconds if math.isfinite(seconds) and seconds > 0 else None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        seconds = moment.timestamp()
+    return seconds if math.isfinite(seconds) else None
 
 
 def _digits(value: Any) -> str | None:
@@ -438,16 +444,5 @@ def _disable_date(value: dict[str, Any]) -> float | None:
     FLAGGED event's date is in the future by design."""
     info = value.get("disable_info")
     raw = info.get("disable_date") if isinstance(info, dict) else None
-    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            moment = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.timezone.utc)
-        seconds = moment.timestamp()
-    return seconds if math.isfinite(seconds) and seconds >= EARLIEST_EVENT_TIME else None
+    seconds = _moment(raw)
+    return seconds if seconds is not None and seconds >= EARLIEST_EVENT_TIME else None
