@@ -19,6 +19,7 @@ from sendgate.state.catalog import OWN_KEY, effective_status
 
 __all__ = [
     "ACCOUNT_SCOPES",
+    "account_view",
     "CONSENT_ACTIONS",
     "DELIVERY_RANK",
     "FAILURE_LIMIT",
@@ -75,6 +76,19 @@ CONSENT_ACTIONS = frozenset({"opt_out", "resubscribe", "resume"})
 
 # `account_state`'s scopes: a phone number id, a WABA id, a business portfolio (its messaging limit).
 ACCOUNT_SCOPES = frozenset({"phone", "waba", "portfolio"})
+
+
+def account_view(fields: Mapping[tuple[str, str], str | None], pause: dict[str, Any] | None) -> dict[str, Any]:
+    """`AccountState.account_state` from the number's, its WABA's and its portfolio's
+    `account_state` rows ((scope, field) -> value) and the number's marketing pause, if any."""
+    return {
+        "quality": fields.get(("phone", "quality")),
+        "status": most_severe_status([fields.get(("phone", "status")), fields.get(("waba", "status"))]),
+        "messaging_limit": fields.get(("phone", "messaging_limit")),
+        "marketing_paused": pause,
+        "restrictions": restrictions((name, value) for (scope, name), value in fields.items() if scope == "waba"),
+        **counter_state(fields),
+    }
 
 
 def counter_state(fields: Mapping[tuple[str, str], str | None]) -> dict[str, Any]:

@@ -23,14 +23,12 @@ from sendgate.state.rows import consent_from_row, consent_row, template_row_valu
 from sendgate.state.rules import (
     ACCOUNT_SCOPES,
     CONSENT_ACTIONS,
-    counter_state,
+    account_view,
     apply_template_change,
     delivery_status_advances,
     match_templates,
     merge_consent_event,
-    most_severe_status,
     optout_second,
-    restrictions,
     template_changes,
     template_event_applies,
     template_event_key,
@@ -360,13 +358,6 @@ class WebhookQueries:
         )
         fields = {(scope, name): value for scope, name, value, _ in rows if scope != "pause"}
         pause = next(({"alert": r[1], "message": r[2], "since": r[3]} for r in rows if r[0] == "pause"), None)
-        state = {
-            "quality": fields.get(("phone", "quality")),
-            "status": most_severe_status([fields.get(("phone", "status")), fields.get(("waba", "status"))]),
-            "messaging_limit": fields.get(("phone", "messaging_limit")),
-            "marketing_paused": pause,
-            "restrictions": restrictions((name, value) for (scope, name), value in fields.items() if scope == "waba"),
-            **counter_state(fields),
-        }
+        state = account_view(fields, pause)
         self._account_cache[key] = state
         return state

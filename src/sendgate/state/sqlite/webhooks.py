@@ -19,14 +19,12 @@ from sendgate.state.rows import template_row_values
 from sendgate.state.rules import (
     ACCOUNT_SCOPES,
     CONSENT_ACTIONS,
-    counter_state,
+    account_view,
     apply_template_change,
     delivery_status_advances,
     match_templates,
     merge_consent_event,
-    most_severe_status,
     optout_second,
-    restrictions,
     template_changes,
     template_event_applies,
     template_event_key,
@@ -314,13 +312,6 @@ class WebhookQueries:
         pause = self._read.execute(
             "SELECT alert, message, since FROM marketing_pauses WHERE phone_number_id = ?", (phone_number_id,)
         ).fetchone()
-        state = {
-            "quality": fields.get(("phone", "quality")),
-            "status": most_severe_status([fields.get(("phone", "status")), fields.get(("waba", "status"))]),
-            "messaging_limit": fields.get(("phone", "messaging_limit")),
-            "marketing_paused": None if pause is None else {"alert": pause[0], "message": pause[1], "since": pause[2]},
-            "restrictions": restrictions((name, value) for (scope, name), value in fields.items() if scope == "waba"),
-            **counter_state(fields),
-        }
+        state = account_view(fields, None if pause is None else {"alert": pause[0], "message": pause[1], "since": pause[2]})
         cache[key] = state
         return state
