@@ -18,7 +18,7 @@ import orjson
 from sendgate.places import PLACE_DATA, recipient_place
 from sendgate.state.base import ConsentRecord, DecisionCount, DecisionRecord, InvalidRecord, TemplateFacts
 from sendgate.state.catalog import count_placeholders, effective_status, template_details
-from sendgate.state.rules import count_keys
+from sendgate.state.rules import count_keys, repair_event_statuses
 
 __all__ = [
     "COPIED_TABLES",
@@ -36,6 +36,7 @@ __all__ = [
     "id_floor",
     "place_rows",
     "rollup_rows",
+    "template_details_migration",
     "template_facts_from_rows",
     "template_row_values",
     "template_rows",
@@ -209,6 +210,17 @@ def template_row_values(template: dict[str, Any]) -> tuple[str, str | None, str]
     policies read it (`catalog.effective_status`), the category upper case, the details as JSON."""
     category = str(template["category"]).upper() if template.get("category") else None
     return effective_status(template), category, orjson.dumps(template_details(template)).decode()
+
+
+def template_details_migration(waba_id: str, catalog: str) -> tuple[str | None, list[tuple[Any, ...]]]:
+    """Migration 2 for one stored catalog (JSON): the catalog again if statuses that were event
+    names (FLAGGED, LOCKED, UNLOCKED, UNARCHIVED) had to become what the event means
+    (`rules.repair_event_statuses`), else None; and each template's (status, category, details,
+    waba_id, name, language), to update its `templates` row by."""
+    body = orjson.loads(catalog)
+    templates = [t for t in body.get("data", []) if isinstance(t, dict)]
+    repaired = orjson.dumps(body).decode() if repair_event_statuses(templates) else None
+    return repaired, [(*template_row_values(t), waba_id, t.get("name"), t.get("language")) for t in templates]
 
 
 def template_rows(waba_id: str, templates: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:

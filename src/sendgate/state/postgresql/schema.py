@@ -15,12 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, TypeAlias
 
 import asyncpg
-import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from sendgate.state.base import StoreError
-from sendgate.state.rows import template_row_values
-from sendgate.state.rules import repair_event_statuses
+from sendgate.state.rows import template_details_migration
 
 __all__ = ["CONSENT_LOCKS", "Connection", "LEDGER_LOCK", "LOCK_NAMESPACE", "MIGRATE_LOCK", "MIGRATIONS", "SCHEMA", "Migration", "migrate", "schema_version"]
 
@@ -238,13 +236,12 @@ async def _template_details(conn: Connection) -> None:
     (FLAGGED, LOCKED, UNLOCKED, UNARCHIVED) become what the event means (`repair_event_statuses`)."""
     await conn.execute("ALTER TABLE templates ADD COLUMN IF NOT EXISTS details text")
     for waba_id, text in await conn.fetch("SELECT waba_id, body FROM catalogs"):
-        body = orjson.loads(text)
-        templates = [t for t in body.get("data", []) if isinstance(t, dict)]
-        if repair_event_statuses(templates):
-            await conn.execute("UPDATE catalogs SET body = $1 WHERE waba_id = $2", orjson.dumps(body).decode(), waba_id)
+        repaired, rows = template_details_migration(waba_id, text)
+        if repaired is not None:
+            await conn.execute("UPDATE catalogs SET body = $1 WHERE waba_id = $2", repaired, waba_id)
         await conn.executemany(
             "UPDATE templates SET status = $1, category = $2, details = $3 WHERE waba_id = $4 AND name = $5 AND language = $6",
-            [(*template_row_values(t), waba_id, t.get("name"), t.get("language")) for t in templates],
+            rows,
         )
 
 

@@ -21,11 +21,8 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-import orjson
-
 from sendgate.state.base import StoreError
-from sendgate.state.rows import template_row_values
-from sendgate.state.rules import repair_event_statuses
+from sendgate.state.rows import template_details_migration
 from sendgate.state.sqlite.review import rebuild_counts
 
 __all__ = ["MIGRATIONS", "SCHEMA", "Migration", "migrate", "schema_version"]
@@ -244,15 +241,13 @@ def _template_details(conn: sqlite3.Connection) -> None:
     if "details" not in {row[1] for row in conn.execute("PRAGMA table_info(templates)")}:
         conn.execute("ALTER TABLE templates ADD COLUMN details TEXT")
     for waba_id, text in conn.execute("SELECT waba_id, body FROM catalogs").fetchall():
-        body = orjson.loads(text)
-        templates = [t for t in body.get("data", []) if isinstance(t, dict)]
-        if repair_event_statuses(templates):
-            conn.execute("UPDATE catalogs SET body = ? WHERE waba_id = ?", (orjson.dumps(body).decode(), waba_id))
-        for template in templates:
-            conn.execute(
-                "UPDATE templates SET status = ?, category = ?, details = ? WHERE waba_id = ? AND name = ? AND language = ?",
-                (*template_row_values(template), waba_id, template.get("name"), template.get("language")),
-            )
+        repaired, rows = template_details_migration(waba_id, text)
+        if repaired is not None:
+            conn.execute("UPDATE catalogs SET body = ? WHERE waba_id = ?", (repaired, waba_id))
+        conn.executemany(
+            "UPDATE templates SET status = ?, category = ?, details = ? WHERE waba_id = ? AND name = ? AND language = ?",
+            rows,
+        )
 
 
 def _media(conn: sqlite3.Connection) -> None:
