@@ -29,6 +29,7 @@ from sendgate.gateway.upstream import UnsafePath, Upstream, UpstreamError, Upstr
 from sendgate.ids import DecisionIds
 from sendgate.messages import InvalidMessage, normalize
 from sendgate.policy import EngineError, PolicyEngine
+from sendgate.policy.params import ServingParams
 from sendgate.state import SendRecord, StoreError
 from sendgate.state.admission import Admission, AdmissionTimeout, AdmissionUnavailable, recipient_admission_key
 from sendgate.state.counters import Counted, LocalCounters, SendCounters, SharedStateError
@@ -122,7 +123,9 @@ class SendPath:
         # Throughput, messaging limit, same-content pacing (gateway/counting.py): in this process
         # unless the app passes its shared ones (`redis_url`).
         self.counting = SendCounting(config, counters if counters is not None else LocalCounters())
-        self._params: dict[str, Any] = {}  # the serving policies' params, per revision
+        # The serving policies' params (the pacing thresholds): none known, nothing is paced; the
+        # decision itself then fails or not on its own.
+        self._params = ServingParams(lambda: self.engine, reader="send path (pacing thresholds)", unknown={})
         self.clock = clock
         self._ids = DecisionIds()
         self.config = config
@@ -283,27 +286,6 @@ class SendPath:
         await self.recorder.record(call)
         return self._call_error(call, 400, CODE_INVALID, f"Invalid parameter: {reason}", "SendgateRequestError")
 
-    async def _policy_params(self) -> dict[str, Any]:
-        """`data.sendgate.params` of the serving policies (the pacing thresholds), asked again when
-        the revision changes (or after a minute: OPA serving its own bundle may change it unseen);
-        the last known ones if the engine cannot answer. Never known (OPA not answering its data
-        API): none, asked again in 5 s; the decision itself then fails or not, on its own."""
-        revision = self.engine.revision
-        now = time.monotonic()
-        if self._params.get("revision") != revision or now - self._params.get("at", now) >= 60:
-            try:
-                self._params = {"revision": revision, "params": await self.engine.params(), "at": now}
-            except Exception as exc:
-                known = "params" in self._params and not self._params.get("unknown")
-                log.warning("the engine did not give its params (%s); %s", exc,
-                            "using the last known ones" if known else "nothing is paced until it does")  # fmt: skip
-                if not known:
-                    self._params = {"revision": revision, "params": {}, "at": now - 55, "unknown": True}
-                else:
-                    self._params["at"] = now - 55
-        params: dict[str, Any] = self._params["params"]
-        return params
-
     async def _evaluate(self, call: SendCall, counted: list[Counted]) -> bool:
         """Gather facts and evaluate; False when the engine failed (call.outcome is then 'error').
         The counts the facts took are added to `counted`; SharedStateError when they could not be."""
@@ -318,7 +300,7 @@ class SendPath:
                 call.message,
                 call.received_at,
             )
-            counted += await self.counting.count(call.input, await self._policy_params(), call.received_at)
+            counted += await self.counting.count(call.input, await self._params.get(), call.received_at)
             started = time.perf_counter()
             call.decision = await self.engine.evaluate(call.input)
             call.eval_us = (time.perf_counter() - started) * 1e6

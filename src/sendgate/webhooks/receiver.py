@@ -30,6 +30,7 @@ from sendgate.config import Config
 from sendgate.gateway.upstream import Upstream
 from sendgate.monitoring import Metrics, Monitor
 from sendgate.policy import PolicyEngine
+from sendgate.policy.params import ServingParams
 from sendgate.state.leader import FleetLeader
 from sendgate.webhooks.apply import WebhookApplier, WebhookStore
 from sendgate.webhooks.events import Parsed, parse_webhook
@@ -210,25 +211,10 @@ def setup_webhooks(
     The sync has its own client session and `Upstream` to `upstream_url`, apart from the send
     path's pool. Its periodic rounds run while this process leads the fleet (`leader`).
     """
-    cached: dict[str, Any] = {}
-
-    async def params() -> dict[str, Any]:
-        """`data.sendgate.params` of the serving policies, asked again when the revision changes
-        (or after a minute); the last known ones if the engine cannot answer (OPA down)."""
-        policy = engine()
-        fresh = cached.get("revision") == policy.revision and clock() - cached.get("at", 0.0) < 60
-        if not fresh:
-            try:
-                cached.update(params=await policy.params(), revision=policy.revision, at=clock())
-            except Exception:
-                if "params" not in cached:
-                    raise
-                log.warning("webhook: the engine did not give its params; using the last known ones")
-        known: dict[str, Any] = cached["params"]
-        return known
-
+    # The opt-out keywords and the like; asked again on every event while the engine fails.
+    params = ServingParams(engine, reader="webhook", clock=clock, retry=0.0)
     sync = TemplateSync(config, None, store, metrics, clock, leader)
-    applier = WebhookApplier(config, store, params, monitor, sync.request)
+    applier = WebhookApplier(config, store, params.get, monitor, sync.request)
     receiver = WebhookReceiver(config, applier, metrics, monitor, clock)
 
     async def sync_upstream(app: web.Application) -> AsyncIterator[None]:
