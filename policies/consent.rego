@@ -23,34 +23,14 @@ source_label := input.recipient.consent.source if {
 	is_string(input.recipient.consent.source)
 }
 
-deny contains reason if {
+deny contains missing_reason("a business-initiated template") if {
 	input.message.type == "template"
 	not is_object(object.get(input, ["recipient", "consent"], null))
-	reason := {
-		"rule": "consent.missing",
-		"message": sprintf(
-			"no consent record for recipient %s: the recipient must opt in before a business-initiated template (category %s) is sent",
-			[data.sendgate.lib.recipient_label, data.sendgate.lib.category_label],
-		),
-		"category": data.sendgate.lib.category_label,
-		"recipient": data.sendgate.lib.recipient_label,
-	}
 }
 
-deny contains reason if {
+deny contains opted_out_reason("no template may be sent to them (this one: category %s)") if {
 	input.message.type == "template"
 	input.recipient.consent.status == "opted_out"
-	reason := {
-		"rule": "consent.opted_out",
-		"message": sprintf(
-			"recipient %s has opted out (latest consent record: from %s at Unix time %s); no template may be sent to them (this one: category %s)",
-			[data.sendgate.lib.recipient_label, source_label, updated_label, data.sendgate.lib.category_label],
-		),
-		"category": data.sendgate.lib.category_label,
-		"recipient": data.sendgate.lib.recipient_label,
-		"source": input.recipient.consent.source,
-		"updated_at": input.recipient.consent.updated_at,
-	}
 }
 
 # The consent category this template's category needs (none by default except
@@ -82,36 +62,16 @@ deny contains reason if {
 # Direct Send (lib.direct_send): a business-initiated message of its category, so the
 # consent a template of that category needs. Each rule starts with the category test: no
 # other message carries one.
-deny contains reason if {
+deny contains missing_reason("a business-initiated Direct Send message") if {
 	is_string(input.message.category)
 	data.sendgate.lib.direct_send
 	not is_object(object.get(input, ["recipient", "consent"], null))
-	reason := {
-		"rule": "consent.missing",
-		"message": sprintf(
-			"no consent record for recipient %s: the recipient must opt in before a business-initiated Direct Send message (category %s) is sent",
-			[data.sendgate.lib.recipient_label, data.sendgate.lib.category_label],
-		),
-		"category": data.sendgate.lib.category_label,
-		"recipient": data.sendgate.lib.recipient_label,
-	}
 }
 
-deny contains reason if {
+deny contains opted_out_reason("no Direct Send message may go to them (category %s)") if {
 	is_string(input.message.category)
 	input.recipient.consent.status == "opted_out"
 	data.sendgate.lib.direct_send
-	reason := {
-		"rule": "consent.opted_out",
-		"message": sprintf(
-			"recipient %s has opted out (latest consent record: from %s at Unix time %s); no Direct Send message may go to them (category %s)",
-			[data.sendgate.lib.recipient_label, source_label, updated_label, data.sendgate.lib.category_label],
-		),
-		"category": data.sendgate.lib.category_label,
-		"recipient": data.sendgate.lib.recipient_label,
-		"source": input.recipient.consent.source,
-		"updated_at": input.recipient.consent.updated_at,
-	}
 }
 
 deny contains reason if {
@@ -122,6 +82,30 @@ deny contains reason if {
 	required := lower(data.sendgate.params.consent.required_categories[upper(category)])
 	not required in object.get(input, ["recipient", "consent", "categories"], null)
 	reason := category_reason(required)
+}
+
+# `what` is the kind of message that needs the opt-in; `refused` says what may not be sent
+# now, with a %s for the category.
+missing_reason(what) := {
+	"rule": "consent.missing",
+	"message": sprintf(
+		"no consent record for recipient %s: the recipient must opt in before %s (category %s) is sent",
+		[data.sendgate.lib.recipient_label, what, data.sendgate.lib.category_label],
+	),
+	"category": data.sendgate.lib.category_label,
+	"recipient": data.sendgate.lib.recipient_label,
+}
+
+opted_out_reason(refused) := {
+	"rule": "consent.opted_out",
+	"message": sprintf(
+		"recipient %s has opted out (latest consent record: from %s at Unix time %s); %s",
+		[data.sendgate.lib.recipient_label, source_label, updated_label, sprintf(refused, [data.sendgate.lib.category_label])],
+	),
+	"category": data.sendgate.lib.category_label,
+	"recipient": data.sendgate.lib.recipient_label,
+	"source": input.recipient.consent.source,
+	"updated_at": input.recipient.consent.updated_at,
 }
 
 # Undefined when the recipient holds the category after all, in another case
