@@ -31,6 +31,7 @@ deny contains reason if {
 	category := input.message.category
 	is_string(category)
 	range := data.sendgate.params.direct_send.ttl_seconds[category]
+	is_object(range) # tested: the register VM goes on past an undefined lookup
 	not within(ttl, range)
 	reason := {
 		"rule": "direct_send.ttl_range",

@@ -116,5 +116,10 @@ items(x) := x if {
 # ceils it to 1, regorus to -1 and -0 (tests/test_differential.py).
 whole_seconds(seconds) := floor(max([seconds, 0]))
 
+# The characters (Unicode code points) in a string, as Meta and OPA count them: regorus's
+# count() of a string counts UTF-16 units, two for an emoji. That count is never below this
+# one, so a rule tests `count(s) > limit` first (cheap) and this only past it.
+characters(s) := count(split(s, ""))
+
 # {"hour": 7, "minute": 5} as "07:05".
 clock(t) := sprintf("%02d:%02d", [t.hour, t.minute])

@@ -91,3 +91,10 @@ test_direct_send_is_business_initiated if {
 	not lib.direct_send with input as fx.direct({"account": {"direct_send": false}})
 	lib.category_label == "utility" with input as fx.direct_send_input
 }
+
+test_characters_are_code_points if {
+	lib.characters("") == 0
+	lib.characters("abc") == 3
+	lib.characters("🎉🎉x") == 3 # count() gives 5 on regorus, 3 on OPA
+	lib.characters("e\u0301") == 2
+}

@@ -40,6 +40,7 @@ deny contains reason if {
 	input.message.interactive.type == "button"
 	bounds := data.sendgate.params.payload.interactive.reply_buttons
 	n := input.message.interactive.button_count
+	is_number(n) # tested before the negation: the register VM goes on past an undefined value
 	not in_range(n, bounds.min, bounds.max)
 	reason := {
 		"rule": "payload.buttons",
@@ -109,6 +110,7 @@ deny contains reason if {
 	input.message.type == "location"
 	some axis in ["latitude", "longitude"]
 	value := input.message.location[axis]
+	is_number(value) # as above
 	[low, high] := data.sendgate.params.payload.location[axis]
 	not in_range(value, low, high)
 	reason := {

@@ -182,13 +182,15 @@ deny contains reason if {
 	input.template.found == true
 	some p in text_parameters
 	auth_code_component(p.component)
-	count(p.text) > limits.auth_code_max
+	count(p.text) > limits.auth_code_max # a bound (lib.characters), cheap
+	length := lib.characters(p.text)
+	length > limits.auth_code_max
 	reason := object.union(
 		param_reason("template.auth_code_length", p, sprintf(
 			"is %d characters; an authentication code is at most %d",
-			[count(p.text), limits.auth_code_max],
+			[length, limits.auth_code_max],
 		)),
-		{"length": count(p.text), "limit": limits.auth_code_max},
+		{"length": length, "limit": limits.auth_code_max},
 	)
 }
 
@@ -199,13 +201,15 @@ deny contains reason if {
 	input.template.found == true
 	some p in text_parameters
 	p.component == "header"
-	count(p.text) > limits.header_param_max
+	count(p.text) > limits.header_param_max # a bound (lib.characters), cheap
+	length := lib.characters(p.text)
+	length > limits.header_param_max
 	reason := object.union(
 		param_reason("template.header_length", p, sprintf(
 			"is %d characters; a header text parameter is at most %d",
-			[count(p.text), limits.header_param_max],
+			[length, limits.header_param_max],
 		)),
-		{"length": count(p.text), "limit": limits.header_param_max},
+		{"length": length, "limit": limits.header_param_max},
 	)
 }
 
@@ -222,7 +226,12 @@ deny contains reason if {
 	some c in input.message.template.components
 	c.key == "body"
 	counts := body.placeholder_counts
-	filled := [n | some i, p in c.parameters; n := count(parameter_value(p)) * object.get(counts, placeholder(i, p), 0)]
+	bound := [n | some i, p in c.parameters; n := count(parameter_value(p)) * object.get(counts, placeholder(i, p), 0)]
+	body.fixed_length + sum(bound) > body_limit # a bound (lib.characters), cheap
+	filled := [n |
+		some i, p in c.parameters
+		n := lib.characters(parameter_value(p)) * object.get(counts, placeholder(i, p), 0)
+	]
 	length := body.fixed_length + sum(filled)
 	length > body_limit
 	reason := {
@@ -246,6 +255,7 @@ deny contains reason if {
 	input.template.found == true
 	some c in input.message.template.components
 	declared := input.template.components[c.key].parameter_names
+	is_array(declared)
 	some sent in c.parameter_names
 	not sent in declared
 	reason := {

@@ -302,6 +302,19 @@ test_header_length if {
 
 chars(n) := concat("", ["x" | some _ in numbers.range(1, n)])
 
+emoji(n) := concat("", ["🎉" | some _ in numbers.range(1, n)])
+
+# An emoji is one character (regorus's count() of a string gives two: lib.characters).
+test_lengths_count_characters_not_utf16_units if {
+	fits := template.deny with input as with_parts(sent_header_body(emoji(60), [text(emoji(500)), text(emoji(500))]), {})
+	count(fits) == 0
+	over := template.deny with input as with_parts(sent_header_body(emoji(61), [text(emoji(1012)), text("x")]), {})
+	fx.only(over, "template.header_length").length == 61
+	fx.only(over, "template.body_length").length == 1025
+	codes := template.deny with input as auth_input(emoji(15), emoji(16))
+	{[r.component, r.length] | some r in codes} == {["button_0", 16]}
+}
+
 test_body_length_counts_the_filled_in_text if {
 	# "Hello {{1}}, {{2}} off" is 22 characters: 12 around {{1}} and {{2}}, which become 1000 + 12
 	fits := template.deny with input as with_parts(sent_header_body("Ana", [text(chars(1000)), text(chars(12))]), {})
