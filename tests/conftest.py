@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from sendgate.app import STORE, access_logger_class, create_app
 from sendgate.config import load_config
 from sendgate.fakegraph import FakeGraph
 from sendgate.policy.bundle import PolicyBundle, write_bundle
+from sendgate.policy import embedded
 from sendgate.policy.embedded import EmbeddedEngine
 from sendgate.state import Store, open_store
 
@@ -71,6 +73,32 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class _VmDoubts(logging.Handler):
+    """The embedded engine's warnings and errors about the register VM, for the default policies."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(logging.WARNING)
+        self.revision = revision
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "register VM" in record.getMessage() and self.revision in record.getMessage():
+            self.seen.append(record.getMessage())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_decision_cross_checked() -> Iterator[None]:
+    """Every decision the embedded engine makes in this run (every gateway test's) is made by the
+    register VM and again by the interpreter: for the default policies, the run fails if they ever
+    differ, or if the VM's answer had to be replaced by the interpreter's."""
+    embedded.CROSS_CHECK_EVERY = 1
+    doubts = _VmDoubts(PolicyBundle.load(POLICIES).revision)
+    logging.getLogger("sendgate.policy").addHandler(doubts)
+    yield
+    logging.getLogger("sendgate.policy").removeHandler(doubts)
+    assert not doubts.seen, f"the register VM and the interpreter differed on the default policies: {doubts.seen[:3]}"
 
 
 @pytest.fixture(scope="session")

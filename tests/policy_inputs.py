@@ -390,3 +390,60 @@ def input_documents(draw: st.DrawFn) -> dict[str, Any]:
         "recipient": recipient,
         "template": template_facts,
     }
+
+
+# Facts a send passes every rule with (a coherent, allowed case), by path; near_allowed_documents
+# keeps a few of the drawn facts and sets the others to these.
+def _benign(document: dict[str, Any]) -> dict[tuple[str, ...], Any]:
+    now = document["now"]
+    message = document["message"]
+    facts: dict[tuple[str, ...], Any] = {
+        ("gateway", "mode"): "enforce",
+        ("account", "known"): True, ("account", "waba_id"): "102290129340398", ("account", "name"): "Acme",
+        ("account", "markets"): ["US", "BR"], ("account", "quality"): "GREEN", ("account", "status"): "CONNECTED",
+        ("account", "marketing_paused"): None, ("account", "restrictions"): [],
+        ("account", "portfolio"): "102290129340398", ("account", "messaging_limit"): None,
+        ("account", "throughput_mps"): 1000, ("account", "throughput"): None, ("account", "reach"): None,
+        ("account", "same_content"): None,
+        ("account", "direct_send"): isinstance(message.get("category"), str),
+    }
+    if isinstance(document.get("recipient"), dict):
+        facts.update({
+            ("recipient", "country"): "BR", ("recipient", "timezone"): "America/Sao_Paulo",
+            ("recipient", "local_time"): {"hour": 12, "minute": 0, "weekday": 2},
+            ("recipient", "consent"): {"status": "opted_in", "categories": ["marketing", "utility", "authentication"],
+                                       "source": "web-form", "updated_at": now - DAY},
+            ("recipient", "last_inbound_at"): now - 60,
+            ("recipient", "history"): {"last_sent_at": None, "pair_sent_at": [], "marketing_sent_at": [],
+                                       "marketing_outside_window_sent_at": []},
+            ("recipient", "delivery_failures"): [], ("recipient", "free_entry_point_at"): None,
+        })
+    template = message.get("template")
+    if isinstance(document.get("template"), dict) and isinstance(template, dict):
+        sent = {c["key"]: c["parameter_count"] for c in template.get("components", []) if c.get("parameter_count")}
+        facts.update({
+            ("template", "found"): True, ("template", "language_found"): True,
+            ("template", "languages"): [template.get("language")], ("template", "status"): "APPROVED",
+            ("template", "placeholders"): {"body": 0, **sent}, ("template", "quality"): "GREEN",
+            ("template", "flagged"): False, ("template", "flagged_until"): None, ("template", "locked"): False,
+            ("template", "parameter_format"): None, ("template", "components"): None,
+        })
+    return facts
+
+
+@st.composite
+def near_allowed_documents(draw: st.DrawFn) -> dict[str, Any]:
+    """input_documents() with every fact but a drawn few set to one a send passes with.
+
+    Most generated documents break several rules at once, so they are denied whatever one rule
+    answers; here most are allowed or broken by one or two facts, which is where a rule that
+    answers wrongly changes the decision.
+    """
+    document = draw(input_documents())
+    benign = _benign(document)
+    paths = sorted(benign)
+    kept = set(draw(st.lists(st.sampled_from(paths), max_size=2, unique=True)))
+    for path in paths:
+        if path not in kept:
+            document[path[0]] = {**document[path[0]], path[1]: benign[path]}
+    return document
