@@ -10,8 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import os
+import threading
+
 import pytest
 
+from sendgate.state.sqlite import writer as writer_module
 from sendgate.state.sqlite.writer import GroupCommitWriter, Rows
 
 UPSERT = "INSERT INTO counts VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET n = n + excluded.n"
@@ -20,7 +24,14 @@ UPSERT = "INSERT INTO counts VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET n = n
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
+    # Which thread ran a statement: SQLite calls a function on the thread that steps it.
+    conn.create_function("thread_name", 0, lambda: threading.current_thread().name)
     return conn
+
+
+def _named(i: int) -> Rows:
+    """A row that records the thread which committed it."""
+    return Rows([("INSERT INTO items VALUES (?, thread_name())", [(i,)])], name=f"item {i}")
 
 
 @pytest.fixture
@@ -154,3 +165,56 @@ def test_a_loop_closed_before_its_kick_does_not_stall_the_next_one(tmp_path: Pat
     writer.join()
     with _connect(path) as conn:
         assert conn.execute("SELECT id FROM items ORDER BY id").fetchall() == [(1,), (2,)]
+
+
+async def test_rows_commit_on_the_loop_while_the_thread_is_idle(writer: GroupCommitWriter) -> None:
+    await writer.write_rows(_named(1))
+    await asyncio.gather(*[writer.write_rows(_named(i)) for i in range(2, 12)])  # one turn, one batch
+    assert set(_read(writer, "SELECT v FROM items")) == {(threading.current_thread().name,)}
+
+
+async def test_rows_behind_an_operation_wait_for_it_on_the_thread(writer: GroupCommitWriter) -> None:
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(conn: sqlite3.Connection) -> int:
+        loop.call_soon_threadsafe(started.set)
+        time.sleep(0.1)
+        return int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
+
+    blocker = asyncio.ensure_future(_op(writer, slow))
+    await started.wait()
+    await asyncio.gather(blocker, writer.write_rows(_named(1)))
+    assert blocker.result() == 0  # queued after the operation, committed after it
+    assert _read(writer, "SELECT v FROM items") == [("sendgate-sqlite-writer",)]
+
+
+async def test_a_lock_held_elsewhere_sends_the_batch_to_the_thread_and_the_loop_never_waits(
+    writer: GroupCommitWriter,
+) -> None:
+    holder = _connect(writer.path)  # type: ignore[attr-defined]
+    holder.execute("BEGIN IMMEDIATE")  # as a CLI command in another process would
+    pending = writer.write_rows(_named(1))
+    await asyncio.sleep(0.05)  # the kick ran: the loop's connection found the lock taken and went on
+    assert not pending.done()
+    holder.execute("COMMIT")
+    holder.close()
+    await pending
+    assert _read(writer, "SELECT v FROM items") == [("sendgate-sqlite-writer",)]
+
+
+async def test_the_thread_checkpoints_the_wal_the_loops_commits_leave(
+    writer: GroupCommitWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = writer.path  # type: ignore[attr-defined]
+    monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY", 10)
+    size = os.path.getsize(path)
+    for i in range(9):  # nine commits on the loop: all in the WAL, the database file untouched
+        await writer.write_rows(Rows([("INSERT INTO items VALUES (?, ?)", [(i, "x" * 20_000)])]))
+    await _op(writer, lambda conn: None)
+    await _op(writer, lambda conn: None)
+    assert os.path.getsize(path) == size
+    await writer.write_rows(Rows([("INSERT INTO items VALUES (?, ?)", [(9, "x" * 20_000)])]))  # the tenth
+    await _op(writer, lambda conn: None)
+    await _op(writer, lambda conn: None)  # after the checkpoint the tenth commit asked for
+    assert os.path.getsize(path) > size + 9 * 20_000

@@ -10,14 +10,23 @@ Two kinds of writes are queued:
 - an operation `op(conn)` with a future of its own (consent, catalogs, reviews,
   pruning...), run in submission order, its result or exception returned to its caller.
 
-The event loop wakes the writer once per turn, so what one turn queues (a send's
-record, another send's upstream outcome...) is one batch; a batch is one
-transaction. If it fails, each of its writes is retried in a transaction of its
+Once per turn of the event loop, what that turn queued (a send's record, another
+send's upstream outcome...) becomes one batch, one transaction. A batch of `Rows`
+only, while the thread is idle, is committed right there on the event loop's
+thread, on a connection of its own that never waits for a lock: the few hundred
+microseconds of a small commit cost less than waking the thread and passing the
+GIL back and forth for each of its statements (measured: bench/latency.py, README
+"What each change bought"). Anything else goes to the thread: operations (they may
+be slow), rows queued behind them (order), a batch whose lock another connection
+holds (the thread waits for it, the loop never does), and a batch that fails (the
+thread retries each write alone). The loop's connection does not checkpoint the WAL
+(a checkpoint writes the database file and syncs it); the thread does, every
+`CHECKPOINT_EVERY` commits of the loop's. If it fails, each of its writes is retried in a transaction of its
 own, so one bad write never fails its neighbours. `decision_counts` increments are
 summed over consecutive `Rows` and upserted once per key, before the next
 operation runs, so operations (pruning, rebuilds) see them applied.
 
-SQLite runs with the GIL released, so the commit work overlaps the event loop's.
+SQLite runs with the GIL released, so the thread's commit work overlaps the event loop's.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from typing import Any
 __all__ = ["GroupCommitWriter", "Op", "Rows", "Statement"]
 
 log = logging.getLogger("sendgate.state")
+
+CHECKPOINT_EVERY = 200  # commits on the loop's connection between two checkpoints by the thread
 
 Op = Callable[[sqlite3.Connection], Any]
 Statement = tuple[str, Sequence[tuple[Any, ...]]]
@@ -67,6 +78,12 @@ class GroupCommitWriter(threading.Thread):
     def __init__(self, connect: Callable[[], sqlite3.Connection], upsert_count: str) -> None:
         super().__init__(name="sendgate-sqlite-writer", daemon=True)
         self._conn = connect()
+        self._loop_conn = connect()  # the event loop's: fails at once on a held lock, never checkpoints
+        self._loop_conn.execute("PRAGMA busy_timeout=0")
+        self._loop_conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._busy = False  # a batch is being committed (by the thread, or on the loop)
+        self._loop_commits = 0  # since the last checkpoint
+        self._checkpoint_due = False
         self._upsert_count = upsert_count  # parameters: a counts row, then the number to add
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -107,8 +124,8 @@ class GroupCommitWriter(threading.Thread):
         one transaction, instead of a commit and two thread wake-ups each."""
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on an event loop: wake it now
-            self._kick()
+        except RuntimeError:  # not on an event loop: wake the thread now
+            self._notify()
             return
         if self._kick_loop is loop:
             return  # this turn's kick is already scheduled
@@ -119,7 +136,47 @@ class GroupCommitWriter(threading.Thread):
     def _kick(self) -> None:
         self._kick_loop = None
         with self._lock:
+            inline = (not self._busy and not self._stopping and bool(self._items)
+                      and all(isinstance(item, Rows) for item in self._items))  # fmt: skip
+            if not inline:
+                self._wake.notify()
+                return
+            batch = _Batch(self._items, self._shared)
+            self._items, self._shared = [], None
+            self._busy = True
+        committed = self._commit_on_loop(batch)
+        with self._lock:
+            self._busy = False
+            if not committed:  # the thread commits it, ahead of anything queued meanwhile
+                self._items = batch.items + self._items
+                self._shared = _joined(batch.shared, self._shared)
+            if committed and self._loop_commits >= CHECKPOINT_EVERY:
+                self._loop_commits = 0
+                self._checkpoint_due = True
+            if self._items or self._checkpoint_due or self._stopping:
+                self._wake.notify()
+        if committed and batch.shared is not None:
+            _set_all([(batch.shared, None, None)])
+
+    def _notify(self) -> None:
+        with self._lock:
             self._wake.notify()
+
+    def _commit_on_loop(self, batch: _Batch) -> bool:
+        """Commit a batch of `Rows` on the loop's connection; False leaves it to the thread."""
+        conn = self._loop_conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except Exception:  # the lock is held (another process, a CLI command): not worth a wait here
+            return False
+        try:
+            self._execute_rows(conn, [item for item in batch.items if isinstance(item, Rows)])
+            conn.execute("COMMIT")
+        except Exception:  # the thread retries each write alone, as for its own batches
+            self._rollback(conn)
+            return False
+        self._loop_commits += 1
+        return True
 
     def stop(self) -> None:
         with self._lock:
@@ -131,17 +188,32 @@ class GroupCommitWriter(threading.Thread):
     def run(self) -> None:
         while True:
             with self._lock:
-                while not self._items and not self._stopping:
+                # While the loop commits, wait: it wakes the thread when it is done.
+                while self._busy or (not self._items and not self._checkpoint_due and not self._stopping):
                     self._wake.wait()
                 batch = _Batch(self._items, self._shared)
                 self._items, self._shared = [], None
+                self._busy = bool(batch.items)
+                checkpoint, self._checkpoint_due = self._checkpoint_due, False
                 stopping = self._stopping and not batch.items
             if batch.items:
                 self._commit(batch)
+                with self._lock:
+                    self._busy = False
                 self._settle(batch)
+            if checkpoint:
+                self._checkpoint()
             if stopping:
                 break
         self._conn.close()
+        self._loop_conn.close()
+
+    def _checkpoint(self) -> None:
+        # PASSIVE: copies what it can without waiting for readers or writers.
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception as exc:  # the next one retries; the WAL only grows meanwhile
+            log.warning("WAL checkpoint failed: %s", exc)
 
     def _commit(self, batch: _Batch) -> None:
         results: list[tuple[_OpItem, Any]] = []
@@ -152,13 +224,13 @@ class GroupCommitWriter(threading.Thread):
                 if isinstance(item, Rows):
                     pending.append(item)
                     continue
-                self._execute_rows(pending)
+                self._execute_rows(self._conn, pending)
                 pending = []
                 results.append((item, item.op(self._conn)))
-            self._execute_rows(pending)
+            self._execute_rows(self._conn, pending)
             self._conn.execute("COMMIT")
         except Exception:  # one bad write must not fail its neighbours: retry each alone
-            self._rollback()
+            self._rollback(self._conn)
             for item in batch.items:
                 self._commit_one(item, batch)
             return
@@ -168,13 +240,13 @@ class GroupCommitWriter(threading.Thread):
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             if isinstance(item, Rows):
-                self._execute_rows([item])
+                self._execute_rows(self._conn, [item])
                 result = None
             else:
                 result = item.op(self._conn)
             self._conn.execute("COMMIT")
         except Exception as exc:
-            self._rollback()
+            self._rollback(self._conn)
             if isinstance(item, _OpItem):
                 if item.future is not None:
                     batch.settled.append((item.future, None, exc))
@@ -186,15 +258,15 @@ class GroupCommitWriter(threading.Thread):
             if isinstance(item, _OpItem) and item.future is not None:
                 batch.settled.append((item.future, result, None))
 
-    def _rollback(self) -> None:
+    def _rollback(self, conn: sqlite3.Connection) -> None:
         self._counts.clear()
-        if self._conn.in_transaction:  # not when BEGIN itself failed (a lock held too long)
+        if conn.in_transaction:  # not when BEGIN itself failed (a lock held too long)
             try:
-                self._conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
             except Exception as exc:  # a failing disk: the writer thread must live on to retry
                 log.error("state rollback failed: %s", exc)
 
-    def _execute_rows(self, group: list[Rows]) -> None:
+    def _execute_rows(self, conn: sqlite3.Connection, group: list[Rows]) -> None:
         """One executemany per statement for consecutive `Rows`, then their summed counts."""
         if not group:
             return
@@ -205,9 +277,9 @@ class GroupCommitWriter(threading.Thread):
             self._counts.update(rows.counts)
         for sql, params in merged.items():
             if params:
-                self._conn.executemany(sql, params)
+                conn.executemany(sql, params)
         if self._counts:
-            self._conn.executemany(self._upsert_count, [(*key, n) for key, n in self._counts.items()])
+            conn.executemany(self._upsert_count, [(*key, n) for key, n in self._counts.items()])
             self._counts.clear()
 
     def _settle(self, batch: _Batch) -> None:
@@ -222,6 +294,15 @@ class GroupCommitWriter(threading.Thread):
                 loop.call_soon_threadsafe(_set_all, outcomes)
             except RuntimeError:  # loop already closed: nobody is waiting any more
                 pass
+
+
+def _joined(first: asyncio.Future[None] | None, then: asyncio.Future[None] | None) -> asyncio.Future[None] | None:
+    """One future for two batches' waiters, now committed together: `first` settles with `then`."""
+    if first is None or then is None:
+        return first or then
+    outcome: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [(first, None, None)]
+    then.add_done_callback(lambda _: first.get_loop().call_soon_threadsafe(_set_all, outcome))
+    return then
 
 
 def _set_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
