@@ -13,8 +13,12 @@ prints p50/p99/p99.9 latency, the achieved rate (answers / time from the first d
 last answer), the CPU each proxy process used per message (from /proc, same run), how late the
 generator itself sent (its own lag, on the shared cores), and the p99 sendgate adds.
 
-    python bench/latency.py [--rates 200,500,800,1000,1100] [--duration 10]
+    python bench/latency.py [--rates 200,500,800,1000,1100] [--duration 10] [--against REV]
                             [--profile DIR --profile-rates 200,1000 --py-spy PATH]
+
+With --against REV, a third target runs in the same turns: sendgate as of git revision REV (a
+temporary worktree of this repository; its own copy of the store, made before any send), so
+that a change is measured against what it replaced in one run, on the same machine load.
 
 With --profile, sendgate is run once more at each profile rate with py-spy attached (not
 pausing it: --nonblocking), writing collapsed stacks per thread to DIR/sendgate-<rate>.txt, and
@@ -47,8 +51,10 @@ from harness import (  # noqa: E402  (bench/harness.py: the account, the store, 
     ROOT,
     cpu_seconds,
     free_port,
+    gateway_env,
     populate,
     recipient,
+    start,
     start_bare_proxy,
     start_fake_graph,
     start_gateway,
@@ -221,6 +227,24 @@ async def profile(
     return first
 
 
+def start_revision(rev: str, work: Path, port: int, upstream: str, db: Path) -> subprocess.Popen[bytes]:
+    """sendgate as of git revision `rev`: a worktree under `work`, its policies, a copy of the store."""
+    tree = work / f"rev-{rev}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    copy = work / f"rev-{rev}.db"
+    shutil.copyfile(db, copy)  # the store as populated, before any send (WAL checkpointed by populate)
+    env = {**gateway_env(port, upstream, copy, tree / "policies"), "PYTHONPATH": str(tree / "src")}
+    return start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", env)
+
+
+def _remove_worktrees(work: Path) -> None:
+    for tree in work.glob("rev-*"):
+        if tree.is_dir():
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
 async def main_async(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="sendgate-latency-"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -233,38 +257,47 @@ async def main_async(args: argparse.Namespace) -> None:
         bare_port, gate_port = free_port(), free_port()
         procs.append(start_bare_proxy(bare_port, upstream))
         bare = Target("bare", f"http://127.0.0.1:{bare_port}/v23.0/{PHONE_NUMBER_ID}/messages", procs[-1].pid)
+        if args.against:  # before sendgate starts on `db`: the copy must be of the untouched store
+            old_port = free_port()
+            procs.append(start_revision(args.against, work, old_port, upstream, db))
+            old = Target(f"@{args.against}"[:9], f"http://127.0.0.1:{old_port}/v23.0/{PHONE_NUMBER_ID}/messages",
+                         procs[-1].pid)  # fmt: skip
         procs.append(start_gateway(gate_port, upstream, db, ROOT / "policies"))
         gate = Target("sendgate", f"http://127.0.0.1:{gate_port}/v23.0/{PHONE_NUMBER_ID}/messages", procs[-1].pid)
-        needed = int(sum(args.rates) * args.duration * 2 + 800 + sum(args.profile_rates) * args.profile_duration)
+        targets = [bare, gate, old] if args.against else [bare, gate]
+        needed = int(sum(args.rates) * args.duration * len(targets) + 1200
+                     + sum(args.profile_rates) * args.profile_duration)  # fmt: skip
         if needed > RECIPIENTS:
             raise SystemExit(f"{needed} sends need more than the store's {RECIPIENTS} distinct recipients")
         print(f"open-loop load: allowed utility templates to distinct recipients, {args.duration:g} s per rate"
               f" and target, latency from each send's due time (ms)\n", flush=True)  # fmt: skip
         first = 0
-        for target in (bare, gate):
+        for target in targets:
             await offer(target.url, 200, 1.0, first)  # warm-up: connections, caches
             first += 200
         if args.idle > 0:  # what each process spends with no load at all (timers, watches, ticks)
-            before = {target.name: cpu_seconds(target.pid) for target in (bare, gate)}
+            before = {target.name: cpu_seconds(target.pid) for target in targets}
             await asyncio.sleep(args.idle)
-            for target in (bare, gate):
+            for target in targets:
                 used = (cpu_seconds(target.pid) - before[target.name]) / args.idle * 1000
                 print(f"idle      {target.name:9} CPU {used:5.1f} ms per second with no load", flush=True)
-        results: list[tuple[float, dict[str, float], dict[str, float]]] = []
+        results: list[tuple[float, dict[str, dict[str, float]]]] = []
         for n, rate in enumerate(args.rates):
             figures: dict[str, dict[str, float]] = {}
-            for target in (bare, gate) if n % 2 == 0 else (gate, bare):
+            for target in targets[n % len(targets):] + targets[:n % len(targets)]:  # the order turns
                 await asyncio.sleep(args.pause)  # the previous run's backlog and commits drained
                 run = await measure(target, rate, args.duration, first, upstream)
                 first += int(rate * args.duration)
                 figures[target.name] = row(target.name, rate, run)
-            results.append((rate, figures["bare"], figures["sendgate"]))
+            results.append((rate, figures))
         print("\nadded by sendgate (sendgate minus bare, same run; targets: p99 <= 1 ms at 200/s, <= 2 ms at 1000/s;"
               " CPU <= 2x):")  # fmt: skip
-        for rate, b, g in results:
-            print(f"{rate:6.0f}/s  p50 +{g['p50'] - b['p50']:5.2f} ms   p99 +{g['p99'] - b['p99']:6.2f} ms"
-                  f"   p99.9 +{g['p999'] - b['p999']:6.2f} ms   CPU per message {g['cpu_ms'] / b['cpu_ms']:4.1f}x"
-                  f"   achieved {g['rate'] / b['rate']:4.2f}x")  # fmt: skip
+        for target in targets[1:]:
+            for rate, figures in results:
+                b, g = figures["bare"], figures[target.name]
+                print(f"{rate:6.0f}/s  {target.name:9} p50 +{g['p50'] - b['p50']:5.2f} ms"
+                      f"   p99 +{g['p99'] - b['p99']:6.2f} ms   p99.9 +{g['p999'] - b['p999']:6.2f} ms"
+                      f"   CPU per message {g['cpu_ms'] / b['cpu_ms']:4.1f}x   achieved {g['rate'] / b['rate']:4.2f}x")
         if args.profile:
             table_gate = procs.pop()  # one sendgate at a time on the store (its fleet membership)
             table_gate.terminate()
@@ -275,6 +308,7 @@ async def main_async(args: argparse.Namespace) -> None:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=10)
+        _remove_worktrees(work)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -288,6 +322,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per rate and target")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of quiet before each run")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of no load, for the CPU it costs")
+    parser.add_argument("--against", help="git revision: run sendgate as of it too, in the same turns")
     parser.add_argument("--profile", help="directory: profile sendgate at --profile-rates after the table")
     parser.add_argument("--profile-rates", type=_rates, default=[200, 1000])
     parser.add_argument("--profile-duration", type=float, default=10.0)
