@@ -85,8 +85,7 @@ async def _documents(db: Path, count: int) -> list[dict[str, Any]]:
     """Policy inputs as the gateway builds them, for a mix of sends that allow, deny and defer."""
     await harness.populate(db, count)  # utility consent for all, the window open for odd recipients
     store = SQLiteStore(db)
-    accounts = orjson.dumps([{"phone_number_id": harness.PHONE_NUMBER_ID, "waba_id": harness.WABA_ID, "markets": ["US"], "throughput_mps": 1000}])
-    config = load_config(None, env={"SENDGATE_ACCOUNTS": accounts.decode()})
+    config = load_config(None, env={"SENDGATE_ACCOUNTS": orjson.dumps(harness.ACCOUNTS).decode()})
     now = time.time()
     await store.put_templates(harness.WABA_ID, {"data": [*harness.TEMPLATES["data"], MARKETING]})
     await store.import_consent([ConsentRecord(harness.recipient(i), "opted_in", ("marketing", "utility"), "bench", None,
@@ -106,7 +105,8 @@ async def _documents(db: Path, count: int) -> list[dict[str, Any]]:
         else:
             body = orjson.loads(gw._message(i))
         message = normalize(body, "messages")
-        documents.append(await build_input(config, store, "messages", "v23.0", harness.PHONE_NUMBER_ID, message, now))
+        number = harness.PHONE_NUMBER_IDS[i % len(harness.PHONE_NUMBER_IDS)]  # the one with i's window
+        documents.append(await build_input(config, store, "messages", "v23.0", number, message, now))
     await store.close()
     return documents
 
@@ -168,9 +168,7 @@ async def _throughput(args: argparse.Namespace, work: Path, opa_url: str) -> dic
                 "SENDGATE_UPSTREAM_URL": upstream,
                 "SENDGATE_STATE": f"sqlite:///{db}",
                 "SENDGATE_POLICY_DIR": str(ROOT / "policies"),
-                "SENDGATE_ACCOUNTS": orjson.dumps([{"phone_number_id": harness.PHONE_NUMBER_ID, "waba_id": harness.WABA_ID,
-                                                    "name": "Bench", "markets": ["US"],
-                                                    "throughput_mps": 1000}]).decode(),
+                "SENDGATE_ACCOUNTS": orjson.dumps(harness.ACCOUNTS).decode(),
                 "SENDGATE_LOG": "{level: WARNING}",
                 "SENDGATE_ENGINE": engine,
                 "SENDGATE_OPA_URL": opa_url,
@@ -179,7 +177,7 @@ async def _throughput(args: argparse.Namespace, work: Path, opa_url: str) -> dic
             }
             gate = harness.start([sys.executable, "-m", "sendgate.cli", "serve"], "listening", gate_env)
             try:
-                url = f"http://127.0.0.1:{port}/v23.0/{harness.PHONE_NUMBER_ID}/messages"
+                url = f"http://127.0.0.1:{port}"  # gw._drive spreads the load over the bench numbers
                 _, _, next_recipient = await gw._drive(url, next_recipient, args.concurrency, 1.0)  # warm-up
                 latencies, statuses, next_recipient = await gw._drive(url, next_recipient, args.concurrency,
                                                                       args.duration)

@@ -33,10 +33,10 @@ import orjson
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from harness import (  # noqa: E402  (bench/harness.py: the account, the store, the processes)
-    PHONE_NUMBER_ID,
     RECIPIENTS,
     cpu_seconds,
     free_port,
+    messages_url,
     populate,
     recipient,
     start_bare_proxy,
@@ -65,7 +65,7 @@ def _message(i: int) -> bytes:
     return orjson.dumps(body)
 
 
-async def _drive(url: str, start: int, concurrency: int, duration: float) -> tuple[list[float], dict[int, int], int]:
+async def _drive(base: str, start: int, concurrency: int, duration: float) -> tuple[list[float], dict[int, int], int]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     counter = iter(range(start, start + RECIPIENTS))
@@ -74,9 +74,10 @@ async def _drive(url: str, start: int, concurrency: int, duration: float) -> tup
 
     async def worker(session: aiohttp.ClientSession) -> None:
         while time.perf_counter() < stop_at:
-            body = _message(next(counter))
+            i = next(counter)
+            body = _message(i)
             t0 = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as response:
+            async with session.post(messages_url(base, i), data=body, headers=headers) as response:
                 await response.read()
             latencies.append(time.perf_counter() - t0)
             statuses[response.status] = statuses.get(response.status, 0) + 1
@@ -98,7 +99,7 @@ decision := {"allow": true, "deny": [], "defer": [], "warn": [], "retry_after": 
 class _Target:
     def __init__(self, name: str, port: int, proc: subprocess.Popen[bytes]) -> None:
         self.name, self.proc = name, proc
-        self.url = f"http://127.0.0.1:{port}/v23.0/{PHONE_NUMBER_ID}/messages"
+        self.url = f"http://127.0.0.1:{port}"
         self.latencies: list[float] = []
         self.statuses: dict[int, int] = {}
         self.seconds = 0.0

@@ -46,12 +46,12 @@ import orjson
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from harness import (  # noqa: E402  (bench/harness.py: the account, the store, the processes)
-    PHONE_NUMBER_ID,
     RECIPIENTS,
     ROOT,
     cpu_seconds,
     free_port,
     gateway_env,
+    messages_url,
     populate,
     recipient,
     start,
@@ -92,16 +92,18 @@ class Run:
     cpu: float = 0.0  # CPU seconds of the proxy process
 
 
-async def offer(url: str, rate: float, duration: float, first: int) -> Run:
-    """Send int(rate * duration) templates to recipients first, first + 1, ... at `rate` per second."""
+async def offer(base: str, rate: float, duration: float, first: int) -> Run:
+    """Send int(rate * duration) templates to recipients first, first + 1, ... at `rate` per second,
+    each from its bench number (`messages_url`) through the target at `base`."""
     run = Run()
     count = int(rate * duration)
-    bodies = [template(first + i) for i in range(count)]  # built before the clock starts
+    sends = [(messages_url(base, first + i), template(first + i)) for i in range(count)]  # before the clock starts
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
 
-    async def send(session: aiohttp.ClientSession, body: bytes, due: float) -> None:
+    async def send(session: aiohttp.ClientSession, url_body: tuple[str, bytes], due: float) -> None:
         run.lateness.append(time.perf_counter() - due)
         status = 0
+        url, body = url_body
         try:
             async with session.post(url, data=body, headers=HEADERS) as response:
                 await response.read()
@@ -117,7 +119,7 @@ async def offer(url: str, rate: float, duration: float, first: int) -> Run:
     gc.freeze()
     gc.disable()
     try:
-        await _schedule(session_factory=lambda: aiohttp.ClientSession(connector=connector), send=send, bodies=bodies,
+        await _schedule(session_factory=lambda: aiohttp.ClientSession(connector=connector), send=send, sends=sends,
                         rate=rate, run=run)  # fmt: skip
     finally:
         gc.enable()
@@ -126,12 +128,12 @@ async def offer(url: str, rate: float, duration: float, first: int) -> Run:
 
 async def _schedule(
     session_factory: Callable[[], aiohttp.ClientSession],
-    send: Callable[[aiohttp.ClientSession, bytes, float], Coroutine[None, None, None]],
-    bodies: list[bytes],
+    send: Callable[[aiohttp.ClientSession, tuple[str, bytes], float], Coroutine[None, None, None]],
+    sends: list[tuple[str, bytes]],
     rate: float,
     run: Run,
 ) -> None:
-    count = len(bodies)
+    count = len(sends)
     async with session_factory() as session:
         tasks: list[asyncio.Task[None]] = []
         start = time.perf_counter() + 0.01
@@ -141,7 +143,7 @@ async def _schedule(
             now = time.perf_counter()
             # Everything due by now leaves now; the latency of a late one counts from its due time.
             while i < count and start + i * interval <= now:
-                tasks.append(asyncio.create_task(send(session, bodies[i], start + i * interval)))
+                tasks.append(asyncio.create_task(send(session, sends[i], start + i * interval)))
                 i += 1
             if i < count:
                 await asyncio.sleep(max(0.0, start + i * interval - time.perf_counter()))
@@ -207,7 +209,7 @@ async def profile(
         prefix = [sys.executable, str(BENCH / "stall_probe.py"), str(probe), "--", "-m", "sendgate.cli"]
         gate = start_gateway(port, upstream, db, ROOT / "policies", prefix)
         procs.append(gate)
-        target = Target("sendgate", f"http://127.0.0.1:{port}/v23.0/{PHONE_NUMBER_ID}/messages", gate.pid)
+        target = Target("sendgate", f"http://127.0.0.1:{port}", gate.pid)
         await offer(target.url, 200, 1.0, first)  # warm-up
         first += 200
         spy = subprocess.Popen(
@@ -256,14 +258,14 @@ async def main_async(args: argparse.Namespace) -> None:
         procs.append(start_fake_graph(fake_port))
         bare_port, gate_port = free_port(), free_port()
         procs.append(start_bare_proxy(bare_port, upstream))
-        bare = Target("bare", f"http://127.0.0.1:{bare_port}/v23.0/{PHONE_NUMBER_ID}/messages", procs[-1].pid)
+        bare = Target("bare", f"http://127.0.0.1:{bare_port}", procs[-1].pid)
         if args.against:  # before sendgate starts on `db`: the copy must be of the untouched store
             old_port = free_port()
             procs.append(start_revision(args.against, work, old_port, upstream, db))
-            old = Target(f"@{args.against}"[:9], f"http://127.0.0.1:{old_port}/v23.0/{PHONE_NUMBER_ID}/messages",
+            old = Target(f"@{args.against}"[:9], f"http://127.0.0.1:{old_port}",
                          procs[-1].pid)  # fmt: skip
         procs.append(start_gateway(gate_port, upstream, db, ROOT / "policies"))
-        gate = Target("sendgate", f"http://127.0.0.1:{gate_port}/v23.0/{PHONE_NUMBER_ID}/messages", procs[-1].pid)
+        gate = Target("sendgate", f"http://127.0.0.1:{gate_port}", procs[-1].pid)
         targets = [bare, gate, old] if args.against else [bare, gate]
         needed = int(sum(args.rates) * args.duration * len(targets) + 1200
                      + sum(args.profile_rates) * args.profile_duration)  # fmt: skip

@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sendgate.gateway.recorder import recipient_key  # noqa: E402
 from sendgate.ids import DecisionIds  # noqa: E402
-from sendgate.state.sqlite.store import _DECISION_COLUMNS, SQLiteStore  # noqa: E402
+from sendgate.state.rows import DECISION_COLUMNS  # noqa: E402
+from sendgate.state.sqlite.store import SQLiteStore  # noqa: E402
 from sendgate.state.sqlite.review import rebuild_counts  # noqa: E402
 from sendgate.state.sqlite.schema import SCHEMA  # noqa: E402
 
@@ -91,8 +92,8 @@ def generate(path: Path, count: int, now: float, seed: int = 1) -> dict[str, Any
         conn.execute(f"DROP INDEX IF EXISTS {index}")
     rng = random.Random(seed)
     ids = DecisionIds()
-    columns = ", ".join(_DECISION_COLUMNS)
-    insert = f"INSERT INTO decisions ({columns}) VALUES ({', '.join('?' * len(_DECISION_COLUMNS))})"
+    columns = ", ".join(DECISION_COLUMNS)
+    insert = f"INSERT INTO decisions ({columns}) VALUES ({', '.join('?' * len(DECISION_COLUMNS))})"
     step = SPAN / count
     start = now - SPAN
     account_weights = [1 / (i + 1) for i in range(len(ACCOUNTS))]

@@ -116,10 +116,7 @@ async def _run(args: argparse.Namespace) -> None:
                 "SENDGATE_STATE": state,
                 "SENDGATE_POLICY_DIR": str(ROOT / "policies"),
                 "SENDGATE_WORKERS": str(workers),
-                "SENDGATE_ACCOUNTS": orjson.dumps(
-                    [{"phone_number_id": harness.PHONE_NUMBER_ID, "waba_id": harness.WABA_ID, "name": "Bench",
-                      "markets": ["US"], "throughput_mps": 1000}]
-                ).decode(),  # fmt: skip
+                "SENDGATE_ACCOUNTS": orjson.dumps(harness.ACCOUNTS).decode(),
                 "SENDGATE_LOG": "{level: WARNING}",
             }
             if workers > 1:
