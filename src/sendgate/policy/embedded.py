@@ -134,10 +134,15 @@ class _Serving:
     fallbacks: int = 0  # of those, decided by the interpreter instead (_fall_back)
 
 
-def _build(policy_dir: Path) -> _Serving:
+def _load(policy_dir: Path) -> tuple[PolicyBundle, regorus.Engine]:
     bundle = PolicyBundle.load(policy_dir)
     engine = compile_bundle(bundle)
     _probe(engine)
+    return bundle, engine
+
+
+def _build(policy_dir: Path) -> _Serving:
+    bundle, engine = _load(policy_dir)
     try:
         vm: regorus.Rvm | None = compile_vm(bundle)
         vm_off = None
@@ -155,7 +160,7 @@ def _check(policy_dir: Path) -> tuple[PolicyBundle | None, str | None]:
     they were made.
     """
     try:
-        bundle = _build(policy_dir).bundle
+        bundle, _ = _load(policy_dir)
         failed = [r for r in run_rego_tests(bundle) if not r.passed]
     except PolicyLoadError as exc:
         return None, str(exc)

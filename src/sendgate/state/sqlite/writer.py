@@ -11,18 +11,22 @@ Two kinds of writes are queued:
   pruning...), run in submission order, its result or exception returned to its caller.
 
 Once per turn of the event loop, what that turn queued (a send's record, another
-send's upstream outcome...) becomes one batch, one transaction. A batch of `Rows`
-only, while the thread is idle, is committed right there on the event loop's
-thread, on a connection of its own that never waits for a lock: the few hundred
-microseconds of a small commit cost less than waking the thread and passing the
-GIL back and forth for each of its statements (measured: bench/latency.py, README
-"What each change bought"). Anything else goes to the thread: operations (they may
-be slow), rows queued behind them (order), a batch whose lock another connection
+send's upstream outcome...) becomes one batch, one transaction. If it fails, each of
+its writes is retried in a transaction of its own, so one bad write never fails its
+neighbours.
+
+A batch of `Rows` only, while the thread is idle, is committed right there on the
+event loop's thread, on a connection of its own that never waits for a lock: the
+few hundred microseconds of a small commit cost less than waking the thread and
+passing the GIL back and forth for each of its statements (measured: README, "What
+each change bought"). Anything else goes to the thread: operations (they may be
+slow), rows queued while it commits (order), a batch whose lock another connection
 holds (the thread waits for it, the loop never does), and a batch that fails (the
-thread retries each write alone). The loop's connection does not checkpoint the WAL
-(a checkpoint writes the database file and syncs it); the thread does, every
-`CHECKPOINT_EVERY` commits of the loop's. If it fails, each of its writes is retried in a transaction of its
-own, so one bad write never fails its neighbours. `decision_counts` increments are
+thread does the retries). The loop's connection does not checkpoint the WAL (a
+checkpoint writes the database file and syncs it); the thread does, every
+`CHECKPOINT_EVERY` commits of the loop's.
+
+`decision_counts` increments are
 summed over consecutive `Rows` and upserted once per key, before the next
 operation runs, so operations (pruning, rebuilds) see them applied.
 
