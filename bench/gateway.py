@@ -42,27 +42,15 @@ from harness import (  # noqa: E402  (bench/harness.py: the account, the store, 
     start_bare_proxy,
     start_fake_graph,
     start_gateway,
+    utility_template,
 )
 
 
 def _message(i: int) -> bytes:
-    to = recipient(i)
-    if i % 2:
-        body = {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": f"Your code is {i}"}}
-    else:
-        body = {
-            "messaging_product": "whatsapp",
-            "to": to,
-            "type": "template",
-            "template": {
-                "name": "order_update",
-                "language": {"code": "en_US"},
-                "components": [
-                    {"type": "body", "parameters": [{"type": "text", "text": "Ana"}, {"type": "text", "text": str(i)}]}
-                ],
-            },
-        }
-    return orjson.dumps(body)
+    if i % 2:  # inside the window populate opened
+        return orjson.dumps({"messaging_product": "whatsapp", "to": recipient(i), "type": "text",
+                             "text": {"body": f"Your code is {i}"}})  # fmt: skip
+    return orjson.dumps(utility_template(i))
 
 
 async def _drive(base: str, start: int, concurrency: int, duration: float) -> tuple[list[float], dict[int, int], int]:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -102,6 +103,22 @@ def start_gateway(
 def messages_url(base: str, i: int) -> str:
     """Where message i goes: its number's /messages under `base` (http://host:port)."""
     return f"{base}/v23.0/{PHONE_NUMBER_IDS[i % len(PHONE_NUMBER_IDS)]}/messages"
+
+
+def utility_template(i: int) -> dict[str, Any]:
+    """An allowed utility template to recipient i (opted in to utility by `populate`)."""
+    return {
+        "messaging_product": "whatsapp",
+        "to": recipient(i),
+        "type": "template",
+        "template": {
+            "name": "order_update",
+            "language": {"code": "en_US"},
+            "components": [
+                {"type": "body", "parameters": [{"type": "text", "text": "Ana"}, {"type": "text", "text": str(i)}]}
+            ],
+        },
+    }
 
 
 def recipient(i: int) -> str:

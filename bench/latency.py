@@ -53,32 +53,18 @@ from harness import (  # noqa: E402  (bench/harness.py: the account, the store, 
     gateway_env,
     messages_url,
     populate,
-    recipient,
     start,
     start_bare_proxy,
     start_fake_graph,
     start_gateway,
+    utility_template,
 )
 
 HEADERS = {"Authorization": "Bearer bench-token", "Content-Type": "application/json"}
 
 
 def template(i: int) -> bytes:
-    """An allowed utility template to recipient i (opted in to utility by `populate`)."""
-    return orjson.dumps(
-        {
-            "messaging_product": "whatsapp",
-            "to": recipient(i),
-            "type": "template",
-            "template": {
-                "name": "order_update",
-                "language": {"code": "en_US"},
-                "components": [
-                    {"type": "body", "parameters": [{"type": "text", "text": "Ana"}, {"type": "text", "text": str(i)}]}
-                ],
-            },
-        }
-    )
+    return orjson.dumps(utility_template(i))
 
 
 @dataclass
