@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,22 @@ async def gateway_factory(
 @pytest.fixture
 async def gateway(gateway_factory: GatewayFactory) -> TestClient:
     return await gateway_factory()
+
+
+def edit_params(policy_dir: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Apply `change` to `sendgate.params` in policy_dir/data.json (the tunables a test varies)."""
+    path = policy_dir / "data.json"
+    data = orjson.loads(path.read_bytes())
+    change(data["sendgate"]["params"])
+    path.write_bytes(orjson.dumps(data))
+
+
+def policies_with(tmp_path: Path, change: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """A copy of the default policies under tmp_path, with `change` (if any) applied to their params."""
+    policy_dir = Path(shutil.copytree(POLICIES, tmp_path / "policies"))
+    if change is not None:
+        edit_params(policy_dir, change)
+    return policy_dir
 
 
 def store_of(client: TestClient) -> Store:

@@ -32,6 +32,7 @@ from .conftest import (
     US_RECIPIENT,
     GatewayFactory,
     admin,
+    edit_params,
     send,
     store_of,
     text_message,
@@ -183,9 +184,7 @@ def policy_copy(tmp_path: Path) -> Path:
 
 
 def _add_banned_term(policy_dir: Path, term: str) -> None:
-    data = orjson.loads((policy_dir / "data.json").read_bytes())
-    data["sendgate"]["params"]["content"]["banned_terms"].append(term)
-    (policy_dir / "data.json").write_bytes(orjson.dumps(data))
+    edit_params(policy_dir, lambda params: params["content"]["banned_terms"].append(term))
 
 
 def _text_document(body: str) -> dict[str, Any]:

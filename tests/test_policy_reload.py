@@ -29,6 +29,7 @@ from .conftest import (
     US_RECIPIENT,
     GatewayFactory,
     admin,
+    edit_params,
     send,
     text_message,
 )
@@ -41,9 +42,7 @@ def policy_copy(tmp_path: Path) -> Path:
 
 
 def _ban(policy_dir: Path, term: str) -> None:
-    data = orjson.loads((policy_dir / "data.json").read_bytes())
-    data["sendgate"]["params"]["content"]["banned_terms"].append(term)
-    (policy_dir / "data.json").write_bytes(orjson.dumps(data))
+    edit_params(policy_dir, lambda params: params["content"]["banned_terms"].append(term))
 
 
 async def _until(predicate: Any, timeout: float = 60.0) -> Any:  # a reload runs every Rego test

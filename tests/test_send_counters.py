@@ -7,7 +7,6 @@ down fails closed.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ from .conftest import (
     WABA_ID,
     Clock,
     GatewayFactory,
+    edit_params,
+    policies_with,
     send,
     store_of,
     template_message,
@@ -268,12 +269,10 @@ async def test_a_burst_of_one_marketing_content_is_paced_exactly(
 async def test_utility_is_not_paced_by_default_and_a_vetted_campaign_gets_its_ramp(
     gateway_factory: GatewayFactory, tmp_path: Path
 ) -> None:
-    policies = tmp_path / "policies"
-    shutil.copytree(POLICIES, policies)
-    data = orjson.loads((policies / "data.json").read_bytes())
-    data["sendgate"]["params"]["pacing"]["same_content"]["vetted"] = {
-        "spring_sale": {"max_recipients": 150, "window_seconds": 60}}
-    (policies / "data.json").write_bytes(orjson.dumps(data))
+    def vetted(params: dict[str, Any]) -> None:
+        params["pacing"]["same_content"]["vetted"] = {"spring_sale": {"max_recipients": 150, "window_seconds": 60}}
+
+    policies = policies_with(tmp_path, vetted)
     client = await gateway_factory(accounts=account(throughput_mps=1000), policy_dir=str(policies))
     numbers = recipients(BURST)
     await opt_in(store_of(client), numbers)
@@ -415,14 +414,14 @@ async def test_a_quality_update_carrying_the_portfolio_limit_sets_it_too(gateway
     assert (state["portfolio_messaging_limit"], state["messaging_limit"]) == (10000, "TIER_10K")
 
 
+def _marketing_pacing(params: dict[str, Any], max_recipients: int) -> None:
+    params["pacing"]["same_content"]["categories"]["MARKETING"]["max_recipients"] = max_recipients
+
+
 async def test_a_marketing_send_counted_then_denied_does_not_use_up_the_pacing(
     gateway_factory: GatewayFactory, tmp_path: Path
 ) -> None:
-    policies = tmp_path / "policies"
-    shutil.copytree(POLICIES, policies)
-    data = orjson.loads((policies / "data.json").read_bytes())
-    data["sendgate"]["params"]["pacing"]["same_content"]["categories"]["MARKETING"]["max_recipients"] = 1
-    (policies / "data.json").write_bytes(orjson.dumps(data))
+    policies = policies_with(tmp_path, lambda params: _marketing_pacing(params, 1))
     client = await gateway_factory(policy_dir=str(policies))
     numbers = recipients(3)
     await opt_in(store_of(client), numbers[1:])
@@ -434,15 +433,12 @@ async def test_a_marketing_send_counted_then_denied_does_not_use_up_the_pacing(
 
 
 async def test_the_pacing_thresholds_follow_a_policy_reload(gateway_factory: GatewayFactory, tmp_path: Path) -> None:
-    policies = tmp_path / "policies"
-    shutil.copytree(POLICIES, policies)
+    policies = policies_with(tmp_path)
     client = await gateway_factory(policy_dir=str(policies))
     numbers = recipients(3)
     await opt_in(store_of(client), numbers)
     assert (await send(client, marketing(numbers[0])))[0] == 200  # 1 of the default 100
-    data = orjson.loads((policies / "data.json").read_bytes())
-    data["sendgate"]["params"]["pacing"]["same_content"]["categories"]["MARKETING"]["max_recipients"] = 2
-    (policies / "data.json").write_bytes(orjson.dumps(data))
+    edit_params(policies, lambda params: _marketing_pacing(params, 2))
     ok, _, error = await client.app[RELOADER].reload("test")
     assert ok, error
     assert (await send(client, marketing(numbers[1])))[0] == 200

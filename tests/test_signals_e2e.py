@@ -5,7 +5,6 @@ the decision record, on both engines and both backends."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from .conftest import (
     WABA_ID,
     Clock,
     GatewayFactory,
+    edit_params,
     send,
     store_of,
     template_message,
@@ -250,9 +250,7 @@ def _meta_way_policies(tmp_path: Path) -> Path:
     tests, which check the defaults)."""
     target = tmp_path / "policies-meta-way"
     shutil.copytree(POLICIES, target, ignore=shutil.ignore_patterns("*_test.rego"))
-    data = json.loads((target / "data.json").read_text())
-    data["sendgate"]["params"]["frequency"]["count_marketing_in_open_window"] = False
-    (target / "data.json").write_text(json.dumps(data))
+    edit_params(target, lambda params: params["frequency"].update(count_marketing_in_open_window=False))
     return target
 
 
