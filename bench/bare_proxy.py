@@ -13,25 +13,33 @@ import aiohttp
 from aiohttp import web
 
 
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+
+
+async def pooled_session(app: web.Application):  # type: ignore[no-untyped-def]
+    """cleanup_ctx: the app's upstream session, pooled, in app[SESSION]."""
+    app[SESSION] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+    yield
+    await app[SESSION].close()
+
+
+async def relay(request: web.Request, upstream: str, body: bytes) -> web.Response:
+    """POST `body` to the same path under `upstream`; Meta's status, body and content type back."""
+    headers = {k: request.headers[k] for k in ("Authorization", "Content-Type") if k in request.headers}
+    async with request.app[SESSION].post(upstream + request.raw_path, data=body, headers=headers) as response:
+        payload = await response.read()
+        out = web.Response(status=response.status, body=payload)
+        out.headers["Content-Type"] = response.headers.get("Content-Type", "application/json")
+        return out
+
+
 def make_app(upstream: str) -> web.Application:
     app = web.Application()
-    session_key = web.AppKey("session", aiohttp.ClientSession)
-
-    async def session(app: web.Application):  # type: ignore[no-untyped-def]
-        app[session_key] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
-        yield
-        await app[session_key].close()
 
     async def forward(request: web.Request) -> web.Response:
-        body = await request.read()
-        headers = {k: request.headers[k] for k in ("Authorization", "Content-Type") if k in request.headers}
-        async with app[session_key].post(upstream + request.raw_path, data=body, headers=headers) as response:
-            payload = await response.read()
-            out = web.Response(status=response.status, body=payload)
-            out.headers["Content-Type"] = response.headers.get("Content-Type", "application/json")
-            return out
+        return await relay(request, upstream, await request.read())
 
-    app.cleanup_ctx.append(session)
+    app.cleanup_ctx.append(pooled_session)
     app.router.add_post("/{tail:.*}", forward)
     return app
 

@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "src"))
+from bare_proxy import pooled_session, relay  # noqa: E402  (the bare proxy's network work, exactly)
 from gateway import ALLOW_ALL, _drive  # noqa: E402  (the same load as the saturation bench)
 from harness import (  # noqa: E402
     PHONE_NUMBER_IDS,
@@ -58,7 +58,6 @@ def _floor_app(upstream: str, db: Path, policies: Path, document: dict[str, Any]
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("CREATE TABLE floor_log (id INTEGER PRIMARY KEY, recipient TEXT, body TEXT, status INTEGER)")
     engine = EmbeddedEngine(policies, run_tests=False)
-    session_key = web.AppKey("session", aiohttp.ClientSession)
     queued: list[tuple[str, tuple[Any, ...]]] = []
     waiting: list[asyncio.Future[None]] = []
     ids = iter(range(1, 1 << 62))
@@ -82,11 +81,6 @@ def _floor_app(upstream: str, db: Path, policies: Path, document: dict[str, Any]
         waiting.append(future)
         return future
 
-    async def session(app: web.Application):  # type: ignore[no-untyped-def]
-        app[session_key] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
-        yield
-        await app[session_key].close()
-
     async def forward(request: web.Request) -> web.Response:
         body = await request.read()
         to = orjson.loads(body)["to"]
@@ -95,16 +89,12 @@ def _floor_app(upstream: str, db: Path, policies: Path, document: dict[str, Any]
         decision = await engine.evaluate({**document, "now": time.time()})
         assert decision.outcome == "allow", decision
         await write("INSERT INTO floor_log VALUES (?, ?, ?, NULL)", (decision_id, to, body.decode()))
-        headers = {k: request.headers[k] for k in ("Authorization", "Content-Type") if k in request.headers}
-        async with request.app[session_key].post(upstream + request.raw_path, data=body, headers=headers) as response:
-            payload = await response.read()
-            write("UPDATE floor_log SET status = ? WHERE id = ?", (response.status, decision_id))  # not awaited
-            out = web.Response(status=response.status, body=payload)
-            out.headers["Content-Type"] = response.headers.get("Content-Type", "application/json")
-            return out
+        response = await relay(request, upstream, body)
+        write("UPDATE floor_log SET status = ? WHERE id = ?", (response.status, decision_id))  # not awaited
+        return response
 
     app = web.Application()
-    app.cleanup_ctx.append(session)
+    app.cleanup_ctx.append(pooled_session)
     app.router.add_post("/{tail:.*}", forward)
     return app
 
