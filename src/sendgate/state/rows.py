@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from sendgate.ids import crockford
 from sendgate.places import PLACE_DATA, recipient_place
 from sendgate.state.base import ConsentRecord, DecisionCount, DecisionRecord, InvalidRecord, TemplateFacts
 from sendgate.state.catalog import count_placeholders, effective_status, template_details
@@ -77,17 +78,11 @@ COPIED_TABLES: dict[str, tuple[str, ...]] = {
     "media": ("phone_number_id", "media_id", "mime_type", "declared_type", "size", "animated", "uploaded_at"),
 }
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as sendgate.ids
-
 
 def id_floor(ts: float) -> str:
     """The smallest decision id issued at or after `ts` (ids are never earlier than their record)."""
     millis = min(max(int(math.floor(ts * 1000)), 0), (1 << 48) - 1)
-    chars = []
-    for _ in range(10):
-        millis, digit = divmod(millis, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars)) + "0" * 16
+    return crockford(millis, 10) + "0" * 16
 
 
 def count_rows(record: DecisionRecord, rules: Iterable[str]) -> list[tuple[Any, ...]]:
