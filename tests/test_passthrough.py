@@ -83,6 +83,21 @@ def test_upstream_urls_never_change_host(path: str) -> None:
     assert str(upstream.url_for("/v23.0/1/%6Dedia?q=..%2F")) == "https://graph.facebook.com/v23.0/1/%6Dedia?q=..%2F"
 
 
+def test_judged_paths_are_remembered_but_an_unsafe_one_never_is() -> None:
+    import sendgate.gateway.upstream as upstream_module
+
+    upstream = Upstream("https://graph.facebook.com", 1, session=None)  # type: ignore[arg-type]
+    safe = "/v23.0/1/messages"
+    assert upstream.url_for(safe) is upstream.url_for(safe)  # the second answer is the remembered URL
+    for _ in range(2):  # refused every time, not remembered as judged
+        with pytest.raises(UnsafePath):
+            upstream.url_for("/v23.0/%2e%2e/evil")
+    for i in range(3 * upstream_module._SAFE_PATHS):  # paths from clients: the memory stays bounded
+        upstream.url_for(f"/v23.0/{i}/messages")
+    assert len(upstream._safe) <= upstream_module._SAFE_PATHS
+    assert str(upstream.url_for(safe)) == "https://graph.facebook.com/v23.0/1/messages"
+
+
 @pytest.mark.parametrize("target", ["//evil.example/steal", "http://evil.example/steal"])
 async def test_proxy_style_requests_are_not_relayed(
     gateway: TestClient, fake_graph: tuple[FakeGraph, str], target: str

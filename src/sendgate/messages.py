@@ -282,7 +282,7 @@ class _Content:
         elif isinstance(value, list):
             for item in value:
                 self.sweep(item)
-        elif isinstance(value, str):
+        elif isinstance(value, str) and _SCHEME_URL.search(value):  # one C call for a string without any
             self.scan(value, bare=False)  # only unmistakable URLs: ids and tokens are not prose
 
 
