@@ -12,7 +12,7 @@ REGAL_VERSION ?= v0.35.1
 TOOLS_BIN ?= $(HOME)/.cache/sendgate-tools/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: install run test typecheck policy-test policy-lint tools bench bench-latency bench-engines bench-review bench-scale clean
+.PHONY: install run test typecheck policy-test policy-lint tools bench bench-latency bench-engines bench-review bench-scale bench-instructions clean
 
 install: $(VENV)/.installed
 
@@ -81,6 +81,10 @@ bench: install
 ## bench-latency: only the constant-rate part (RATES=200,1000 DURATION=5 to change the defaults)
 bench-latency: install
 	$(PY) bench/latency.py $(if $(RATES),--rates $(RATES)) $(if $(DURATION),--duration $(DURATION))
+
+## bench-instructions: user-space instructions per message (callgrind; needs valgrind), AGAINST=REV to compare
+bench-instructions: install
+	$(PY) bench/instructions.py $(if $(AGAINST),--against $(AGAINST))
 
 ## bench-scale: the same load on SQLite, on PostgreSQL with one worker and with two (throwaway PostgreSQL and Redis)
 bench-scale: install

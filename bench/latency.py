@@ -215,11 +215,17 @@ async def profile(
     return first
 
 
-def start_revision(rev: str, work: Path, port: int, upstream: str, db: Path) -> subprocess.Popen[bytes]:
-    """sendgate as of git revision `rev`: a worktree under `work`, its policies, a copy of the store."""
+def revision_tree(rev: str, work: Path) -> Path:
+    """A worktree of this repository at git revision `rev`, under `work` (`_remove_worktrees` removes it)."""
     tree = work / f"rev-{rev}"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return tree
+
+
+def start_revision(rev: str, work: Path, port: int, upstream: str, db: Path) -> subprocess.Popen[bytes]:
+    """sendgate as of git revision `rev`: a worktree under `work`, its policies, a copy of the store."""
+    tree = revision_tree(rev, work)
     copy = work / f"rev-{rev}.db"
     shutil.copyfile(db, copy)  # the store as populated, before any send (WAL checkpointed by populate)
     env = {**gateway_env(port, upstream, copy, tree / "policies"), "PYTHONPATH": str(tree / "src")}
