@@ -53,16 +53,21 @@ def _message(i: int) -> bytes:
     return orjson.dumps(utility_template(i))
 
 
-async def _drive(base: str, start: int, concurrency: int, duration: float) -> tuple[list[float], dict[int, int], int]:
+async def _drive(
+    base: str, start: int, concurrency: int, duration: float, count: int = RECIPIENTS
+) -> tuple[list[float], dict[int, int], int]:
+    """Messages start, start + 1, ... over `concurrency` connections, for `duration` seconds or
+    `count` messages, whichever ends first: latencies, statuses, and the next message number."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    counter = iter(range(start, start + RECIPIENTS))
+    counter = iter(range(start, start + count))
     headers = {"Authorization": "Bearer bench-token", "Content-Type": "application/json"}
     stop_at = time.perf_counter() + duration
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        while time.perf_counter() < stop_at:
-            i = next(counter)
+        for i in counter:
+            if time.perf_counter() >= stop_at:
+                break
             body = _message(i)
             t0 = time.perf_counter()
             async with session.post(messages_url(base, i), data=body, headers=headers) as response:
@@ -73,7 +78,7 @@ async def _drive(base: str, start: int, concurrency: int, duration: float) -> tu
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    return latencies, statuses, next(counter)
+    return latencies, statuses, next(counter, start + count)
 
 
 ALLOW_ALL = """package sendgate

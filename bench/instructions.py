@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import re
 import shutil
@@ -35,12 +36,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import aiohttp
-
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from gateway import _message  # noqa: E402  (the load of the saturation bench)
-from harness import ROOT, free_port, gateway_env, messages_url, populate, python_env, start_fake_graph  # noqa: E402
+from gateway import _drive  # noqa: E402  (the load of the saturation bench)
+from harness import ROOT, free_port, gateway_env, populate, python_env, start_fake_graph  # noqa: E402
 from latency import _remove_worktrees, revision_tree  # noqa: E402  (--against, as bench/latency.py)
 
 _NAMED = re.compile(r"c?ob=\((\d+)\)(?: (.*))?$")  # an object file's id, and its name where first used
@@ -60,23 +59,6 @@ def _under_callgrind(cmd: list[str], env: dict[str, str], out: Path) -> subproce
             break
     proc.kill()
     raise RuntimeError(f"{cmd[:4]} did not start under callgrind")
-
-
-async def _send(base: str, first: int, count: int, concurrency: int) -> dict[int, int]:
-    statuses: Counter[int] = Counter()
-    numbers = iter(range(first, first + count))
-    headers = {"Authorization": "Bearer bench-token", "Content-Type": "application/json"}
-    timeout = aiohttp.ClientTimeout(total=600)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-
-        async def worker() -> None:
-            for i in numbers:
-                async with session.post(messages_url(base, i), data=_message(i), headers=headers) as response:
-                    await response.read()
-                    statuses[response.status] += 1
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return dict(statuses)
 
 
 def _by_object(dump: Path) -> tuple[int, Counter[str]]:
@@ -127,9 +109,9 @@ async def _measure(name: str, cmd: list[str], env: dict[str, str], out: Path, po
     proc = _under_callgrind(cmd, env, out)
     try:
         base = f"http://127.0.0.1:{port}"
-        await _send(base, first, args.warmup, args.concurrency)
+        await _drive(base, first, args.concurrency, math.inf, args.warmup)
         subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
-        statuses = await _send(base, first + args.warmup, args.messages, args.concurrency)
+        _, statuses, _ = await _drive(base, first + args.warmup, args.concurrency, math.inf, args.messages)
         subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
     finally:
         proc.send_signal(signal.SIGTERM)
