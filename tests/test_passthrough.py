@@ -89,6 +89,9 @@ def test_judged_paths_are_remembered_but_an_unsafe_one_never_is() -> None:
     upstream = Upstream("https://graph.facebook.com", 1, session=None)  # type: ignore[arg-type]
     safe = "/v23.0/1/messages"
     assert upstream.url_for(safe) is upstream.url_for(safe)  # the second answer is the remembered URL
+    with_query = "/v23.0/1/media?access_token=secret"
+    assert str(upstream.url_for(with_query)) == "https://graph.facebook.com" + with_query
+    assert with_query not in upstream._safe  # a query may hold a token: judged each time, never kept
     for _ in range(2):  # refused every time, not remembered as judged
         with pytest.raises(UnsafePath):
             upstream.url_for("/v23.0/%2e%2e/evil")

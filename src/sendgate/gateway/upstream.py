@@ -63,7 +63,8 @@ class Upstream:
         self._session = session
         self._hooks = hooks
         # Paths already judged safe, and their URLs: a send path repeats per account, and judging
-        # it again (decoding, yarl's parse) cost about 6 µs a send. Bounded: cleared when full.
+        # it again (decoding, yarl's parse) cost about 6 µs a send. Only paths without a query (a
+        # passthrough query may carry an access token). Bounded: cleared when full.
         self._safe: dict[str, URL] = {}
 
     @classmethod
@@ -92,9 +93,10 @@ class Upstream:
         url = URL(str(self._base) + raw_path_qs, encoded=True)
         if (url.scheme, url.host, url.port) != (self._base.scheme, self._base.host, self._base.port):
             raise UnsafePath(f"refusing path {path!r}")
-        if len(self._safe) >= _SAFE_PATHS:
-            self._safe.clear()
-        self._safe[raw_path_qs] = url
+        if path == raw_path_qs:
+            if len(self._safe) >= _SAFE_PATHS:
+                self._safe.clear()
+            self._safe[raw_path_qs] = url
         return url
 
     async def send(
